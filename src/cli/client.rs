@@ -1,0 +1,168 @@
+//! Connecting to apt-ostreed: the system socket, another address, or a
+//! private daemon for `--sysroot`.
+//!
+//! With `--sysroot DIR` the CLI starts its own `apt-ostreed` and talks to it
+//! over a socketpair, passed as systemd would pass an `Accept=yes` socket
+//! (fd 3, `LISTEN_FDS=1`, `LISTEN_FDNAMES=varlink`). The daemon serves that one
+//! connection and exits, so an image being built or a test needs no system
+//! socket, and it goes through exactly the same code as the system service.
+
+use std::io::BufReader;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result};
+use varlink::Connection;
+
+use crate::protocol::{self, sysroot::VarlinkClient};
+
+pub struct Client {
+    connection: Arc<RwLock<Connection>>,
+    /// The private daemon, when there is one.
+    daemon: Option<Child>,
+    /// Where to open a second connection (for cancel); None for a private daemon.
+    address: Option<String>,
+}
+
+/// Where `apt-ostreed` is: beside this executable (build tree, /usr/bin),
+/// else /usr/libexec, overridable with `APT_OSTREED`.
+fn daemon_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("APT_OSTREED") {
+        return PathBuf::from(p);
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("apt-ostreed")));
+    match beside {
+        Some(p) if p.exists() => p,
+        _ if Path::new("/usr/libexec/apt-ostreed").exists() => "/usr/libexec/apt-ostreed".into(),
+        _ => "apt-ostreed".into(),
+    }
+}
+
+impl Client {
+    pub fn connect(address: Option<&str>, sysroot: Option<&Path>) -> Result<Client> {
+        match (address, sysroot) {
+            (_, Some(sysroot)) => Client::private(sysroot),
+            (address, None) => {
+                let address = address.unwrap_or(protocol::DEFAULT_ADDRESS);
+                let connection = Connection::with_address(address)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .with_context(|| format!("Connecting to apt-ostreed at {address}"))?;
+                Ok(Client {
+                    connection,
+                    daemon: None,
+                    address: Some(address.to_string()),
+                })
+            }
+        }
+    }
+
+    fn private(sysroot: &Path) -> Result<Client> {
+        let (ours, theirs) = UnixStream::pair().context("Creating a socketpair")?;
+        let theirs_fd = theirs.as_raw_fd();
+        let mut command = Command::new(daemon_path());
+        command.arg("--sysroot").arg(sysroot);
+        let log_level = std::env::var("APT_OSTREE_LOG").unwrap_or_else(|_| "warn".into());
+        let log_level = std::ffi::CString::new(log_level).context("APT_OSTREE_LOG")?;
+        #[allow(unsafe_code)]
+        // SAFETY: runs in the forked child before exec, and only calls
+        // async-signal-safe functions plus setenv, which is safe here because the
+        // CLI is single-threaded when it spawns. The environment is set here, not
+        // with Command::env, because LISTEN_PID must be the child's own pid and
+        // Command::env would replace the environment these calls modify.
+        unsafe {
+            command.pre_exec(move || {
+                if theirs_fd == 3 {
+                    let flags = libc::fcntl(3, libc::F_GETFD);
+                    libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                } else if libc::dup2(theirs_fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut pid = [0u8; 24];
+                format_decimal(libc::getpid() as u64, &mut pid);
+                libc::setenv(c"LISTEN_PID".as_ptr(), pid.as_ptr().cast(), 1);
+                libc::setenv(c"LISTEN_FDS".as_ptr(), c"1".as_ptr(), 1);
+                libc::setenv(c"LISTEN_FDNAMES".as_ptr(), c"varlink".as_ptr(), 1);
+                libc::setenv(c"APT_OSTREE_LOG".as_ptr(), log_level.as_ptr(), 1);
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("Starting {}", daemon_path().display()))?;
+        drop(theirs);
+        let reader = ours.try_clone().context("Cloning the socket")?;
+        let mut connection = Connection::default();
+        connection.reader = Some(BufReader::new(Box::new(reader)));
+        connection.writer = Some(Box::new(ours));
+        let connection = Arc::new(RwLock::new(connection));
+        Ok(Client {
+            connection,
+            daemon: Some(child),
+            address: None,
+        })
+    }
+
+    pub fn sysroot(&self) -> VarlinkClient {
+        VarlinkClient::new(self.connection.clone())
+    }
+
+    /// The address of the system daemon, if that is what we talk to.
+    pub fn address(&self) -> Option<&str> {
+        self.address.as_deref()
+    }
+
+    /// PID of the private daemon, if we started one.
+    pub fn private_daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+}
+
+/// Write `n` as a NUL-terminated decimal string into `buf`, without allocating
+/// (for use between fork and exec).
+fn format_decimal(mut n: u64, buf: &mut [u8; 24]) {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[i] = digits[len - 1 - i];
+    }
+    buf[len] = 0;
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            // Closing our end tells the private daemon to finish and exit.
+            if let Ok(mut c) = self.connection.write() {
+                c.reader = None;
+                c.writer = None;
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_pids_without_allocating() {
+        let mut buf = [0xffu8; 24];
+        super::format_decimal(40213, &mut buf);
+        assert_eq!(&buf[..6], b"40213\0");
+        super::format_decimal(0, &mut buf);
+        assert_eq!(&buf[..2], b"0\0");
+    }
+}

@@ -1,0 +1,69 @@
+//! Engine types to IDL types. Engines never see the generated protocol types;
+//! this is where one becomes the other.
+
+use crate::dpkg;
+use crate::error::TransactionInfo;
+use crate::protocol::sysroot as idl;
+use crate::sysroot::DeploymentStatus;
+
+pub fn deployment(d: &DeploymentStatus) -> idl::Deployment {
+    idl::Deployment {
+        id: d.id.clone(),
+        osname: d.osname.clone(),
+        checksum: d.checksum.clone(),
+        baseChecksum: d.base_checksum.clone(),
+        serial: d.serial.into(),
+        index: d.index as i64,
+        version: d.version.clone(),
+        timestamp: d.timestamp as i64,
+        refspec: d.refspec.clone(),
+        pinnedRevision: d.pinned_revision.clone(),
+        booted: d.booted,
+        staged: d.staged,
+        pinned: d.pinned,
+        default: d.is_default,
+        rollback: d.rollback,
+        unlocked: d.unlocked.clone(),
+        requestedPackages: d.requested_packages.clone(),
+        requestedLocalPackages: d.requested_local_packages.clone(),
+        layeredPackages: d.layered_packages.clone(),
+        removedBasePackages: d.removed_base_packages.clone(),
+        replacedBasePackages: d.replaced_base_packages.clone(),
+        kernelArguments: d.kernel_arguments.clone(),
+    }
+}
+
+pub fn transaction(t: &TransactionInfo) -> idl::Transaction {
+    idl::Transaction {
+        id: t.id.clone(),
+        method: t.method.clone(),
+        title: t.title.clone(),
+        initiatorUid: t.initiator_uid.into(),
+        initiatorPid: t.initiator_pid.map(i64::from),
+        startedUsec: t.started_usec as i64,
+        cancelling: t.cancelling,
+    }
+}
+
+pub fn package(p: &dpkg::Package) -> idl::Package {
+    idl::Package {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        architecture: p.architecture.clone(),
+    }
+}
+
+pub fn package_diff(d: &dpkg::PackageDiff) -> idl::PackageDiff {
+    let change = |c: &dpkg::PackageChange| idl::PackageChange {
+        name: c.name.clone(),
+        architecture: c.architecture.clone(),
+        fromVersion: c.from_version.clone(),
+        toVersion: c.to_version.clone(),
+    };
+    idl::PackageDiff {
+        added: d.added.iter().map(package).collect(),
+        removed: d.removed.iter().map(package).collect(),
+        upgraded: d.upgraded.iter().map(change).collect(),
+        downgraded: d.downgraded.iter().map(change).collect(),
+    }
+}

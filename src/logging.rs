@@ -1,0 +1,63 @@
+//! Logging, set up once per process.
+//!
+//! The daemon logs to the journal when there is one (structured fields such as
+//! the transaction id become journal fields) and to stderr otherwise; the CLI
+//! logs warnings to stderr. Audit-worthy events carry a fixed `MESSAGE_ID`.
+
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{filter::LevelFilter, reload, EnvFilter, Registry};
+
+/// Handle to change the log level at runtime (`io.systemd.service.SetLogLevel`).
+pub type LevelHandle = reload::Handle<LevelFilter, Registry>;
+
+/// MESSAGE_IDs (from `systemd-id128 new`) of events an administrator audits.
+pub mod message_id {
+    pub const DEPLOYMENT_WRITTEN: &str = "9ef3cb3dc47c40c0ba406a417c2789fb";
+    pub const ROLLBACK: &str = "662a679075bf41059a057c63d340d31e";
+    pub const PACKAGES_LAYERED: &str = "2effc210d6694b939ee6b10240d9c56c";
+    pub const TRANSACTION_FAILED: &str = "d9137022527f46e284189b23021871ec";
+}
+
+/// Set up logging for the daemon: journal if reachable, else stderr.
+/// `APT_OSTREE_LOG` (error, warn, info, debug, trace) overrides the level.
+pub fn init_daemon(default: LevelFilter) -> LevelHandle {
+    let initial = std::env::var("APT_OSTREE_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(default);
+    let (level, handle) = reload::Layer::new(initial);
+    let registry = tracing_subscriber::registry().with(level);
+    match tracing_journald::layer() {
+        Ok(journald) => registry.with(journald).init(),
+        Err(_) => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false),
+            )
+            .init(),
+    }
+    handle
+}
+
+/// Set up logging for the CLI: warnings and errors to stderr, `RUST_LOG` to change that.
+pub fn init_cli() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Map a syslog level (0 emerg .. 7 debug) to a tracing level filter.
+pub fn level_from_syslog(level: i64) -> Option<LevelFilter> {
+    Some(match level {
+        0..=3 => LevelFilter::ERROR,
+        4 => LevelFilter::WARN,
+        5 | 6 => LevelFilter::INFO,
+        7 => LevelFilter::DEBUG,
+        _ => return None,
+    })
+}

@@ -1,0 +1,72 @@
+//! Progress events that engines emit while they work.
+//!
+//! Engines report through a [`ProgressSink`] and never learn who listens: the
+//! transaction manager fans events out to Varlink clients, tests collect them.
+//! Cancellation is polled through the same handle, at points where stopping
+//! leaves nothing half-written.
+
+use crate::error::Error;
+
+/// One thing that happened during a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    TaskBegin(String),
+    TaskEnd(String),
+    Percent(u8),
+    Download {
+        bytes_done: u64,
+        bytes_total: Option<u64>,
+        bytes_per_second: u64,
+    },
+    Log(String),
+}
+
+pub trait ProgressSink: Send + Sync {
+    fn emit(&self, event: Event);
+    /// True once somebody asked the running operation to stop.
+    fn cancel_requested(&self) -> bool;
+    /// Identifier of the operation, for error messages and logs.
+    fn id(&self) -> &str;
+}
+
+impl dyn ProgressSink + '_ {
+    pub fn task_begin(&self, title: impl Into<String>) {
+        self.emit(Event::TaskBegin(title.into()));
+    }
+    pub fn task_end(&self, title: impl Into<String>) {
+        self.emit(Event::TaskEnd(title.into()));
+    }
+    pub fn percent(&self, percent: u8) {
+        self.emit(Event::Percent(percent.min(100)));
+    }
+    pub fn log(&self, line: impl Into<String>) {
+        self.emit(Event::Log(line.into()));
+    }
+    /// Fail with [`Error::Cancelled`] if cancellation was requested.
+    pub fn check_cancelled(&self) -> anyhow::Result<()> {
+        if self.cancel_requested() {
+            return Err(Error::Cancelled(self.id().to_string()).into());
+        }
+        Ok(())
+    }
+    /// Run `f` as a task with a title, emitting begin and end events.
+    pub fn task<T>(&self, title: &str, f: impl FnOnce() -> T) -> T {
+        self.task_begin(title);
+        let r = f();
+        self.task_end(title);
+        r
+    }
+}
+
+/// A sink that drops events; for callers that do not watch (compose, tests).
+pub struct NullProgress;
+
+impl ProgressSink for NullProgress {
+    fn emit(&self, _event: Event) {}
+    fn cancel_requested(&self) -> bool {
+        false
+    }
+    fn id(&self) -> &str {
+        "-"
+    }
+}

@@ -1,0 +1,152 @@
+//! The OSTree engine: everything that reads or writes a sysroot through libostree.
+//!
+//! libostree objects are neither `Send` nor `Sync`: a [`Sysroot`] lives and dies
+//! on the thread that opened it. The daemon keeps one on its query thread (for
+//! status and db, reloaded only when the sysroot changed on disk) and opens a
+//! fresh one on each transaction's worker thread.
+
+mod commit;
+mod status;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use ostree::gio::prelude::*;
+use ostree::gio;
+
+pub use commit::CommitInfo;
+pub use status::{DeploymentStatus, SysrootStatus};
+
+use crate::dpkg::{self, Package};
+use crate::error::Error;
+
+/// An open sysroot, with a cache of the (immutable) commit metadata it has read.
+pub struct Sysroot {
+    path: PathBuf,
+    inner: ostree::Sysroot,
+    commits: HashMap<String, CommitInfo>,
+}
+
+impl Sysroot {
+    /// Open and load the sysroot at `path` ("/" for the running system).
+    pub fn open(path: &Path) -> Result<Sysroot> {
+        let not_a_sysroot = |reason: String| Error::NotASysroot {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| not_a_sysroot(e.to_string()))?;
+        if !meta.is_dir() {
+            return Err(not_a_sysroot("not a directory".into()).into());
+        }
+        if !path.join("ostree/repo/config").is_file() {
+            return Err(not_a_sysroot("it has no ostree/repo".into()).into());
+        }
+        let inner = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
+        inner
+            .load(gio::Cancellable::NONE)
+            .map_err(|e| not_a_sysroot(e.to_string()))?;
+        Ok(Sysroot {
+            path: path.to_path_buf(),
+            inner,
+            commits: HashMap::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The libostree handle, for the engines that write deployments.
+    pub fn ostree(&self) -> &ostree::Sysroot {
+        &self.inner
+    }
+
+    pub fn repo(&self) -> ostree::Repo {
+        self.inner.repo()
+    }
+
+    /// Re-read the sysroot if it changed on disk (or always, with `force`).
+    pub fn reload(&mut self, force: bool) -> Result<()> {
+        if force {
+            self.inner.unload();
+            self.inner
+                .load(gio::Cancellable::NONE)
+                .with_context(|| format!("Reloading sysroot {}", self.path.display()))?;
+        } else {
+            self.inner
+                .load_if_changed(gio::Cancellable::NONE)
+                .with_context(|| format!("Reloading sysroot {}", self.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Metadata of a commit, cached by checksum (commits never change).
+    pub fn commit_info(&mut self, checksum: &str) -> Result<CommitInfo> {
+        if let Some(info) = self.commits.get(checksum) {
+            return Ok(info.clone());
+        }
+        let info = CommitInfo::load(&self.repo(), checksum)?;
+        self.commits.insert(checksum.to_string(), info.clone());
+        Ok(info)
+    }
+
+    /// Resolve what a user typed to a commit checksum: a deployment index
+    /// ("0", "1"), a ref, a full checksum or a unique prefix of one.
+    pub fn resolve_revision(&self, revision: &str) -> Result<String> {
+        let not_found = |reason: &str| Error::RevisionNotFound {
+            revision: revision.to_string(),
+            reason: reason.to_string(),
+        };
+        if revision.is_empty() || revision.chars().any(|c| c.is_control()) {
+            return Err(not_found("not a revision").into());
+        }
+        if let Ok(index) = revision.parse::<usize>() {
+            if revision.len() < 4 {
+                let deployments = self.inner.deployments();
+                return deployments
+                    .get(index)
+                    .map(|d| d.csum().to_string())
+                    .ok_or_else(|| not_found("no deployment with that index").into());
+            }
+        }
+        match self.repo().resolve_rev(revision, true) {
+            Ok(Some(checksum)) => Ok(checksum.to_string()),
+            Ok(None) => Err(not_found("no such ref or commit").into()),
+            Err(e) => Err(not_found(e.message()).into()),
+        }
+    }
+
+    /// The default revision for `db list`: the booted deployment, else the default one.
+    pub fn default_revision(&self) -> Result<String> {
+        self.inner
+            .booted_deployment()
+            .or_else(|| self.inner.deployments().into_iter().next())
+            .map(|d| d.csum().to_string())
+            .ok_or_else(|| Error::NoDeployment("the sysroot has no deployments".into()).into())
+    }
+
+    /// The Debian packages recorded in a commit's dpkg database.
+    pub fn packages(&self, checksum: &str) -> Result<Vec<Package>> {
+        let repo = self.repo();
+        let (root, _) = repo
+            .read_commit(checksum, gio::Cancellable::NONE)
+            .with_context(|| format!("Reading commit {checksum}"))?;
+        for dir in [dpkg::DATABASE_DIR, dpkg::LEGACY_DATABASE_DIR] {
+            let file = root.resolve_relative_path(format!("{dir}/status"));
+            match file.load_contents(gio::Cancellable::NONE) {
+                Ok((bytes, _)) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    return Ok(dpkg::parse_status(&text));
+                }
+                Err(e) if e.matches(gio::IOErrorEnum::NotFound) => continue,
+                Err(e) if e.matches(gio::IOErrorEnum::NotDirectory) => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("Reading {dir}/status of {checksum}"))
+                }
+            }
+        }
+        Ok(Vec::new())
+    }
+}
+

@@ -1,0 +1,136 @@
+//! What `status` reports: the deployments of a sysroot and what each one is.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::Sysroot;
+use crate::origin::Origin;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentStatus {
+    pub id: String,
+    pub osname: String,
+    pub checksum: String,
+    pub base_checksum: Option<String>,
+    pub serial: i32,
+    pub index: usize,
+    pub version: Option<String>,
+    pub timestamp: u64,
+    pub refspec: Option<String>,
+    pub pinned_revision: Option<String>,
+    pub booted: bool,
+    pub staged: bool,
+    pub pinned: bool,
+    pub is_default: bool,
+    pub rollback: bool,
+    pub unlocked: String,
+    pub requested_packages: Vec<String>,
+    pub requested_local_packages: Vec<String>,
+    pub layered_packages: Vec<String>,
+    pub removed_base_packages: Vec<String>,
+    pub replaced_base_packages: Vec<String>,
+    pub kernel_arguments: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysrootStatus {
+    pub path: PathBuf,
+    pub deployments: Vec<DeploymentStatus>,
+}
+
+impl Sysroot {
+    /// Index of the deployment `rollback` would make the default, if any.
+    ///
+    /// Booted in the default deployment: the next one of the same OS.
+    /// Booted in another one (an update is pending): the booted one.
+    /// Not booted (an image being prepared): the second one.
+    pub fn rollback_index(&self) -> Option<usize> {
+        let deployments = self.inner.deployments();
+        let first = deployments.first()?;
+        let booted = self.inner.booted_deployment();
+        match booted.and_then(|b| deployments.iter().position(|d| d.equal(&b))) {
+            Some(0) | None => deployments
+                .iter()
+                .enumerate()
+                .skip(1)
+                .find(|(_, d)| d.osname() == first.osname() && !d.is_staged())
+                .map(|(i, _)| i),
+            Some(i) => Some(i),
+        }
+    }
+
+    pub fn status(&mut self) -> Result<SysrootStatus> {
+        self.reload(false)?;
+        let booted = self.inner.booted_deployment();
+        let rollback = self.rollback_index();
+        let mut deployments = Vec::new();
+        for (index, d) in self.inner.deployments().into_iter().enumerate() {
+            let checksum = d.csum().to_string();
+            let info = self.commit_info(&checksum)?;
+            let origin = d.origin().map(|kf| Origin::from_keyfile(&kf)).transpose();
+            // A deployment with an unreadable origin is still shown; its refspec is unknown.
+            let origin = origin.unwrap_or_else(|e| {
+                tracing::warn!("Origin of deployment {checksum}: {e:#}");
+                None
+            });
+            let kernel_arguments = d
+                .bootconfig()
+                .and_then(|b| b.get("options"))
+                // ostree= is ostree's own, rewritten on every deploy: not the user's to change.
+                .map(|o| {
+                    o.split_whitespace()
+                        .filter(|a| !a.starts_with("ostree="))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let origin = origin.unwrap_or_default();
+            deployments.push(DeploymentStatus {
+                id: format!("{}-{}.{}", d.osname(), checksum, d.deployserial()),
+                osname: d.osname().to_string(),
+                base_checksum: info.base_checksum.clone(),
+                serial: d.deployserial(),
+                index,
+                version: info.version.clone(),
+                timestamp: info.timestamp,
+                refspec: (!origin.refspec.is_empty()).then(|| origin.refspec.clone()),
+                pinned_revision: origin.override_commit.clone(),
+                booted: booted.as_ref().is_some_and(|b| b.equal(&d)),
+                staged: d.is_staged(),
+                pinned: d.is_pinned(),
+                is_default: index == 0,
+                rollback: rollback == Some(index),
+                unlocked: ostree::Deployment::unlocked_state_to_string(d.unlocked()).to_string(),
+                requested_packages: origin.requested_packages.iter().cloned().collect(),
+                requested_local_packages: origin.requested_local_packages.keys().cloned().collect(),
+                layered_packages: info.layered_packages.clone(),
+                removed_base_packages: origin.override_remove.iter().cloned().collect(),
+                replaced_base_packages: origin.override_replace.iter().cloned().collect(),
+                kernel_arguments,
+                checksum,
+            });
+        }
+        Ok(SysrootStatus {
+            path: self.path.clone(),
+            deployments,
+        })
+    }
+}
+
+impl Sysroot {
+    /// The default pair for `db diff`: from the booted deployment (else the
+    /// rollback one, else the default) to the default deployment.
+    pub fn default_diff_pair(&self) -> Result<(String, String)> {
+        let deployments = self.inner.deployments();
+        let default = deployments.first().ok_or_else(|| {
+            crate::error::Error::NoDeployment("the sysroot has no deployments".into())
+        })?;
+        let from = self
+            .inner
+            .booted_deployment()
+            .or_else(|| self.rollback_index().map(|i| deployments[i].clone()))
+            .unwrap_or_else(|| default.clone());
+        Ok((from.csum().to_string(), default.csum().to_string()))
+    }
+}
