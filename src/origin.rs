@@ -206,8 +206,7 @@ mod tests {
 
     #[test]
     fn dropping_the_last_package_turns_baserefspec_into_refspec() {
-        let mut o =
-            Origin::parse(include_str!("../tests/fixtures/origin-layered.origin")).unwrap();
+        let mut o = Origin::parse(include_str!("../tests/fixtures/origin-layered.origin")).unwrap();
         o.requested_packages.clear();
         o.requested_local_packages.clear();
         o.override_remove.clear();

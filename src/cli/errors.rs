@@ -30,7 +30,9 @@ pub fn describe(err: &anyhow::Error) -> String {
         return format!("{err:#}");
     };
     match e.kind() {
-        ErrorKind::NotASysroot(Some(a)) => format!("{} is not an OSTree sysroot: {}", a.path, a.reason),
+        ErrorKind::NotASysroot(Some(a)) => {
+            format!("{} is not an OSTree sysroot: {}", a.path, a.reason)
+        }
         ErrorKind::TransactionInProgress(Some(a)) => format!(
             "transaction {} ({}) is already running; use `apt-ostree cancel` or wait",
             a.transaction.id, a.transaction.title
@@ -38,8 +40,12 @@ pub fn describe(err: &anyhow::Error) -> String {
         ErrorKind::NoTransaction(_) => "no transaction is running".into(),
         ErrorKind::Cancelled(Some(a)) => format!("transaction {} was cancelled", a.transaction),
         ErrorKind::NoDeployment(Some(a)) => a.reason.clone(),
-        ErrorKind::InvalidRefspec(Some(a)) => format!("invalid refspec {:?}: {}", a.refspec, a.reason),
-        ErrorKind::RevisionNotFound(Some(a)) => format!("revision {:?} not found: {}", a.revision, a.reason),
+        ErrorKind::InvalidRefspec(Some(a)) => {
+            format!("invalid refspec {:?}: {}", a.refspec, a.reason)
+        }
+        ErrorKind::RevisionNotFound(Some(a)) => {
+            format!("revision {:?} not found: {}", a.revision, a.reason)
+        }
         ErrorKind::DowngradeRefused(Some(a)) => format!(
             "refusing to go back from {} to {}; pass --allow-downgrade",
             a.current, a.target
@@ -47,12 +53,18 @@ pub fn describe(err: &anyhow::Error) -> String {
         ErrorKind::InvalidKernelArgument(Some(a)) => {
             format!("invalid kernel argument {:?}: {}", a.argument, a.reason)
         }
-        ErrorKind::FetchFailed(Some(a)) => format!("fetching from {} failed: {}", a.remote, a.reason),
+        ErrorKind::FetchFailed(Some(a)) => {
+            format!("fetching from {} failed: {}", a.remote, a.reason)
+        }
         ErrorKind::SignatureInvalid(Some(a)) => {
             format!("signature check failed for {}: {}", a.remote, a.reason)
         }
-        ErrorKind::InvalidPackageName(Some(a)) => format!("invalid package name {:?}: {}", a.name, a.reason),
-        ErrorKind::PackageNotFound(Some(a)) => format!("packages not found: {}", a.packages.join(", ")),
+        ErrorKind::InvalidPackageName(Some(a)) => {
+            format!("invalid package name {:?}: {}", a.name, a.reason)
+        }
+        ErrorKind::PackageNotFound(Some(a)) => {
+            format!("packages not found: {}", a.packages.join(", "))
+        }
         ErrorKind::PackageAlreadyRequested(Some(a)) => format!(
             "already requested: {} (use --idempotent to accept that)",
             a.packages.join(", ")
@@ -60,9 +72,15 @@ pub fn describe(err: &anyhow::Error) -> String {
         ErrorKind::PackageInBase(Some(a)) => {
             format!("already in the base image: {}", a.packages.join(", "))
         }
-        ErrorKind::PackageNotRequested(Some(a)) => format!("not requested: {}", a.packages.join(", ")),
-        ErrorKind::DependencyProblem(Some(a)) => format!("cannot satisfy dependencies:\n{}", a.explanation),
-        ErrorKind::InvalidPackageFile(Some(a)) => format!("invalid package file {}: {}", a.path, a.reason),
+        ErrorKind::PackageNotRequested(Some(a)) => {
+            format!("not requested: {}", a.packages.join(", "))
+        }
+        ErrorKind::DependencyProblem(Some(a)) => {
+            format!("cannot satisfy dependencies:\n{}", a.explanation)
+        }
+        ErrorKind::InvalidPackageFile(Some(a)) => {
+            format!("invalid package file {}: {}", a.path, a.reason)
+        }
         ErrorKind::ScriptFailed(Some(a)) => format!(
             "{} of {} failed (exit status {}):\n{}",
             a.script, a.package, a.exitStatus, a.output

@@ -6,16 +6,21 @@
 //! rpm-ostree does).
 
 mod client;
+mod db;
 mod errors;
 mod status;
+mod transaction;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
 
 pub use client::Client;
+use transaction::{follow, report};
+
+use crate::protocol::sysroot::VarlinkClientInterface;
 
 /// Exit code for "nothing to do" (`upgrade --check` without an update, `--unchanged-exit-77`).
 pub const EXIT_UNCHANGED: u8 = 77;
@@ -37,10 +42,184 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every deployment-writing command shares.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Reboot once the new deployment is written.
+    #[arg(short = 'r', long)]
+    pub reboot: bool,
+    /// Exit with 77 when there was nothing to do.
+    #[arg(long)]
+    pub unchanged_exit_77: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show the deployments and the running transaction.
     Status(status::StatusArgs),
+    /// Fetch and deploy the newest commit of the origin.
+    Upgrade {
+        /// Only check whether an update is available (exit 77 if none).
+        #[arg(long, conflicts_with = "preview")]
+        check: bool,
+        /// Like --check, and list the package changes.
+        #[arg(long)]
+        preview: bool,
+        /// Fetch the update but do not deploy it.
+        #[arg(long)]
+        download_only: bool,
+        /// Accept a commit older than the current one.
+        #[arg(long)]
+        allow_downgrade: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Switch to another refspec (REMOTE:REF, REF, or REMOTE: to keep the ref).
+    Rebase {
+        refspec: String,
+        /// A checksum or version on the new ref.
+        revision: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Deploy a version or commit of the current ref.
+    Deploy {
+        revision: String,
+        /// Accept a commit older than the current one.
+        #[arg(long)]
+        allow_downgrade: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Make the previous deployment the default for the next boot.
+    Rollback {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove deployments and cached data.
+    Cleanup {
+        /// Remove the pending deployment.
+        #[arg(short = 'p', long)]
+        pending: bool,
+        /// Remove the rollback deployment.
+        #[arg(short = 'r', long)]
+        rollback: bool,
+        /// Remove unreferenced base commits and temporary files.
+        #[arg(short = 'b', long)]
+        base: bool,
+        /// Remove cached package lists and downloaded packages.
+        #[arg(short = 'm', long)]
+        repomd: bool,
+    },
+    /// Cancel the running transaction.
+    Cancel,
+    /// Reload the daemon's configuration and view of the sysroot.
+    Reload,
+    /// Refresh the apt package lists and the remote's summary.
+    #[command(name = "refresh-md")]
+    RefreshMd {
+        /// Refresh even if the cache looks current.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Layer packages (names, or paths of .deb files) on the base image.
+    Install {
+        #[arg(required = true)]
+        packages: Vec<String>,
+        /// Show what would be installed; change nothing.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        /// Do not fail when a package is already requested.
+        #[arg(long)]
+        idempotent: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove layered packages.
+    Uninstall {
+        #[arg(required_unless_present = "all")]
+        packages: Vec<String>,
+        /// Remove all layered packages.
+        #[arg(long)]
+        all: bool,
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        #[arg(long)]
+        idempotent: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Hide or replace packages of the base image.
+    Override {
+        #[command(subcommand)]
+        command: OverrideCommand,
+    },
+    /// Show or change the kernel arguments.
+    Kargs {
+        /// Add an argument (KEY or KEY=VALUE).
+        #[arg(long, value_name = "KEY[=VALUE]")]
+        append: Vec<String>,
+        /// Remove an argument (KEY or KEY=VALUE).
+        #[arg(long, value_name = "KEY[=VALUE]")]
+        delete: Vec<String>,
+        /// Replace an argument's value (KEY=VALUE or KEY=OLD=NEW).
+        #[arg(long, value_name = "KEY=VALUE")]
+        replace: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Query the package databases of commits.
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
+    },
+    /// Regenerate the initramfs locally, or go back to the image's.
+    #[command(group(clap::ArgGroup::new("mode").required(true).args(["enable", "disable"])))]
+    Initramfs {
+        /// Regenerate the initramfs on this machine.
+        #[arg(long)]
+        enable: bool,
+        /// Use the base image's initramfs again.
+        #[arg(long)]
+        disable: bool,
+        /// Extra argument for update-initramfs (repeatable).
+        #[arg(long = "arg")]
+        arguments: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OverrideCommand {
+    /// Hide base packages.
+    Remove {
+        #[arg(required = true)]
+        packages: Vec<String>,
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Replace base packages with the versions the apt sources offer.
+    Replace {
+        #[arg(required = true)]
+        packages: Vec<String>,
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Undo overrides.
+    Reset {
+        #[arg(required_unless_present = "all")]
+        packages: Vec<String>,
+        /// Undo every override.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 /// Entry point of `apt-ostree`.
@@ -56,9 +235,196 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn some(flag: bool) -> Option<bool> {
+    flag.then_some(true)
+}
+
+/// Split install arguments into package names and local .deb files (made absolute).
+fn split_local_packages(args: Vec<String>) -> Result<(Vec<String>, Vec<String>)> {
+    let mut names = Vec::new();
+    let mut files = Vec::new();
+    for arg in args {
+        if arg.ends_with(".deb") || arg.contains('/') {
+            let path = std::path::absolute(&arg).with_context(|| format!("Resolving {arg}"))?;
+            files.push(path.display().to_string());
+        } else {
+            names.push(arg);
+        }
+    }
+    Ok((names, files))
+}
+
 fn run(cli: Cli) -> Result<u8> {
     let client = Client::connect(cli.address.as_deref(), cli.sysroot.as_deref())?;
-    match cli.command {
-        Command::Status(args) => status::run(&client, &args),
-    }
+    let mut api = client.sysroot();
+    let code = match cli.command {
+        Command::Status(args) => status::run(&client, &args)?,
+        Command::Upgrade {
+            check,
+            preview,
+            download_only,
+            allow_downgrade,
+            common,
+        } => {
+            let call = api.upgrade(
+                some(check),
+                some(preview),
+                some(download_only),
+                some(allow_downgrade),
+                some(common.reboot),
+            );
+            let result = follow(&client, call)?;
+            report(&result, common.unchanged_exit_77 || check || preview)
+        }
+        Command::Rebase {
+            refspec,
+            revision,
+            common,
+        } => report(
+            &follow(&client, api.rebase(refspec, revision, some(common.reboot)))?,
+            common.unchanged_exit_77,
+        ),
+        Command::Deploy {
+            revision,
+            allow_downgrade,
+            common,
+        } => report(
+            &follow(
+                &client,
+                api.deploy(revision, some(allow_downgrade), some(common.reboot)),
+            )?,
+            common.unchanged_exit_77,
+        ),
+        Command::Rollback { common } => report(
+            &follow(&client, api.rollback(some(common.reboot)))?,
+            common.unchanged_exit_77,
+        ),
+        Command::Cleanup {
+            pending,
+            rollback,
+            base,
+            repomd,
+        } => report(
+            &follow(
+                &client,
+                api.cleanup(some(pending), some(rollback), some(base), some(repomd)),
+            )?,
+            false,
+        ),
+        Command::Cancel => {
+            api.cancel(None).call()?;
+            println!("Cancellation requested");
+            0
+        }
+        Command::Reload => {
+            api.reload().call()?;
+            0
+        }
+        Command::RefreshMd { force } => {
+            report(&follow(&client, api.refresh_metadata(some(force)))?, false)
+        }
+        Command::Install {
+            packages,
+            dry_run,
+            idempotent,
+            common,
+        } => {
+            let (names, files) = split_local_packages(packages)?;
+            let call = api.install(
+                names,
+                (!files.is_empty()).then_some(files),
+                some(dry_run),
+                some(idempotent),
+                some(common.reboot),
+            );
+            report(&follow(&client, call)?, common.unchanged_exit_77)
+        }
+        Command::Uninstall {
+            packages,
+            all,
+            dry_run,
+            idempotent,
+            common,
+        } => {
+            let call = api.uninstall(
+                packages,
+                some(all),
+                some(dry_run),
+                some(idempotent),
+                some(common.reboot),
+            );
+            report(&follow(&client, call)?, common.unchanged_exit_77)
+        }
+        Command::Override { command } => match command {
+            OverrideCommand::Remove {
+                packages,
+                dry_run,
+                common,
+            } => report(
+                &follow(
+                    &client,
+                    api.override_remove(packages, some(dry_run), some(common.reboot)),
+                )?,
+                common.unchanged_exit_77,
+            ),
+            OverrideCommand::Replace {
+                packages,
+                dry_run,
+                common,
+            } => report(
+                &follow(
+                    &client,
+                    api.override_replace(packages, some(dry_run), some(common.reboot)),
+                )?,
+                common.unchanged_exit_77,
+            ),
+            OverrideCommand::Reset {
+                packages,
+                all,
+                common,
+            } => report(
+                &follow(
+                    &client,
+                    api.override_reset(packages, some(all), some(common.reboot)),
+                )?,
+                common.unchanged_exit_77,
+            ),
+        },
+        Command::Kargs {
+            append,
+            delete,
+            replace,
+            common,
+        } => {
+            if append.is_empty() && delete.is_empty() && replace.is_empty() {
+                let reply = api.get_kernel_arguments().call()?;
+                println!("{}", reply.arguments.join(" "));
+                0
+            } else {
+                let nonempty = |v: Vec<String>| (!v.is_empty()).then_some(v);
+                let call = api.change_kernel_arguments(
+                    nonempty(append),
+                    nonempty(delete),
+                    nonempty(replace),
+                    some(common.reboot),
+                );
+                report(&follow(&client, call)?, common.unchanged_exit_77)
+            }
+        }
+        Command::Db { command } => db::run(&client, command)?,
+        Command::Initramfs {
+            enable,
+            disable: _,
+            arguments,
+            common,
+        } => {
+            let call = api.initramfs(
+                enable,
+                (!arguments.is_empty()).then_some(arguments),
+                some(common.reboot),
+            );
+            report(&follow(&client, call)?, common.unchanged_exit_77)
+        }
+    };
+    Ok(code)
 }

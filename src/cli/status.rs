@@ -71,7 +71,15 @@ fn render_deployment(out: &mut String, d: &Deployment, verbose: bool) {
         Some(v) => format!("{v} ({})", format_time(d.timestamp)),
         None => format_time(d.timestamp),
     };
-    field(out, if d.version.is_some() { "Version" } else { "Timestamp" }, &version);
+    field(
+        out,
+        if d.version.is_some() {
+            "Version"
+        } else {
+            "Timestamp"
+        },
+        &version,
+    );
     match &d.baseChecksum {
         Some(base) => {
             field(out, "BaseCommit", base);

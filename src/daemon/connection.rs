@@ -91,12 +91,18 @@ pub fn serve(stream: UnixStream, service: &VarlinkService) -> io::Result<()> {
         let mut request: Value = serde_json::from_slice(&message)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let Some(obj) = request.as_object_mut() else {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "message is not an object"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "message is not an object",
+            ));
         };
         let method = match obj.get("method").and_then(Value::as_str) {
             Some(m) => m.to_string(),
             None => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "message has no method"))
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "message has no method",
+                ))
             }
         };
         if obj.get("parameters").is_none_or(Value::is_null) {
@@ -104,7 +110,8 @@ pub fn serve(stream: UnixStream, service: &VarlinkService) -> io::Result<()> {
         }
         let oneway = obj.get("oneway").and_then(Value::as_bool) == Some(true);
         tracing::debug!(method, oneway, "call");
-        if let Verdict::InvalidParameter(field) = Contract::get().check(&method, &obj["parameters"]) {
+        if let Verdict::InvalidParameter(field) = Contract::get().check(&method, &obj["parameters"])
+        {
             if !oneway {
                 write_error(
                     &mut writer,

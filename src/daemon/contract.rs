@@ -59,7 +59,10 @@ fn check_struct(idl: &IDL, s: &VStruct, value: &Value) -> Result<(), String> {
     let Some(obj) = value.as_object() else {
         return Err("parameters".into());
     };
-    if let Some(unknown) = obj.keys().find(|k| !s.elts.iter().any(|a| a.name == k.as_str())) {
+    if let Some(unknown) = obj
+        .keys()
+        .find(|k| !s.elts.iter().any(|a| a.name == k.as_str()))
+    {
         return Err(unknown.clone());
     }
     for arg in &s.elts {
@@ -118,9 +121,15 @@ mod tests {
 
     #[test]
     fn accepts_well_typed_calls() {
-        assert_eq!(verdict("org.aptostree.Sysroot.GetStatus", json!({})), Ok(()));
         assert_eq!(
-            verdict("org.aptostree.Sysroot.Install", json!({"packages": ["htop"]})),
+            verdict("org.aptostree.Sysroot.GetStatus", json!({})),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(
+                "org.aptostree.Sysroot.Install",
+                json!({"packages": ["htop"]})
+            ),
             Ok(())
         );
         assert_eq!(
@@ -133,8 +142,14 @@ mod tests {
     fn names_the_bad_parameter() {
         let install = "org.aptostree.Sysroot.Install";
         assert_eq!(verdict(install, json!({})), Err("packages".into()));
-        assert_eq!(verdict(install, json!({"packages": "htop"})), Err("packages".into()));
-        assert_eq!(verdict(install, json!({"packages": [1]})), Err("packages".into()));
+        assert_eq!(
+            verdict(install, json!({"packages": "htop"})),
+            Err("packages".into())
+        );
+        assert_eq!(
+            verdict(install, json!({"packages": [1]})),
+            Err("packages".into())
+        );
         assert_eq!(
             verdict(install, json!({"packages": [], "bogus": 1})),
             Err("bogus".into())

@@ -185,7 +185,8 @@ fn run(args: Args, level: LevelHandle) -> Result<()> {
 
     let listener = match socket {
         socket::Socket::Listening(l) => {
-            l.set_nonblocking(true).context("Setting the socket non-blocking")?;
+            l.set_nonblocking(true)
+                .context("Setting the socket non-blocking")?;
             Some(l)
         }
         socket::Socket::Connected(stream) => {
@@ -247,14 +248,18 @@ fn main_loop(
         if let Some(l) = listener {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
         }
-        let timeout = PollTimeout::try_from(wait.as_millis().max(1) as u64).unwrap_or(PollTimeout::MAX);
+        let timeout =
+            PollTimeout::try_from(wait.as_millis().max(1) as u64).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e).context("Waiting for connections"),
         }
         let signalled = fds[0].revents().is_some_and(|r| !r.is_empty());
-        let connecting = fds.get(2).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+        let connecting = fds
+            .get(2)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| !r.is_empty());
         drop(fds);
         daemon.drain_wake_ups();
         if signalled {

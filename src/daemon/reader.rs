@@ -65,6 +65,8 @@ impl Reader {
 
     /// Forget the open sysroot, so the next query opens it afresh.
     pub fn invalidate(&self) {
-        let _ = self.jobs.send(Box::new(|state: &mut State| state.sysroot = None));
+        let _ = self
+            .jobs
+            .send(Box::new(|state: &mut State| state.sysroot = None));
     }
 }

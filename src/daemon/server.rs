@@ -98,9 +98,11 @@ impl VarlinkInterface for SysrootInterface {
     fn get_kernel_arguments(&self, call: &mut dyn Call_GetKernelArguments) -> varlink::Result<()> {
         let result = self.daemon.reader.query(|s| {
             let status = s.status()?;
-            let default = status.deployments.into_iter().next().ok_or_else(|| {
-                Error::NoDeployment("the sysroot has no deployments".into())
-            })?;
+            let default = status
+                .deployments
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::NoDeployment("the sysroot has no deployments".into()))?;
             Ok(default.kernel_arguments)
         });
         match result {
@@ -118,7 +120,11 @@ impl VarlinkInterface for SysrootInterface {
         not_implemented(call, "Watch")
     }
 
-    fn cancel(&self, call: &mut dyn Call_Cancel, _transaction: Option<String>) -> varlink::Result<()> {
+    fn cancel(
+        &self,
+        call: &mut dyn Call_Cancel,
+        _transaction: Option<String>,
+    ) -> varlink::Result<()> {
         require_privileged!(call);
         not_implemented(call, "Cancel")
     }

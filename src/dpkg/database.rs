@@ -125,8 +125,18 @@ mod tests {
             version: v.into(),
             architecture: "amd64".into(),
         };
-        let from = [p("a", "1.0"), p("b", "2.0"), p("c", "1:1.0"), p("gone", "1")];
-        let to = [p("a", "1.0"), p("b", "2.0+deb12u1"), p("c", "2.0"), p("new", "1")];
+        let from = [
+            p("a", "1.0"),
+            p("b", "2.0"),
+            p("c", "1:1.0"),
+            p("gone", "1"),
+        ];
+        let to = [
+            p("a", "1.0"),
+            p("b", "2.0+deb12u1"),
+            p("c", "2.0"),
+            p("new", "1"),
+        ];
         let d = diff(&from, &to);
         assert_eq!(d.added, [p("new", "1")]);
         assert_eq!(d.removed, [p("gone", "1")]);

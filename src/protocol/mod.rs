@@ -32,3 +32,115 @@ pub const SYSROOT_IDL: &str = include_str!("../../interfaces/org.aptostree.Sysro
 pub const SERVICE_IDL: &str = include_str!("../../interfaces/io.systemd.service.varlink");
 /// Where the system service listens (named after the interface, as systemd does).
 pub const DEFAULT_ADDRESS: &str = "unix:/run/apt-ostree/org.aptostree.Sysroot";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use varlink_parser::{Format, IDL};
+
+    /// The IDL parses, formats, and parses again to the same thing (as
+    /// systemd's IDL round-trip test does), and documents every member.
+    #[test]
+    fn idl_round_trips_and_every_member_is_documented() {
+        for text in [SYSROOT_IDL, SERVICE_IDL] {
+            let idl = IDL::try_from(text).expect("IDL parses");
+            assert!(idl.error.is_empty(), "{:?}", idl.error);
+            let formatted = idl.get_multiline(0, 80);
+            let again = IDL::try_from(formatted.as_str()).expect("formatted IDL parses");
+            assert_eq!(formatted, again.get_multiline(0, 80));
+            assert_eq!(idl.method_keys, again.method_keys);
+            assert_eq!(idl.typedef_keys, again.typedef_keys);
+            assert_eq!(idl.error_keys, again.error_keys);
+            assert!(!idl.doc.is_empty(), "{} has no description", idl.name);
+            for m in idl.methods.values() {
+                assert!(!m.doc.is_empty(), "method {} is undocumented", m.name);
+            }
+            for t in idl.typedefs.values() {
+                assert!(!t.doc.is_empty(), "type {} is undocumented", t.name);
+            }
+            for e in idl.errors.values() {
+                assert!(!e.doc.is_empty(), "error {} is undocumented", e.name);
+            }
+        }
+    }
+
+    /// An IDL comment block as plain text.
+    fn plain(doc: &str) -> String {
+        doc.lines()
+            .map(|l| {
+                l.trim_start_matches('#')
+                    .strip_prefix(' ')
+                    .unwrap_or(l.trim_start_matches('#'))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Render the interface reference in docs/interface.md from the IDL.
+    fn reference() -> String {
+        let mut out = String::from(
+            "# Interface reference\n\n\
+             Generated from `interfaces/*.varlink` by the test \
+             `protocol::tests::interface_reference_is_in_sync`; run it with \
+             `UPDATE_DOCS=1` to refresh this file.\n",
+        );
+        for text in [SYSROOT_IDL, SERVICE_IDL] {
+            let idl = IDL::try_from(text).unwrap();
+            out.push_str(&format!("\n## {}\n\n{}\n", idl.name, plain(idl.doc)));
+            let section = |out: &mut String, title: &str, items: Vec<(String, String)>| {
+                if items.is_empty() {
+                    return;
+                }
+                out.push_str(&format!("\n### {title}\n"));
+                for (sig, doc) in items {
+                    out.push_str(&format!("\n```\n{sig}\n```\n\n{doc}\n"));
+                }
+            };
+            let methods = idl
+                .method_keys
+                .iter()
+                .map(|k| {
+                    let m = &idl.methods[k];
+                    (
+                        format!("method {}{} -> {}", m.name, m.input, m.output),
+                        plain(m.doc),
+                    )
+                })
+                .collect();
+            section(&mut out, "Methods", methods);
+            let types = idl
+                .typedef_keys
+                .iter()
+                .map(|k| {
+                    let t = &idl.typedefs[k];
+                    (format!("type {} {}", t.name, t.elt), plain(t.doc))
+                })
+                .collect();
+            section(&mut out, "Types", types);
+            let errors = idl
+                .error_keys
+                .iter()
+                .map(|k| {
+                    let e = &idl.errors[k];
+                    (format!("error {} {}", e.name, e.parm), plain(e.doc))
+                })
+                .collect();
+            section(&mut out, "Errors", errors);
+        }
+        out
+    }
+
+    #[test]
+    fn interface_reference_is_in_sync() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/interface.md");
+        let expected = reference();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(path, &expected).unwrap();
+        }
+        let actual = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            actual == expected,
+            "docs/interface.md is out of date: run `UPDATE_DOCS=1 cargo test interface_reference`"
+        );
+    }
+}

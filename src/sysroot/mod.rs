@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use ostree::gio::prelude::*;
 use ostree::gio;
+use ostree::gio::prelude::*;
 
 pub use commit::CommitInfo;
 pub use status::{DeploymentStatus, SysrootStatus};
@@ -149,4 +149,3 @@ impl Sysroot {
         Ok(Vec::new())
     }
 }
-

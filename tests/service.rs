@@ -1,0 +1,509 @@
+//! The service: socket activation, the IDL-generated CLI, third-party clients,
+//! status against ostree's own view, idle exit, and bad input.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn status_json(cmd: &mut Command) -> Value {
+    serde_json::from_str(&stdout(cmd.args(["status", "--json"]))).expect("status --json is JSON")
+}
+
+/// (osname, checksum, serial) of each deployment line of `ostree admin status`.
+fn ostree_deployments(text: &str) -> Vec<(String, String, i64)> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim_start_matches(['*', ' ']);
+            let mut f = l.split_whitespace();
+            let (os, id) = (f.next()?, f.next()?);
+            let (csum, serial) = id.split_once('.')?;
+            let serial = serial.parse().ok()?;
+            (csum.len() == 64).then(|| (os.to_string(), csum.to_string(), serial))
+        })
+        .collect()
+}
+
+fn deployments_of(status: &Value) -> Vec<(String, String, i64)> {
+    status["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["osname"].as_str().unwrap().to_string(),
+                d["checksum"].as_str().unwrap().to_string(),
+                d["serial"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn status_matches_ostree_admin_status() {
+    let s = TestSysroot::with_two_deployments();
+    let base = base_repo();
+    let status = status_json(&mut s.cli());
+    let ours = deployments_of(&status);
+    assert_eq!(ours, ostree_deployments(&s.ostree_status()));
+    assert_eq!(ours.len(), 2);
+    assert_eq!(ours[0].1, base.v2);
+    assert_eq!(ours[1].1, base.v1);
+    let d = &status["deployments"];
+    assert_eq!(d[0]["version"], "12.2");
+    assert_eq!(d[1]["version"], "12.1");
+    assert_eq!(d[0]["refspec"], format!("{REMOTE}:{REF}"));
+    for field in [
+        "osname",
+        "checksum",
+        "version",
+        "timestamp",
+        "refspec",
+        "booted",
+        "requestedPackages",
+        "layeredPackages",
+    ] {
+        assert!(d[0].get(field).is_some(), "status lacks {field}");
+    }
+    // Nothing is booted in a sysroot that is not the running system.
+    assert_eq!(d[0]["booted"], false);
+    assert_eq!(d[1]["booted"], false);
+    assert_eq!(
+        (d[0]["default"].as_bool(), d[1]["default"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        (d[0]["rollback"].as_bool(), d[1]["rollback"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert_eq!(status["sysroot"], s.path.display().to_string());
+    assert!(status.get("transaction").is_none() || status["transaction"].is_null());
+}
+
+#[test]
+fn human_status_shows_versions_commits_and_marks() {
+    let s = TestSysroot::with_two_deployments();
+    let base = base_repo();
+    let text = stdout(s.cli().arg("status"));
+    assert!(text.starts_with("State: idle\nDeployments:\n"), "{text}");
+    assert!(
+        text.contains(&format!("{REMOTE}:{REF} (default)")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{REMOTE}:{REF} (rollback)")),
+        "{text}"
+    );
+    assert!(text.contains("Version: 12.2 ("), "{text}");
+    assert!(text.contains(&format!("Commit: {}", base.v1)), "{text}");
+    assert!(!text.contains('●'), "nothing is booted: {text}");
+    let verbose = stdout(s.cli().args(["status", "-v"]));
+    assert!(
+        verbose.contains(&format!("Deployment: {OSNAME}-{}.0", base.v2)),
+        "{verbose}"
+    );
+    // --booted on a sysroot that is not booted lists nothing.
+    let booted: Value =
+        serde_json::from_str(&stdout(s.cli().args(["status", "--booted", "--json"]))).unwrap();
+    assert_eq!(booted["deployments"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn booted_deployment_is_the_one_entered() {
+    let s = TestSysroot::with_two_deployments();
+    let base = base_repo();
+    // "Boot" the older deployment (index 1), as after a rollback.
+    let before = status_json(&mut s.cli());
+    let serial = before["deployments"][1]["serial"].as_i64().unwrap();
+    let deploy = s.deployment_dir(&base.v1, serial);
+    let bindir = std::path::Path::new(cli()).parent().unwrap();
+    let enter = |args: &[&str]| {
+        let mut c = Command::new(fixtures().join("enter-deployment.sh"));
+        c.arg(&s.path).arg(&deploy).arg(bindir).args(args);
+        c.env("OSTREE_SYSROOT_DEBUG", "mutable-deployments");
+        c
+    };
+    let ostree_view = stdout(&mut enter(&["ostree", "admin", "status"]));
+    assert!(
+        ostree_view.contains(&format!("* {OSNAME} {}.{serial}", base.v1)),
+        "{ostree_view}"
+    );
+    let status: Value = serde_json::from_str(&stdout(&mut enter(&[
+        "/run/bin/apt-ostree",
+        "--sysroot",
+        "/",
+        "status",
+        "--json",
+    ])))
+    .unwrap();
+    let booted: Vec<bool> = status["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["booted"].as_bool().unwrap())
+        .collect();
+    assert_eq!(booted, [false, true]);
+    // Booted into the rollback deployment: rollback would make it the default again.
+    assert_eq!(status["deployments"][1]["rollback"], true);
+    let text = stdout(&mut enter(&[
+        "/run/bin/apt-ostree",
+        "--sysroot",
+        "/",
+        "status",
+    ]));
+    assert!(text.contains(&format!("● {REMOTE}:{REF}")), "{text}");
+    let only_booted = stdout(&mut enter(&[
+        "/run/bin/apt-ostree",
+        "--sysroot",
+        "/",
+        "status",
+        "--booted",
+        "--json",
+    ]));
+    let only_booted: Value = serde_json::from_str(&only_booted).unwrap();
+    assert_eq!(only_booted["deployments"].as_array().unwrap().len(), 1);
+    assert_eq!(only_booted["deployments"][0]["checksum"], base.v1.as_str());
+}
+
+#[test]
+fn socket_activation_serves_the_python_reference_client() {
+    let s = TestSysroot::with_two_deployments();
+    let d = ActivatedDaemon::start(&s.path, 30);
+    let addr = d.address();
+
+    let info = python_varlink(&["info", &addr]);
+    for iface in [
+        "org.varlink.service",
+        "io.systemd.service",
+        "org.aptostree.Sysroot",
+    ] {
+        assert!(info.contains(iface), "GetInfo lacks {iface}: {info}");
+    }
+
+    let described = python_varlink(&[
+        "call",
+        &format!("{addr}/org.varlink.service.GetInterfaceDescription"),
+        r#"{"interface": "org.aptostree.Sysroot"}"#,
+    ]);
+    let described: Value = serde_json::from_str(&described).unwrap();
+    let idl = fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("interfaces/org.aptostree.Sysroot.varlink"),
+    )
+    .unwrap();
+    assert_eq!(described["description"].as_str().unwrap(), idl);
+
+    let via_python: Value = serde_json::from_str(&python_varlink(&[
+        "call",
+        &format!("{addr}/org.aptostree.Sysroot.GetStatus"),
+        "{}",
+    ]))
+    .unwrap();
+    let via_cli = status_json(Command::new(cli()).arg("--address").arg(&addr));
+    assert_eq!(deployments_of(&via_python), deployments_of(&via_cli));
+    assert_eq!(
+        deployments_of(&via_python),
+        ostree_deployments(&s.ostree_status())
+    );
+
+    let ping = python_varlink(&["call", &format!("{addr}/io.systemd.service.Ping"), "{}"]);
+    assert!(!ping.contains("error"), "{ping}");
+}
+
+#[test]
+fn generated_client_reads_status_over_the_activated_socket() {
+    use apt_ostree::protocol::sysroot::{VarlinkClient, VarlinkClientInterface};
+    let s = TestSysroot::with_two_deployments();
+    let d = ActivatedDaemon::start(&s.path, 30);
+    let conn = varlink::Connection::with_address(&d.address()).unwrap();
+    let mut client = VarlinkClient::new(conn);
+    let reply = client.get_status().call().unwrap();
+    assert_eq!(reply.deployments.len(), 2);
+    assert_eq!(reply.deployments[0].checksum, base_repo().v2);
+    let packages = client.list_packages(None).call().unwrap();
+    assert!(packages.packages.iter().any(|p| p.name == "dpkg"));
+    let kargs = client.get_kernel_arguments().call().unwrap();
+    assert!(kargs.arguments.iter().all(|a| !a.starts_with("ostree=")));
+}
+
+#[test]
+fn idle_daemon_exits_and_never_while_connected() {
+    let s = TestSysroot::with_two_deployments();
+    let mut d = ActivatedDaemon::start(&s.path, 1);
+    // Hold a connection open past the idle timeout: the daemon must stay.
+    let held = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    assert!(
+        d.wait_exit(Duration::from_millis(2500)).is_none(),
+        "exited with a client connected"
+    );
+    drop(held);
+    let status = d
+        .wait_exit(Duration::from_secs(10))
+        .expect("daemon did not exit when idle");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn connected_socket_as_accept_yes_passes_it() {
+    // systemd-socket-activate --accept hands each connection over already
+    // connected, as Accept=yes and `varlinkctl exec:` do.
+    let s = TestSysroot::with_two_deployments();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .args([
+            "--accept",
+            "--fdname=varlink",
+            "-E",
+            "OSTREE_SYSROOT_DEBUG=mutable-deployments",
+        ])
+        .args([daemon(), "--sysroot"])
+        .arg(&s.path)
+        .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    let addr = format!("unix:{}", socket.display());
+    for _ in 0..2 {
+        let status = status_json(Command::new(cli()).arg("--address").arg(&addr));
+        assert_eq!(status["deployments"].as_array().unwrap().len(), 2);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn bad_input_gets_errors_and_the_daemon_survives() {
+    let s = TestSysroot::with_two_deployments();
+    let d = ActivatedDaemon::start(&s.path, 30);
+    let t = Duration::from_secs(5);
+    let reply = |bytes: &[u8]| -> Value {
+        let out = raw_exchange(&d.socket, bytes, t);
+        let first = out.split(|b| *b == 0).next().unwrap();
+        serde_json::from_slice(first).unwrap_or(Value::Null)
+    };
+    let error_of = |v: &Value| v["error"].as_str().unwrap_or("").to_string();
+
+    // Malformed JSON, a non-object, a message without a method: connection closed, nothing sent.
+    assert!(raw_exchange(&d.socket, b"{not json\0", t).is_empty());
+    assert!(raw_exchange(&d.socket, b"[1,2]\0", t).is_empty());
+    assert!(raw_exchange(&d.socket, b"{\"parameters\":{}}\0", t).is_empty());
+    // A message without its terminating NUL, then close.
+    assert!(raw_exchange(
+        &d.socket,
+        br#"{"method":"org.aptostree.Sysroot.GetStatus""#,
+        t
+    )
+    .is_empty());
+    // 10 MB without a NUL: refused, connection closed.
+    let huge = vec![b'a'; 10 * 1024 * 1024];
+    assert!(raw_exchange(&d.socket, &huge, t).is_empty());
+
+    let unknown = reply(b"{\"method\":\"org.aptostree.Sysroot.Frobnicate\",\"parameters\":{}}\0");
+    assert_eq!(error_of(&unknown), "org.varlink.service.MethodNotFound");
+    let iface = reply(b"{\"method\":\"com.example.Nope.Get\",\"parameters\":{}}\0");
+    assert_eq!(error_of(&iface), "org.varlink.service.InterfaceNotFound");
+    let wrong_type = reply(
+        b"{\"method\":\"org.aptostree.Sysroot.ListPackages\",\"parameters\":{\"revision\":42}}\0",
+    );
+    assert_eq!(
+        error_of(&wrong_type),
+        "org.varlink.service.InvalidParameter"
+    );
+    assert_eq!(wrong_type["parameters"]["parameter"], "revision");
+    let unknown_field = reply(
+        b"{\"method\":\"org.aptostree.Sysroot.GetStatus\",\"parameters\":{\"verbose\":true}}\0",
+    );
+    assert_eq!(
+        error_of(&unknown_field),
+        "org.varlink.service.InvalidParameter"
+    );
+    assert_eq!(unknown_field["parameters"]["parameter"], "verbose");
+    let missing = reply(b"{\"method\":\"org.aptostree.Sysroot.Deploy\",\"parameters\":{}}\0");
+    assert_eq!(error_of(&missing), "org.varlink.service.InvalidParameter");
+    assert_eq!(missing["parameters"]["parameter"], "revision");
+    // `more` on a method that does not stream: one final reply, as sd-varlink does.
+    let more = reply(b"{\"method\":\"org.aptostree.Sysroot.GetStatus\",\"more\":true}\0");
+    assert!(more["parameters"]["deployments"].is_array(), "{more}");
+    assert!(more.get("continues").is_none() || more["continues"] == false);
+    // oneway: no reply at all, and the connection stays usable.
+    let out = raw_exchange(
+        &d.socket,
+        b"{\"method\":\"org.aptostree.Sysroot.GetStatus\",\"oneway\":true}\0{\"method\":\"io.systemd.service.Ping\"}\0",
+        Duration::from_millis(500),
+    );
+    let replies: Vec<&[u8]> = out.split(|b| *b == 0).filter(|m| !m.is_empty()).collect();
+    assert_eq!(replies.len(), 1, "{}", String::from_utf8_lossy(&out));
+    assert!(!String::from_utf8_lossy(replies[0]).contains("deployments"));
+
+    // And after all that it still answers.
+    let status = status_json(Command::new(cli()).arg("--address").arg(d.address()));
+    assert_eq!(status["deployments"].as_array().unwrap().len(), 2);
+}
+
+/// Copy the CLI where an unprivileged user can run it.
+fn cli_for_nobody() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("apt-ostree");
+    fs::copy(cli(), &bin).unwrap();
+    (dir, bin)
+}
+
+fn as_nobody(program: &std::path::Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(program);
+    c
+}
+
+#[test]
+fn unprivileged_callers_may_read_but_not_change() {
+    let s = TestSysroot::with_two_deployments();
+    let d = ActivatedDaemon::start(&s.path, 30);
+    let (_dir, bin) = cli_for_nobody();
+    let status = status_json(as_nobody(&bin).arg("--address").arg(d.address()));
+    assert_eq!(
+        deployments_of(&status),
+        ostree_deployments(&s.ostree_status())
+    );
+
+    let before = s.ostree_status();
+    for args in [
+        vec!["upgrade"],
+        vec!["rollback"],
+        vec!["install", "htop"],
+        vec!["kargs", "--append", "quiet"],
+        vec!["cleanup", "-r"],
+        vec!["cancel"],
+    ] {
+        let out = as_nobody(&bin)
+            .arg("--address")
+            .arg(d.address())
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("permission denied"), "{args:?}: {err}");
+    }
+    assert_eq!(
+        before,
+        s.ostree_status(),
+        "a denied call changed the sysroot"
+    );
+
+    // io.systemd.service: Ping for all; log level and environment for root only.
+    let raw = |method: &str, params: &str| {
+        let msg = format!("{{\"method\":\"{method}\",\"parameters\":{params}}}\0");
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c"])
+            .arg(format!(
+                "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect({:?}); s.sendall({:?}.encode()); print(s.recv(65536).decode().rstrip('\\0'))",
+                d.socket.display().to_string(),
+                msg
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let ping: Value = serde_json::from_str(raw("io.systemd.service.Ping", "{}").trim()).unwrap();
+    assert!(ping.is_object() && ping.get("error").is_none(), "{ping}");
+    assert!(raw("io.systemd.service.SetLogLevel", "{\"level\":7}").contains("PermissionDenied"));
+    assert!(raw("io.systemd.service.GetEnvironment", "{}").contains("PermissionDenied"));
+    let env = python_varlink(&[
+        "call",
+        &format!("{}/io.systemd.service.GetEnvironment", d.address()),
+        "{}",
+    ]);
+    assert!(
+        env.contains("OSTREE_SYSROOT_DEBUG=mutable-deployments"),
+        "{env}"
+    );
+    let set = python_varlink(&[
+        "call",
+        &format!("{}/io.systemd.service.SetLogLevel", d.address()),
+        "{\"level\":7}",
+    ]);
+    assert!(!set.contains("error"), "{set}");
+}
+
+#[test]
+fn a_path_that_is_not_a_sysroot_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = ActivatedDaemon::start(dir.path(), 30);
+    let out = python_varlink(&[
+        "call",
+        &format!("{}/org.aptostree.Sysroot.GetStatus", d.address()),
+        "{}",
+    ]);
+    assert!(out.contains("org.aptostree.Sysroot.NotASysroot"), "{out}");
+    let cli_out = Command::new(cli())
+        .arg("--sysroot")
+        .arg(dir.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(cli_out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&cli_out.stderr);
+    assert!(err.contains("is not an OSTree sysroot"), "{err}");
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    // verify needs the units' executables and systemd's own units under one root.
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    for dir in [
+        "usr/libexec",
+        "usr/bin",
+        "etc/systemd/system",
+        "usr/lib/systemd",
+    ] {
+        fs::create_dir_all(r.join(dir)).unwrap();
+    }
+    fs::copy(daemon(), r.join("usr/libexec/apt-ostreed")).unwrap();
+    fs::copy(cli(), r.join("usr/bin/apt-ostree")).unwrap();
+    run(Command::new("cp")
+        .arg("-a")
+        .arg("/usr/lib/systemd/system")
+        .arg(r.join("usr/lib/systemd/")));
+    let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let mut names = Vec::new();
+    for entry in fs::read_dir(&units).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(
+            entry.path(),
+            r.join("etc/systemd/system").join(entry.file_name()),
+        )
+        .unwrap();
+        names.push(format!(
+            "/etc/systemd/system/{}",
+            entry.file_name().to_string_lossy()
+        ));
+    }
+    assert!(names.iter().any(|n| n.ends_with("apt-ostreed.socket")));
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", r.display()))
+        .args(&names)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "systemd-analyze verify: {err}"
+    );
+    let socket = fs::read_to_string(units.join("apt-ostreed.socket")).unwrap();
+    assert!(socket.contains("ListenStream=/run/apt-ostree/org.aptostree.Sysroot"));
+    assert!(socket.contains("FileDescriptorName=varlink"));
+    assert!(socket.contains("SocketMode=0666"));
+}
