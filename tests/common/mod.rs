@@ -332,8 +332,8 @@ pub fn python_varlink(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap() + &String::from_utf8_lossy(&out.stderr)
 }
 
-/// Send raw bytes on a fresh connection and collect what comes back until the
-/// daemon closes the connection or `timeout` passes.
+/// Send raw bytes on a fresh connection, close our sending side, and collect
+/// what comes back until the daemon closes the connection or `timeout` passes.
 pub fn raw_exchange(socket: &Path, bytes: &[u8], timeout: Duration) -> Vec<u8> {
     use std::io::Read;
     use std::os::unix::net::UnixStream;
@@ -341,6 +341,7 @@ pub fn raw_exchange(socket: &Path, bytes: &[u8], timeout: Duration) -> Vec<u8> {
     s.set_read_timeout(Some(timeout)).unwrap();
     // The daemon may close early (e.g. on an oversized message): ignore EPIPE.
     let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
