@@ -15,11 +15,13 @@
 //!   engines emit), [`error`] (typed errors at module boundaries), [`logging`].
 
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod dpkg;
 pub mod error;
 pub mod logging;
 pub mod origin;
+pub mod outcome;
 pub mod progress;
 pub mod protocol;
 pub mod sysroot;

@@ -5,7 +5,12 @@
 //! Cancellation is polled through the same handle, at points where stopping
 //! leaves nothing half-written.
 
+use std::sync::Arc;
+
 use crate::error::Error;
+
+/// How engines hold a sink: shared, so callbacks and helper threads can keep it.
+pub type Sink = Arc<dyn ProgressSink>;
 
 /// One thing that happened during a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +65,12 @@ impl dyn ProgressSink + '_ {
 
 /// A sink that drops events; for callers that do not watch (compose, tests).
 pub struct NullProgress;
+
+impl NullProgress {
+    pub fn sink() -> Sink {
+        Arc::new(NullProgress)
+    }
+}
 
 impl ProgressSink for NullProgress {
     fn emit(&self, _event: Event) {}

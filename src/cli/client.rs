@@ -66,7 +66,12 @@ impl Client {
         let (ours, theirs) = UnixStream::pair().context("Creating a socketpair")?;
         let theirs_fd = theirs.as_raw_fd();
         let mut command = Command::new(daemon_path());
-        command.arg("--sysroot").arg(sysroot);
+        // The daemon never writes to stdout on purpose, but libostree prints
+        // notes there: keep them off the CLI's output.
+        command
+            .arg("--sysroot")
+            .arg(sysroot)
+            .stdout(std::process::Stdio::from(std::io::stderr()));
         let log_level = std::env::var("APT_OSTREE_LOG").unwrap_or_else(|_| "warn".into());
         let log_level = std::ffi::CString::new(log_level).context("APT_OSTREE_LOG")?;
         #[allow(unsafe_code)]

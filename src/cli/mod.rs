@@ -71,6 +71,9 @@ pub enum Command {
         /// Accept a commit older than the current one.
         #[arg(long)]
         allow_downgrade: bool,
+        /// Do what AutomaticUpdatePolicy in apt-ostreed.conf says (for the timer).
+        #[arg(long, conflicts_with_all = ["check", "preview", "download_only"])]
+        trigger_automatic_update_policy: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -264,6 +267,19 @@ fn run(cli: Cli) -> Result<u8> {
             preview,
             download_only,
             allow_downgrade,
+            trigger_automatic_update_policy: true,
+            common,
+        } => {
+            let _ = (check, preview, download_only, allow_downgrade);
+            let result = follow(&client, api.automatic_update())?;
+            report(&result, common.unchanged_exit_77)
+        }
+        Command::Upgrade {
+            check,
+            preview,
+            download_only,
+            allow_downgrade,
+            trigger_automatic_update_policy: false,
             common,
         } => {
             let call = api.upgrade(

@@ -29,6 +29,7 @@ macro_rules! transaction_replies {
 
 transaction_replies!(
     Upgrade_Reply,
+    AutomaticUpdate_Reply,
     Rebase_Reply,
     Deploy_Reply,
     Rollback_Reply,

@@ -3,6 +3,8 @@
 
 use crate::dpkg;
 use crate::error::TransactionInfo;
+use crate::outcome::{Outcome, UpdateInfo};
+use crate::progress::Event;
 use crate::protocol::sysroot as idl;
 use crate::sysroot::DeploymentStatus;
 
@@ -65,5 +67,67 @@ pub fn package_diff(d: &dpkg::PackageDiff) -> idl::PackageDiff {
         removed: d.removed.iter().map(package).collect(),
         upgraded: d.upgraded.iter().map(change).collect(),
         downgraded: d.downgraded.iter().map(change).collect(),
+    }
+}
+
+pub fn progress(transaction: &str, event: &Event) -> idl::Progress {
+    let mut p = idl::Progress {
+        transaction: transaction.to_string(),
+        kind: idl::Progress_kind::log,
+        task: None,
+        message: None,
+        percent: None,
+        bytesDone: None,
+        bytesTotal: None,
+        bytesPerSecond: None,
+    };
+    match event {
+        Event::TaskBegin(t) => {
+            p.kind = idl::Progress_kind::taskBegin;
+            p.task = Some(t.clone());
+        }
+        Event::TaskEnd(t) => {
+            p.kind = idl::Progress_kind::taskEnd;
+            p.task = Some(t.clone());
+        }
+        Event::Percent(n) => {
+            p.kind = idl::Progress_kind::percent;
+            p.percent = Some((*n).into());
+        }
+        Event::Download {
+            bytes_done,
+            bytes_total,
+            bytes_per_second,
+        } => {
+            p.kind = idl::Progress_kind::download;
+            p.bytesDone = Some(*bytes_done as i64);
+            p.bytesTotal = bytes_total.map(|t| t as i64);
+            p.bytesPerSecond = Some(*bytes_per_second as i64);
+        }
+        Event::Log(m) => p.message = Some(m.clone()),
+    }
+    p
+}
+
+pub fn update(u: &UpdateInfo) -> idl::CachedUpdate {
+    idl::CachedUpdate {
+        refspec: u.refspec.clone(),
+        checksum: u.checksum.clone(),
+        version: u.version.clone(),
+        timestamp: u.timestamp as i64,
+        checkedAt: u.checked_at as i64,
+        diff: u.diff.as_ref().map(package_diff),
+    }
+}
+
+pub fn outcome(transaction: &str, o: &Outcome) -> idl::TransactionResult {
+    idl::TransactionResult {
+        transaction: transaction.to_string(),
+        changed: o.changed,
+        message: o.message.clone(),
+        deployment: o.deployment.as_ref().map(deployment),
+        update: o.update.as_ref().map(update),
+        diff: o.diff.as_ref().map(package_diff),
+        rebootRequired: o.reboot_required,
     }
 }

@@ -15,6 +15,7 @@ mod reader;
 mod server;
 mod service;
 mod socket;
+mod stream;
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
@@ -34,6 +35,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use tracing_subscriber::filter::LevelFilter;
 use varlink::VarlinkService;
 
+use crate::config::{self, Config};
 use crate::logging::{self, LevelHandle};
 use crate::protocol;
 use crate::transaction;
@@ -51,13 +53,19 @@ pub struct Args {
     #[arg(long, default_value = "/")]
     pub sysroot: PathBuf,
     /// Exit after this many seconds without connections or work (0: never).
-    #[arg(long, default_value_t = 60)]
-    pub idle_timeout: u64,
+    /// Default: IdleExitTimeout from the configuration, else 60.
+    #[arg(long)]
+    pub idle_timeout: Option<u64>,
+    /// The configuration file.
+    #[arg(long, default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
 }
 
 /// State shared by every connection.
 pub struct Daemon {
     pub sysroot: PathBuf,
+    pub config_path: PathBuf,
+    pub config: Mutex<Config>,
     pub reader: reader::Reader,
     pub transactions: transaction::Manager,
     pub log_level: Option<LevelHandle>,
@@ -72,15 +80,39 @@ struct Activity {
 }
 
 impl Daemon {
-    pub fn new(sysroot: PathBuf, log_level: Option<LevelHandle>) -> Result<Daemon> {
+    pub fn new(
+        sysroot: PathBuf,
+        config_path: PathBuf,
+        log_level: Option<LevelHandle>,
+    ) -> Result<Daemon> {
+        let config = Config::load(&config_path)?;
         let wake = UnixStream::pair().context("Creating the wake-up socketpair")?;
         wake.1.set_nonblocking(true)?;
         wake.0.set_nonblocking(true)?;
+        let reader = reader::Reader::spawn(sysroot.clone());
+        // When a transaction starts or ends: tell systemd, re-read the
+        // sysroot on the next query, and let the main loop re-check idleness.
+        let hook = {
+            let reader = reader.clone();
+            let wake = wake.0.try_clone().context("Cloning the wake-up socket")?;
+            Box::new(move |t: Option<&crate::error::TransactionInfo>| {
+                match t {
+                    Some(t) => sd_notify(&[NotifyState::Status(format!("Running: {}", t.title))]),
+                    None => {
+                        reader.invalidate();
+                        sd_notify(&[NotifyState::Status("Idle".into())]);
+                    }
+                }
+                let _ = (&wake).write(&[1]);
+            })
+        };
         Ok(Daemon {
             wake,
-            reader: reader::Reader::spawn(sysroot.clone()),
+            reader,
+            transactions: transaction::Manager::new(sysroot.clone(), hook),
             sysroot,
-            transactions: transaction::Manager::new(),
+            config_path,
+            config: Mutex::new(config),
             log_level,
             activity: Mutex::new(Activity {
                 connections: 0,
@@ -99,8 +131,12 @@ impl Daemon {
         while matches!((&self.wake.1).read(&mut buf), Ok(n) if n > 0) {}
     }
 
-    /// Re-read configuration and sysroot on the next call.
+    /// Re-read the configuration now and the sysroot on the next call.
     pub fn reload(&self) {
+        match Config::load(&self.config_path) {
+            Ok(c) => *self.config.lock().expect("config lock") = c,
+            Err(e) => tracing::warn!("Keeping the old configuration: {e:#}"),
+        }
         self.reader.invalidate();
     }
 
@@ -177,9 +213,14 @@ fn run(args: Args, level: LevelHandle) -> Result<()> {
             "no socket passed by systemd; start apt-ostreed.socket or pass --address unix:PATH",
         )?,
     };
-    let daemon = Arc::new(Daemon::new(args.sysroot.clone(), Some(level))?);
+    let daemon = Arc::new(Daemon::new(
+        args.sysroot.clone(),
+        args.config.clone(),
+        Some(level),
+    )?);
     let service = Arc::new(daemon.service());
-    let idle_timeout = Duration::from_secs(args.idle_timeout);
+    let configured = daemon.config.lock().expect("config lock").idle_exit_timeout;
+    let idle_timeout = Duration::from_secs(args.idle_timeout.unwrap_or(configured));
     tracing::info!(sysroot = %args.sysroot.display(), "apt-ostreed {} ready", env!("CARGO_PKG_VERSION"));
     sd_notify(&[NotifyState::Ready, NotifyState::Status("Idle".into())]);
 

@@ -19,6 +19,7 @@ struct State {
     sysroot: Option<Sysroot>,
 }
 
+#[derive(Clone)]
 pub struct Reader {
     jobs: mpsc::Sender<Job>,
 }

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use varlink::CallTrait;
 
-use super::{auth, convert, errors, Daemon};
+use super::{auth, convert, errors, stream, Daemon};
 use crate::dpkg;
 use crate::error::Error;
 use crate::protocol::sysroot::*;
+use crate::sysroot::{CleanupOptions, KargsChange, UpgradeOptions};
+use crate::transaction::{Initiator, Job, Request};
 
 pub struct SysrootInterface {
     daemon: Arc<Daemon>,
@@ -17,6 +19,33 @@ pub struct SysrootInterface {
 impl SysrootInterface {
     pub fn new(daemon: Arc<Daemon>) -> SysrootInterface {
         SysrootInterface { daemon }
+    }
+}
+
+impl SysrootInterface {
+    /// Start (or attach to) a transaction for `request` and follow it on `call`.
+    fn run(
+        &self,
+        call: &mut dyn VarlinkCallError,
+        request: Request,
+        reboot: Option<bool>,
+    ) -> varlink::Result<()> {
+        if !auth::may_mutate() {
+            return errors::permission_denied(call);
+        }
+        let caller = auth::current();
+        let job = Job {
+            request,
+            reboot: reboot.unwrap_or(false),
+        };
+        let initiator = Initiator {
+            uid: caller.uid,
+            pid: Some(caller.pid),
+        };
+        match self.daemon.transactions.start(job, initiator) {
+            Ok(tx) => stream::follow(call, &tx),
+            Err(e) => errors::reply(call, &e),
+        }
     }
 }
 
@@ -35,17 +64,21 @@ macro_rules! require_privileged {
 
 impl VarlinkInterface for SysrootInterface {
     fn get_status(&self, call: &mut dyn Call_GetStatus) -> varlink::Result<()> {
-        match self.daemon.reader.query(|s| s.status()) {
-            Ok(status) => call.reply(
+        match self
+            .daemon
+            .reader
+            .query(|s| Ok((s.status()?, s.cached_update())))
+        {
+            Ok((status, update)) => call.reply(
                 status.path.display().to_string(),
                 status.deployments.iter().map(convert::deployment).collect(),
                 self.daemon
                     .transactions
-                    .current()
+                    .current_info()
                     .map(|t| convert::transaction(&t)),
-                None,
+                update.as_ref().map(convert::update),
             ),
-            Err(e) => errors::reply(call, e),
+            Err(e) => errors::reply(call, &e),
         }
     }
 
@@ -66,7 +99,7 @@ impl VarlinkInterface for SysrootInterface {
             Ok((checksum, packages)) => {
                 call.reply(checksum, packages.iter().map(convert::package).collect())
             }
-            Err(e) => errors::reply(call, e),
+            Err(e) => errors::reply(call, &e),
         }
     }
 
@@ -91,7 +124,7 @@ impl VarlinkInterface for SysrootInterface {
         });
         match result {
             Ok((from, to, diff)) => call.reply(from, to, convert::package_diff(&diff)),
-            Err(e) => errors::reply(call, e),
+            Err(e) => errors::reply(call, &e),
         }
     }
 
@@ -107,7 +140,7 @@ impl VarlinkInterface for SysrootInterface {
         });
         match result {
             Ok(args) => call.reply(args),
-            Err(e) => errors::reply(call, e),
+            Err(e) => errors::reply(call, &e),
         }
     }
 
@@ -117,68 +150,95 @@ impl VarlinkInterface for SysrootInterface {
     }
 
     fn watch(&self, call: &mut dyn Call_Watch) -> varlink::Result<()> {
-        not_implemented(call, "Watch")
+        match self.daemon.transactions.current() {
+            Some(tx) => stream::follow(call, &tx),
+            None => errors::reply(call, &Error::NoTransaction),
+        }
     }
 
     fn cancel(
         &self,
         call: &mut dyn Call_Cancel,
-        _transaction: Option<String>,
+        transaction: Option<String>,
     ) -> varlink::Result<()> {
         require_privileged!(call);
-        not_implemented(call, "Cancel")
+        match self.daemon.transactions.cancel(transaction.as_deref()) {
+            Ok(()) => call.reply(),
+            Err(e) => errors::reply(call, &e),
+        }
     }
 
     fn upgrade(
         &self,
         call: &mut dyn Call_Upgrade,
-        _check: Option<bool>,
-        _preview: Option<bool>,
-        _download_only: Option<bool>,
-        _allow_downgrade: Option<bool>,
-        _reboot: Option<bool>,
+        check: Option<bool>,
+        preview: Option<bool>,
+        download_only: Option<bool>,
+        allow_downgrade: Option<bool>,
+        reboot: Option<bool>,
     ) -> varlink::Result<()> {
-        require_privileged!(call);
-        not_implemented(call, "Upgrade")
+        let options = UpgradeOptions {
+            check: check.unwrap_or(false),
+            preview: preview.unwrap_or(false),
+            download_only: download_only.unwrap_or(false),
+            allow_downgrade: allow_downgrade.unwrap_or(false),
+        };
+        self.run(call, Request::Upgrade(options), reboot)
+    }
+
+    fn automatic_update(&self, call: &mut dyn Call_AutomaticUpdate) -> varlink::Result<()> {
+        let policy = self
+            .daemon
+            .config
+            .lock()
+            .expect("config lock")
+            .automatic_update_policy;
+        self.run(call, Request::AutomaticUpdate(policy), None)
     }
 
     fn rebase(
         &self,
         call: &mut dyn Call_Rebase,
-        _refspec: String,
-        _revision: Option<String>,
-        _reboot: Option<bool>,
+        refspec: String,
+        revision: Option<String>,
+        reboot: Option<bool>,
     ) -> varlink::Result<()> {
-        require_privileged!(call);
-        not_implemented(call, "Rebase")
+        self.run(call, Request::Rebase { refspec, revision }, reboot)
     }
 
     fn deploy(
         &self,
         call: &mut dyn Call_Deploy,
-        _revision: String,
-        _allow_downgrade: Option<bool>,
-        _reboot: Option<bool>,
+        revision: String,
+        allow_downgrade: Option<bool>,
+        reboot: Option<bool>,
     ) -> varlink::Result<()> {
-        require_privileged!(call);
-        not_implemented(call, "Deploy")
+        let request = Request::Deploy {
+            revision,
+            allow_downgrade: allow_downgrade.unwrap_or(false),
+        };
+        self.run(call, request, reboot)
     }
 
-    fn rollback(&self, call: &mut dyn Call_Rollback, _reboot: Option<bool>) -> varlink::Result<()> {
-        require_privileged!(call);
-        not_implemented(call, "Rollback")
+    fn rollback(&self, call: &mut dyn Call_Rollback, reboot: Option<bool>) -> varlink::Result<()> {
+        self.run(call, Request::Rollback, reboot)
     }
 
     fn cleanup(
         &self,
         call: &mut dyn Call_Cleanup,
-        _pending: Option<bool>,
-        _rollback: Option<bool>,
-        _base: Option<bool>,
-        _metadata: Option<bool>,
+        pending: Option<bool>,
+        rollback: Option<bool>,
+        base: Option<bool>,
+        metadata: Option<bool>,
     ) -> varlink::Result<()> {
-        require_privileged!(call);
-        not_implemented(call, "Cleanup")
+        let options = CleanupOptions {
+            pending: pending.unwrap_or(false),
+            rollback: rollback.unwrap_or(false),
+            base: base.unwrap_or(false),
+            metadata: metadata.unwrap_or(false),
+        };
+        self.run(call, Request::Cleanup(options), None)
     }
 
     fn install(
@@ -243,13 +303,17 @@ impl VarlinkInterface for SysrootInterface {
     fn change_kernel_arguments(
         &self,
         call: &mut dyn Call_ChangeKernelArguments,
-        _append: Option<Vec<String>>,
-        _delete: Option<Vec<String>>,
-        _replace: Option<Vec<String>>,
-        _reboot: Option<bool>,
+        append: Option<Vec<String>>,
+        delete: Option<Vec<String>>,
+        replace: Option<Vec<String>>,
+        reboot: Option<bool>,
     ) -> varlink::Result<()> {
-        require_privileged!(call);
-        not_implemented(call, "ChangeKernelArguments")
+        let change = KargsChange {
+            append: append.unwrap_or_default(),
+            delete: delete.unwrap_or_default(),
+            replace: replace.unwrap_or_default(),
+        };
+        self.run(call, Request::KernelArguments(change), reboot)
     }
 
     fn initramfs(
@@ -266,9 +330,11 @@ impl VarlinkInterface for SysrootInterface {
     fn refresh_metadata(
         &self,
         call: &mut dyn Call_RefreshMetadata,
-        _force: Option<bool>,
+        force: Option<bool>,
     ) -> varlink::Result<()> {
-        require_privileged!(call);
-        not_implemented(call, "RefreshMetadata")
+        let request = Request::RefreshMetadata {
+            force: force.unwrap_or(false),
+        };
+        self.run(call, request, None)
     }
 }

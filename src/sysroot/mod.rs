@@ -6,7 +6,13 @@
 //! fresh one on each transaction's worker thread.
 
 mod commit;
+mod deploy;
+pub mod kargs;
+mod lifecycle;
+mod pull;
+pub mod refspec;
 mod status;
+mod update;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,8 +21,10 @@ use anyhow::{Context, Result};
 use ostree::gio;
 use ostree::gio::prelude::*;
 
-pub use commit::CommitInfo;
+pub use commit::{keys, CommitInfo};
+pub use lifecycle::{CleanupOptions, KargsChange};
 pub use status::{DeploymentStatus, SysrootStatus};
+pub use update::UpgradeOptions;
 
 use crate::dpkg::{self, Package};
 use crate::error::Error;

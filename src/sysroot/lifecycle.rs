@@ -1,0 +1,191 @@
+//! Changing the set of deployments without fetching: rollback, cleanup, kargs.
+
+use anyhow::{Context, Result};
+use ostree::gio;
+
+use super::{kargs, Sysroot};
+use crate::error::Error;
+use crate::outcome::Outcome;
+use crate::progress::Sink;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupOptions {
+    pub pending: bool,
+    pub rollback: bool,
+    pub base: bool,
+    pub metadata: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KargsChange {
+    pub append: Vec<String>,
+    pub delete: Vec<String>,
+    pub replace: Vec<String>,
+}
+
+impl Sysroot {
+    /// `rollback`: make the rollback deployment the default. A staged
+    /// deployment, if any, is dropped: rolling back means not taking it.
+    pub fn rollback(&mut self, sink: &Sink) -> Result<Outcome> {
+        let target = self
+            .rollback_index()
+            .ok_or_else(|| Error::NoDeployment("there is no rollback deployment".into()))?;
+        let deployments = self.inner.deployments();
+        let chosen = deployments[target].clone();
+        sink.check_cancelled()?;
+        sink.task_begin("Rolling back");
+        let mut order = vec![chosen.clone()];
+        order.extend(
+            deployments
+                .iter()
+                .enumerate()
+                .filter(|(i, d)| *i != target && !d.is_staged())
+                .map(|(_, d)| d.clone()),
+        );
+        self.write_deployments(&order)?;
+        sink.task_end("Rolling back");
+        let status = self.status()?;
+        let default = status.deployments.into_iter().next();
+        tracing::info!(
+            MESSAGE_ID = crate::logging::message_id::ROLLBACK,
+            APT_OSTREE_TRANSACTION = sink.id(),
+            "Rolled back to {}",
+            chosen.csum()
+        );
+        Ok(Outcome {
+            changed: true,
+            message: format!(
+                "Moving '{}.{}' to be first deployment",
+                chosen.csum(),
+                chosen.deployserial()
+            ),
+            reboot_required: !default.as_ref().is_some_and(|d| d.booted),
+            deployment: default,
+            ..Default::default()
+        })
+    }
+
+    /// `cleanup`: drop pending and/or rollback deployments, prune, drop caches.
+    pub fn cleanup(&mut self, sink: &Sink, opts: &CleanupOptions) -> Result<Outcome> {
+        let deployments = self.inner.deployments();
+        let booted = self
+            .inner
+            .booted_deployment()
+            .and_then(|b| deployments.iter().position(|d| d.equal(&b)));
+        let mut removed = Vec::new();
+        let keep: Vec<ostree::Deployment> = deployments
+            .iter()
+            .enumerate()
+            .filter(|(i, d)| {
+                let pending = match booted {
+                    Some(b) => *i < b,
+                    None => d.is_staged(),
+                };
+                let rollback = match booted {
+                    Some(b) => *i > b,
+                    None => *i > 0,
+                };
+                let drop = (!d.is_pinned() || d.is_staged())
+                    && ((opts.pending && pending) || (opts.rollback && rollback));
+                if drop {
+                    removed.push(format!("{}.{}", d.csum(), d.deployserial()));
+                }
+                !drop
+            })
+            .map(|(_, d)| d.clone())
+            .collect();
+        sink.check_cancelled()?;
+        if !removed.is_empty() {
+            sink.task_begin("Removing deployments");
+            self.write_deployments(&keep)?;
+            sink.task_end("Removing deployments");
+        }
+        let mut done = removed
+            .iter()
+            .map(|r| format!("removed {r}"))
+            .collect::<Vec<_>>();
+        if opts.base {
+            sink.task_begin("Pruning unreferenced objects");
+            self.inner
+                .cleanup(gio::Cancellable::NONE)
+                .context("Cleaning up the sysroot")?;
+            sink.task_end("Pruning unreferenced objects");
+            done.push("pruned the repository".into());
+        }
+        if opts.metadata {
+            for dir in ["cache", "lists"] {
+                let path = self.state_dir().join(dir);
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("Removing {}", path.display()))
+                    }
+                }
+            }
+            self.clear_cached_update();
+            done.push("removed cached metadata".into());
+        }
+        Ok(Outcome {
+            changed: !done.is_empty(),
+            message: if done.is_empty() {
+                "Nothing to clean up.".into()
+            } else {
+                format!("Cleanup: {}", done.join(", "))
+            },
+            ..Default::default()
+        })
+    }
+
+    /// The default deployment (what boots next), for edits that must compose.
+    fn default_deployment(&self) -> Result<ostree::Deployment> {
+        self.inner
+            .deployments()
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NoDeployment("the sysroot has no deployments".into()).into())
+    }
+
+    /// The kernel arguments of the default deployment, without ostree's own.
+    pub fn kernel_arguments(&self) -> Result<Vec<String>> {
+        Ok(self
+            .default_deployment()?
+            .bootconfig()
+            .and_then(|b| b.get("options"))
+            .map(|o| {
+                o.split_whitespace()
+                    .filter(|a| !a.starts_with("ostree="))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// `kargs --append/--delete/--replace`: a new deployment of the same
+    /// commit with the edited kernel command line.
+    pub fn change_kernel_arguments(
+        &mut self,
+        sink: &Sink,
+        change: &KargsChange,
+    ) -> Result<Outcome> {
+        let current = self.kernel_arguments()?;
+        let new = kargs::edit(&current, &change.append, &change.delete, &change.replace)?;
+        if new == current {
+            return Ok(Outcome::unchanged("Kernel arguments are unchanged."));
+        }
+        let default = self.default_deployment()?;
+        let origin = default
+            .origin()
+            .map(|kf| crate::origin::Origin::from_keyfile(&kf))
+            .transpose()?
+            .ok_or_else(|| Error::NoDeployment("the deployment has no origin file".into()))?;
+        let deployment = self.deploy_commit(sink, &default.csum(), &origin, Some(&new))?;
+        Ok(Outcome {
+            changed: true,
+            message: format!("Kernel arguments updated: {}", new.join(" ")),
+            reboot_required: true,
+            deployment: Some(deployment),
+            ..Default::default()
+        })
+    }
+}
