@@ -36,7 +36,7 @@ impl Sysroot {
         let origin = merge
             .origin()
             .ok_or_else(|| Error::NoDeployment("the deployment has no origin file".into()))?;
-        Ok((merge.clone(), Origin::from_keyfile(&origin)?))
+        Ok((merge, Origin::from_keyfile(&origin)?))
     }
 
     /// True when changes are staged rather than written (a booted system).

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use ostree::gio;
 
-use super::{kargs, Sysroot};
+use super::{kargs, same, Sysroot};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::progress::Sink;
@@ -31,16 +31,16 @@ impl Sysroot {
             .rollback_index()
             .ok_or_else(|| Error::NoDeployment("there is no rollback deployment".into()))?;
         let deployments = self.inner.deployments();
-        let chosen = deployments[target].clone();
+        let chosen = same(&deployments[target]);
         sink.check_cancelled()?;
         sink.task_begin("Rolling back");
-        let mut order = vec![chosen.clone()];
+        let mut order = vec![same(&chosen)];
         order.extend(
             deployments
                 .iter()
                 .enumerate()
                 .filter(|(i, d)| *i != target && !d.is_staged())
-                .map(|(_, d)| d.clone()),
+                .map(|(_, d)| same(d)),
         );
         self.write_deployments(&order)?;
         sink.task_end("Rolling back");
@@ -92,7 +92,7 @@ impl Sysroot {
                 }
                 !drop
             })
-            .map(|(_, d)| d.clone())
+            .map(|(_, d)| same(d))
             .collect();
         sink.check_cancelled()?;
         if !removed.is_empty() {

@@ -157,3 +157,11 @@ impl Sysroot {
         Ok(Vec::new())
     }
 }
+
+/// Another reference to the same deployment object. libostree tells the booted
+/// deployment apart by pointer, and `ostree::Deployment::clone` (an inherent
+/// method, which wins over `Clone::clone`) makes a new object: never use it
+/// for lists handed back to libostree.
+pub(crate) fn same(d: &ostree::Deployment) -> ostree::Deployment {
+    Clone::clone(d)
+}

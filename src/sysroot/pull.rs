@@ -83,7 +83,9 @@ pub fn pull(repo: &ostree::Repo, req: &PullRequest, sink: &Sink) -> Result<()> {
         }
         .into());
     }
-    let title = if req.metadata_only {
+    let title = if req.metadata_only && req.depth == 0 {
+        format!("Checking {remote}:{} for updates", req.branch)
+    } else if req.metadata_only {
         format!("Fetching history of {remote}:{}", req.branch)
     } else {
         format!("Pulling {remote}:{}", req.branch)

@@ -129,8 +129,8 @@ impl Sysroot {
         let from = self
             .inner
             .booted_deployment()
-            .or_else(|| self.rollback_index().map(|i| deployments[i].clone()))
-            .unwrap_or_else(|| default.clone());
+            .or_else(|| self.rollback_index().map(|i| super::same(&deployments[i])))
+            .unwrap_or_else(|| super::same(default));
         Ok((from.csum().to_string(), default.csum().to_string()))
     }
 }

@@ -80,7 +80,12 @@ impl Sysroot {
         metadata_only: bool,
     ) -> Result<String> {
         let repo = self.repo();
-        if let Some(remote) = &refspec.remote {
+        // A commit we already have whole (e.g. after --download-only) needs no network.
+        let complete_locally = commit.is_some_and(|c| {
+            repo.load_commit(c)
+                .is_ok_and(|(_, state)| !state.contains(ostree::RepoCommitState::PARTIAL))
+        });
+        if let (Some(remote), false) = (&refspec.remote, complete_locally) {
             pull(
                 &repo,
                 &PullRequest {

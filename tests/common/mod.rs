@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub const REF: &str = "debian/12/x86_64/demo";
+/// A second branch whose package set differs from REF's in known ways.
+pub const NEXT_REF: &str = "debian/13/x86_64/demo";
 pub const REMOTE: &str = "demo";
 pub const OSNAME: &str = "debian";
 
@@ -103,6 +105,39 @@ pub struct BaseRepo {
     pub path: PathBuf,
     pub v1: String,
     pub v2: String,
+    /// Head of NEXT_REF (version 13.0): base-files upgraded, mawk removed,
+    /// apt-ostree-demo-extra added, relative to v2.
+    pub next: String,
+}
+
+/// Rewrite a dpkg status file the way an image with other packages would have it.
+fn change_packages(status: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for stanza in status.split("\n\n") {
+        if stanza.starts_with("Package: mawk\n") {
+            continue;
+        }
+        if stanza.starts_with("Package: base-files\n") {
+            let bumped: Vec<String> = stanza
+                .lines()
+                .map(|l| {
+                    if l.starts_with("Version: ") {
+                        "Version: 99.0".to_string()
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+            out.push(bumped.join("\n"));
+            continue;
+        }
+        out.push(stanza.trim_end().to_string());
+    }
+    out.push(
+        "Package: apt-ostree-demo-extra\nStatus: install ok installed\nArchitecture: all\nVersion: 1.0\nDescription: a package only the next image has"
+            .to_string(),
+    );
+    out.join("\n\n") + "\n"
 }
 
 pub fn base_repo() -> &'static BaseRepo {
@@ -111,7 +146,9 @@ pub fn base_repo() -> &'static BaseRepo {
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("base-image");
         fs::create_dir_all(&cache).unwrap();
         let script = fixtures().join("host-tree.py");
-        let stamp = format!("{:x}", fnv(&fs::read(&script).unwrap()));
+        // Rebuild when the image builder or this recipe changes.
+        let recipe = [fs::read(&script).unwrap(), b"recipe-2".to_vec()].concat();
+        let stamp = format!("{:x}", fnv(&recipe));
         let repo = cache.join(format!("repo-{stamp}"));
         // One builder at a time across test processes.
         let lock = fs::File::create(cache.join("lock")).unwrap();
@@ -129,15 +166,26 @@ pub fn base_repo() -> &'static BaseRepo {
                 "core.fsync",
                 "false",
             ]));
-            for version in ["12.1", "12.2"] {
+            for (branch, version) in [(REF, "12.1"), (REF, "12.2"), (NEXT_REF, "13.0")] {
                 let tree = work.join(version);
                 run(Command::new("python3")
                     .arg(&script)
                     .arg(&tree)
                     .args(["--version", version]));
+                if branch == NEXT_REF {
+                    let status = tree.join("usr/share/dpkg/database/status");
+                    let text = fs::read_to_string(&status).unwrap();
+                    fs::write(&status, change_packages(&text)).unwrap();
+                }
                 run(ostree()
                     .arg(format!("--repo={}", repo.display()))
-                    .args(["commit", "--branch", REF, "--owner-uid=0", "--owner-gid=0"])
+                    .args([
+                        "commit",
+                        "--branch",
+                        branch,
+                        "--owner-uid=0",
+                        "--owner-gid=0",
+                    ])
                     .arg(format!("--tree=dir={}", tree.display()))
                     .arg(format!("--add-metadata-string=version={version}"))
                     .arg(format!("--subject=Demo image {version}")));
@@ -161,6 +209,7 @@ pub fn base_repo() -> &'static BaseRepo {
         BaseRepo {
             v2: rev(REF),
             v1: rev(&format!("{REF}^")),
+            next: rev(NEXT_REF),
             path: repo,
         }
     })
@@ -195,6 +244,51 @@ impl TestSysroot {
             .args(["remote", "add", "--no-gpg-verify", REMOTE])
             .arg(format!("file://{}", base.path.display())));
         s
+    }
+
+    /// A sysroot with only version 12.1 deployed (an update is available).
+    pub fn at_v1() -> TestSysroot {
+        let s = TestSysroot::empty();
+        s.pull_and_deploy(&base_repo().v1);
+        s
+    }
+
+    /// Point the demo remote somewhere else (with extra `--set` options).
+    pub fn set_remote(&self, url: &str, options: &[&str]) {
+        run(self.repo_cmd().args(["remote", "delete", REMOTE]));
+        let mut c = self.repo_cmd();
+        c.args(["remote", "add"]);
+        if !options.iter().any(|o| o.starts_with("--set=gpg-verify")) {
+            c.arg("--no-gpg-verify");
+        }
+        c.args(options).arg(REMOTE).arg(url);
+        run(&mut c);
+    }
+
+    /// `ostree fsck` of the sysroot's repository succeeds.
+    #[track_caller]
+    pub fn assert_fsck_clean(&self) {
+        run(self.repo_cmd().arg("fsck"));
+    }
+
+    /// The JSON of `apt-ostree status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&stdout(self.cli().args(["status", "--json"]))).unwrap()
+    }
+
+    /// (checksum, serial) of each deployment, in order.
+    pub fn deployments(&self) -> Vec<(String, i64)> {
+        self.status()["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["checksum"].as_str().unwrap().to_string(),
+                    d["serial"].as_i64().unwrap(),
+                )
+            })
+            .collect()
     }
 
     /// A sysroot with version 12.1 deployed, then 12.2 (the default).
@@ -251,6 +345,44 @@ impl TestSysroot {
     pub fn deployment_dir(&self, checksum: &str, serial: i64) -> PathBuf {
         self.path
             .join(format!("ostree/deploy/{OSNAME}/deploy/{checksum}.{serial}"))
+    }
+}
+
+/// A loopback HTTP server for a directory (tests/fixtures/http-server.py),
+/// optionally trickling at `rate` bytes per second.
+pub struct HttpServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl HttpServer {
+    pub fn start(dir: &Path, rate: Option<u64>) -> HttpServer {
+        use std::io::BufRead;
+        let mut c = Command::new("python3");
+        c.arg(fixtures().join("http-server.py")).arg(dir);
+        if let Some(r) = rate {
+            c.arg("--rate").arg(r.to_string());
+        }
+        let mut child = c.stdout(Stdio::piped()).spawn().expect("http server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        HttpServer {
+            child,
+            port: line.trim().parse().expect("port"),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,0 +1,634 @@
+//! Transactions on real sysroots: upgrade over HTTP, rebase, deploy, rollback,
+//! cleanup, kargs, db, concurrency, cancel, watch, signatures and crashes.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn code(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// A sysroot at 12.1 whose remote is served over HTTP.
+fn served_v1() -> (TestSysroot, HttpServer) {
+    let s = TestSysroot::at_v1();
+    let http = HttpServer::start(&base_repo().path, None);
+    s.set_remote(&http.url(), &[]);
+    (s, http)
+}
+
+#[test]
+fn upgrade_deploys_the_new_commit_and_keeps_the_old_one_for_rollback() {
+    let (s, _http) = served_v1();
+    let base = base_repo();
+    let (rc, out, err) = code(s.cli().arg("upgrade"));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        err.contains("Pulling demo:"),
+        "progress lines expected: {err}"
+    );
+    assert_eq!(
+        s.deployments()
+            .iter()
+            .map(|d| d.0.clone())
+            .collect::<Vec<_>>(),
+        [base.v2.clone(), base.v1.clone()]
+    );
+    let status = s.status();
+    assert_eq!(status["deployments"][0]["version"], "12.2");
+    assert_eq!(status["deployments"][1]["rollback"], true);
+    s.assert_fsck_clean();
+
+    // Nothing new: exit 0, or 77 when asked; --check says 77 too.
+    let (rc, out, _) = code(s.cli().arg("upgrade"));
+    assert_eq!(rc, 0);
+    assert!(out.contains("No upgrade available"), "{out}");
+    assert_eq!(code(s.cli().args(["upgrade", "--unchanged-exit-77"])).0, 77);
+    assert_eq!(code(s.cli().args(["upgrade", "--check"])).0, 77);
+}
+
+#[test]
+fn upgrade_keeps_local_etc_edits_and_takes_new_defaults() {
+    let (s, _http) = served_v1();
+    let base = base_repo();
+    let serial = s.deployments()[0].1;
+    let etc = s.deployment_dir(&base.v1, serial).join("etc");
+    fs::write(etc.join("hostname"), "edited-locally\n").unwrap();
+    assert_eq!(
+        fs::read_to_string(etc.join("apt-ostree-image-version")).unwrap(),
+        "12.1\n"
+    );
+    run(s.cli().arg("upgrade"));
+    let new = s.deployments()[0].clone();
+    let new_etc = s.deployment_dir(&new.0, new.1).join("etc");
+    assert_eq!(
+        fs::read_to_string(new_etc.join("hostname")).unwrap(),
+        "edited-locally\n"
+    );
+    assert_eq!(
+        fs::read_to_string(new_etc.join("apt-ostree-image-version")).unwrap(),
+        "12.2\n",
+        "a default the administrator did not touch follows the image"
+    );
+}
+
+#[test]
+fn check_preview_and_download_only() {
+    let (s, http) = served_v1();
+    let base = base_repo();
+    let before = s.deployments();
+    let (rc, out, err) = code(s.cli().args(["upgrade", "--check"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains(&base.v2), "{out}");
+    let status = s.status();
+    assert_eq!(status["cachedUpdate"]["checksum"], base.v2.as_str());
+    assert_eq!(status["cachedUpdate"]["version"], "12.2");
+    assert!(stdout(s.cli().arg("status")).contains("AvailableUpdate: 12.2"));
+    assert_eq!(s.deployments(), before, "--check changed the deployments");
+
+    let (rc, out, _) = code(s.cli().args(["upgrade", "--preview"]));
+    assert_eq!(rc, 0);
+    assert!(out.contains("AvailableUpdate"), "{out}");
+    assert_eq!(s.deployments(), before);
+
+    // --download-only, then deploy with the remote gone.
+    let (rc, out, err) = code(s.cli().args(["upgrade", "--download-only"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.deployments(), before);
+    drop(http);
+    s.set_remote("http://127.0.0.1:9/", &[]);
+    // The commit is local now: a rebase to the local copy needs no network.
+    let (rc, out, err) = code(s.cli().args(["deploy", &base.v2]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.deployments()[0].0, base.v2);
+}
+
+#[test]
+fn rollback_makes_the_previous_deployment_the_default() {
+    let s = TestSysroot::with_two_deployments();
+    let base = base_repo();
+    let (rc, out, err) = code(s.cli().arg("rollback"));
+    assert_eq!(rc, 0, "{out}{err}");
+    let d = s.deployments();
+    assert_eq!(
+        (d[0].0.as_str(), d[1].0.as_str()),
+        (base.v1.as_str(), base.v2.as_str())
+    );
+    let text = stdout(s.cli().arg("status"));
+    assert!(
+        text.find("Version: 12.1") < text.find("Version: 12.2"),
+        "{text}"
+    );
+    // Back again.
+    run(s.cli().arg("rollback"));
+    assert_eq!(s.deployments()[0].0, base.v2);
+    // With one deployment there is nothing to roll back to.
+    let one = TestSysroot::at_v1();
+    let (rc, _, err) = code(one.cli().arg("rollback"));
+    assert_eq!(rc, 1);
+    assert!(err.contains("no rollback deployment"), "{err}");
+}
+
+#[test]
+fn kernel_arguments_round_trip_and_bad_ones_change_nothing() {
+    let s = TestSysroot::with_two_deployments();
+    assert_eq!(stdout(s.cli().arg("kargs")).trim(), "");
+    run(s
+        .cli()
+        .args(["kargs", "--append", "quiet", "--append", "console=ttyS0"]));
+    assert_eq!(stdout(s.cli().arg("kargs")).trim(), "quiet console=ttyS0");
+    let status = s.status();
+    assert_eq!(
+        status["deployments"][0]["kernelArguments"],
+        serde_json::json!(["quiet", "console=ttyS0"])
+    );
+    // A kargs change is a new deployment; the previous one stays for rollback.
+    assert_eq!(
+        status["deployments"][1]["kernelArguments"],
+        serde_json::json!([])
+    );
+    run(s.cli().args([
+        "kargs",
+        "--replace",
+        "console=ttyS0=tty1",
+        "--delete",
+        "quiet",
+    ]));
+    assert_eq!(stdout(s.cli().arg("kargs")).trim(), "console=tty1");
+
+    let before = s.deployments();
+    for bad in [
+        vec!["--append", "a\nb"],
+        vec!["--append", ""],
+        vec!["--delete", "absent"],
+        vec!["--replace", "absent=1"],
+        vec!["--append", "ostree=/x"],
+    ] {
+        let (rc, _, err) = code(s.cli().arg("kargs").args(&bad));
+        assert_eq!(rc, 1, "{bad:?}");
+        assert!(err.contains("invalid kernel argument"), "{bad:?}: {err}");
+    }
+    assert_eq!(s.deployments(), before);
+    // NUL cannot pass a command line; send it over the wire instead.
+    let d = ActivatedDaemon::start(&s.path, 30);
+    let out = python_varlink(&[
+        "call",
+        &format!(
+            "{}/org.aptostree.Sysroot.ChangeKernelArguments",
+            d.address()
+        ),
+        r#"{"append": ["a\u0000b"]}"#,
+    ]);
+    assert!(out.contains("InvalidKernelArgument"), "{out}");
+    drop(d);
+    assert_eq!(s.deployments(), before);
+}
+
+#[test]
+fn deploy_finds_versions_and_refuses_downgrades_unless_allowed() {
+    let s = TestSysroot::at_v1();
+    let http = HttpServer::start(&base_repo().path, None);
+    s.set_remote(&http.url(), &[]);
+    let base = base_repo();
+    run(s.cli().arg("upgrade"));
+    assert_eq!(s.deployments()[0].0, base.v2);
+    let before = s.deployments();
+    let (rc, _, err) = code(s.cli().args(["deploy", "12.1"]));
+    assert_eq!(rc, 1);
+    assert!(err.contains("--allow-downgrade"), "{err}");
+    assert_eq!(s.deployments(), before);
+    let (rc, _, err) = code(s.cli().args(["deploy", "9.9"]));
+    assert_eq!(rc, 1);
+    assert!(err.contains("not found"), "{err}");
+    let (rc, _, err) = code(s.cli().args(["deploy", &"0".repeat(64)]));
+    assert_eq!(rc, 1, "{err}");
+    assert_eq!(s.deployments(), before);
+
+    let (rc, out, err) = code(s.cli().args(["deploy", "12.1", "--allow-downgrade"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    let status = s.status();
+    assert_eq!(status["deployments"][0]["checksum"], base.v1.as_str());
+    assert_eq!(status["deployments"][0]["pinnedRevision"], base.v1.as_str());
+    // upgrade unpins and moves to the newest again.
+    run(s.cli().arg("upgrade"));
+    let status = s.status();
+    assert_eq!(status["deployments"][0]["checksum"], base.v2.as_str());
+    assert!(status["deployments"][0]["pinnedRevision"].is_null());
+}
+
+#[test]
+fn rebase_switches_branch_and_db_diff_shows_the_package_changes() {
+    let (s, _http) = served_v1();
+    let base = base_repo();
+    let before = s.deployments();
+    for (bad, what) in [
+        ("nope:x", "no remote"),
+        ("demo:does/not/exist", "fetching"),
+        ("demo:bad ref", "invalid refspec"),
+    ] {
+        let (rc, _, err) = code(s.cli().args(["rebase", bad]));
+        assert_eq!(rc, 1, "{bad}");
+        assert!(err.to_lowercase().contains(what), "{bad}: {err}");
+    }
+    assert_eq!(s.deployments(), before);
+
+    run(s.cli().args(["rebase", &format!("{REMOTE}:{NEXT_REF}")]));
+    let status = s.status();
+    assert_eq!(status["deployments"][0]["checksum"], base.next.as_str());
+    assert_eq!(
+        status["deployments"][0]["refspec"],
+        format!("{REMOTE}:{NEXT_REF}")
+    );
+
+    let diff = stdout(s.cli().args(["db", "diff", "1", "0"]));
+    assert!(diff.contains("Upgraded:\n  base-files"), "{diff}");
+    assert!(diff.contains("-> 99.0"), "{diff}");
+    assert!(diff.contains("Removed:\n  mawk"), "{diff}");
+    assert!(
+        diff.contains("Added:\n  apt-ostree-demo-extra 1.0"),
+        "{diff}"
+    );
+    // Over the wire, typed.
+    let d = ActivatedDaemon::start(&s.path, 30);
+    let reply: Value = serde_json::from_str(&python_varlink(&[
+        "call",
+        &format!("{}/org.aptostree.Sysroot.DiffPackages", d.address()),
+        &format!(r#"{{"from": "{}", "to": "{}"}}"#, base.v1, base.next),
+    ]))
+    .unwrap();
+    let added: Vec<&str> = reply["diff"]["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["apt-ostree-demo-extra"]);
+    assert_eq!(reply["diff"]["removed"][0]["name"], "mawk");
+    assert_eq!(reply["diff"]["upgraded"][0]["toVersion"], "99.0");
+    let list = stdout(s.cli().args(["db", "list", &base.next]));
+    assert!(list.contains(" apt-ostree-demo-extra 1.0 all"), "{list}");
+    assert!(!list.contains(" mawk "), "{list}");
+}
+
+#[test]
+fn cleanup_removes_the_rollback_deployment() {
+    let s = TestSysroot::with_two_deployments();
+    let base = base_repo();
+    let (rc, out, err) = code(s.cli().args(["cleanup", "-r"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(
+        s.deployments()
+            .iter()
+            .map(|d| d.0.clone())
+            .collect::<Vec<_>>(),
+        std::slice::from_ref(&base.v2)
+    );
+    let (rc, out, _) = code(s.cli().args(["cleanup", "-b", "-m"]));
+    assert_eq!(rc, 0, "{out}");
+    s.assert_fsck_clean();
+    let (_, out, _) = code(s.cli().args(["cleanup", "-p"]));
+    assert!(out.contains("Nothing to clean up"), "{out}");
+}
+
+#[test]
+fn unsigned_commits_are_refused_on_a_verifying_remote() {
+    let s = TestSysroot::at_v1();
+    let http = HttpServer::start(&base_repo().path, None);
+    s.set_remote(&http.url(), &["--set=gpg-verify=true"]);
+    let before = s.deployments();
+    let (rc, _, err) = code(s.cli().arg("upgrade"));
+    assert_eq!(rc, 1);
+    assert!(err.contains("signature check failed"), "{err}");
+    assert_eq!(s.deployments(), before);
+}
+
+#[test]
+fn a_remote_that_is_down_fails_quickly_and_changes_nothing() {
+    let s = TestSysroot::at_v1();
+    s.set_remote("http://127.0.0.1:9/repo", &[]);
+    let before = s.deployments();
+    let t = Instant::now();
+    let (rc, _, err) = code(s.cli().arg("upgrade"));
+    assert_eq!(rc, 1);
+    assert!(err.contains("fetching from demo failed"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(s.deployments(), before);
+    s.assert_fsck_clean();
+}
+
+/// Start `apt-ostree upgrade` against a daemon and return once its progress
+/// says the pull is under way.
+fn start_slow_upgrade(addr: &str) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
+    let mut child = Command::new(cli())
+        .args(["--address", addr, "upgrade"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            let status = child.wait().unwrap();
+            panic!("upgrade ended early: {status}");
+        }
+        if line.starts_with("Pulling") {
+            return (child, err);
+        }
+    }
+}
+
+#[test]
+fn one_transaction_at_a_time_status_stays_fast_and_cancel_stops_it() {
+    let s = TestSysroot::at_v1();
+    // Trickle: the pull takes minutes unless cancelled.
+    let http = HttpServer::start(&base_repo().path, Some(2000));
+    s.set_remote(&http.url(), &[]);
+    let before = s.ostree_status();
+    let d = ActivatedDaemon::start(&s.path, 60);
+    let addr = d.address();
+    let (mut upgrade, mut upgrade_err) = start_slow_upgrade(&addr);
+
+    // A second, different mutating call gets the typed error naming the first.
+    let (rc, _, err) = code(Command::new(cli()).args(["--address", &addr, "rollback"]));
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains("is already running") && err.contains("upgrade"),
+        "{err}"
+    );
+
+    // Status keeps answering, quickly, and shows the transaction.
+    let t = Instant::now();
+    let status: Value = serde_json::from_str(&stdout(Command::new(cli()).args([
+        "--address",
+        &addr,
+        "status",
+        "--json",
+    ])))
+    .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "status took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(status["transaction"]["method"], "Upgrade");
+
+    // Watch from a third client sees the same transaction's events.
+    let watch = Command::new("python3")
+        .args(["-m", "varlink.cli", "call", "--more"])
+        .arg(format!("{addr}/org.aptostree.Sysroot.Watch"))
+        .arg("{}")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Cancel: the upgrade ends with "cancelled" and nothing changed.
+    let (rc, _, err) = code(Command::new(cli()).args(["--address", &addr, "cancel"]));
+    assert_eq!(rc, 0, "{err}");
+    let status = upgrade.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut upgrade_err, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(1), "{rest}");
+    assert!(rest.contains("cancelled"), "{rest}");
+    let watched = watch.wait_with_output().unwrap();
+    let watched = String::from_utf8_lossy(&watched.stdout).to_string()
+        + &String::from_utf8_lossy(&watched.stderr);
+    assert!(
+        watched.contains("taskBegin") && watched.contains("Pulling demo:"),
+        "{watched}"
+    );
+    assert!(watched.contains("Cancelled"), "{watched}");
+
+    assert_eq!(s.ostree_status(), before);
+    s.assert_fsck_clean();
+    // The next transaction runs normally.
+    drop(http);
+    let fast = HttpServer::start(&base_repo().path, None);
+    s.set_remote(&fast.url(), &[]);
+    let (rc, out, err) = code(Command::new(cli()).args(["--address", &addr, "upgrade"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.deployments()[0].0, base_repo().v2);
+}
+
+#[test]
+fn identical_calls_attach_and_a_disconnected_client_leaves_the_work_done() {
+    let s = TestSysroot::at_v1();
+    let http = HttpServer::start(&base_repo().path, Some(200_000));
+    s.set_remote(&http.url(), &[]);
+    let d = ActivatedDaemon::start(&s.path, 60);
+    let addr = d.address();
+    let (mut first, _err) = start_slow_upgrade(&addr);
+    // The same request attaches to the running transaction instead of failing.
+    let second = Command::new(cli())
+        .args(["--address", &addr, "upgrade"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first client goes away mid-stream.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let out = second.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.deployments()[0].0, base_repo().v2);
+    s.assert_fsck_clean();
+}
+
+#[test]
+fn sigkill_at_any_point_leaves_old_or_complete_new_deployments() {
+    let base = base_repo();
+    // Kill points: task titles seen in the progress stream, and delays after them.
+    for (marker, delay_ms) in [
+        ("Pulling", 0),
+        ("Pulling", 30),
+        ("Writing deployment", 0),
+        ("Writing deployment", 5),
+        ("Writing deployment", 20),
+        ("Writing deployment", 60),
+    ] {
+        let (s, _http) = served_v1();
+        let old = s.deployments();
+        let mut d = ActivatedDaemon::start(&s.path, 60);
+        let mut child = Command::new(cli())
+            .args(["--address", &d.address(), "upgrade"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while err.read_line(&mut line).unwrap() > 0 && !line.starts_with(marker) {
+            line.clear();
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(d.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        d.wait_exit(Duration::from_secs(5));
+        let _ = child.wait();
+        let now = s.deployments();
+        let complete_new = now.len() == 2 && now[0].0 == base.v2 && now[1] == old[0];
+        assert!(
+            now == old || complete_new,
+            "{marker}+{delay_ms}ms: {now:?} (was {old:?})"
+        );
+        s.assert_fsck_clean();
+        // The next transaction succeeds and cleans up whatever was left.
+        let (rc, out, e) = code(s.cli().arg("upgrade"));
+        assert_eq!(rc, 0, "{marker}+{delay_ms}ms: {out}{e}");
+        assert_eq!(s.deployments()[0].0, base.v2);
+        s.assert_fsck_clean();
+    }
+}
+
+#[test]
+fn automatic_update_policy_check_then_stage() {
+    let (s, _http) = served_v1();
+    let base = base_repo();
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    let start = |policy: &str| {
+        fs::write(
+            conf.path(),
+            format!("[Daemon]\nAutomaticUpdatePolicy={policy}\n"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sock");
+        let child = Command::new(daemon())
+            .arg("--address")
+            .arg(format!("unix:{}", sock.display()))
+            .arg("--sysroot")
+            .arg(&s.path)
+            .arg("--config")
+            .arg(conf.path())
+            .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(10), || sock.exists()));
+        (child, dir, format!("unix:{}", sock.display()))
+    };
+    let trigger = |addr: &str| {
+        code(Command::new(cli()).args([
+            "--address",
+            addr,
+            "upgrade",
+            "--trigger-automatic-update-policy",
+        ]))
+    };
+
+    let (mut daemon, _dir, addr) = start("none");
+    let (rc, out, _) = trigger(&addr);
+    assert_eq!(rc, 0);
+    assert!(out.contains("Automatic updates are off"), "{out}");
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+
+    let (mut daemon, _dir, addr) = start("check");
+    assert_eq!(trigger(&addr).0, 0);
+    let status: Value = serde_json::from_str(&stdout(Command::new(cli()).args([
+        "--address",
+        &addr,
+        "status",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(status["cachedUpdate"]["checksum"], base.v2.as_str());
+    assert_eq!(s.deployments().len(), 1, "check must not deploy");
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+
+    let (mut daemon, _dir, addr) = start("stage");
+    assert_eq!(trigger(&addr).0, 0);
+    assert_eq!(s.deployments()[0].0, base.v2);
+    let status: Value = serde_json::from_str(&stdout(Command::new(cli()).args([
+        "--address",
+        &addr,
+        "status",
+        "--json",
+    ])))
+    .unwrap();
+    assert!(
+        status.get("cachedUpdate").is_none() || status["cachedUpdate"].is_null(),
+        "{status}"
+    );
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+}
+
+#[test]
+fn on_a_booted_system_upgrade_stages_and_finalize_keeps_later_etc_edits() {
+    let (s, _http) = served_v1();
+    let base = base_repo();
+    let (v1, serial) = s.deployments()[0].clone();
+    let bindir = std::path::Path::new(cli()).parent().unwrap().to_path_buf();
+    let enter = |deployment: &std::path::Path, script: &str| {
+        let mut c = Command::new(fixtures().join("enter-deployment.sh"));
+        c.arg(&s.path)
+            .arg(deployment)
+            .arg(&bindir)
+            .args(["/bin/sh", "-ec", script])
+            .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments");
+        c
+    };
+    // Boot 12.1, upgrade: the new deployment is staged, not written.
+    let out = stdout(&mut enter(
+        &s.deployment_dir(&v1, serial),
+        "/run/bin/apt-ostree --sysroot / upgrade >&2
+         /run/bin/apt-ostree --sysroot / status --json
+         echo 'edited after the upgrade' > /etc/motd.local
+         ostree admin finalize-staged >&2",
+    ));
+    let staged: Value = serde_json::from_str(&out).unwrap();
+    let d = &staged["deployments"];
+    assert_eq!(d[0]["staged"], true, "{staged}");
+    assert_eq!(d[0]["checksum"], base.v2.as_str());
+    assert_eq!(d[1]["booted"], true);
+    // "Reboot" into the new default: it is booted, and the late /etc edit survived.
+    let after = s.deployments();
+    assert_eq!(after[0].0, base.v2);
+    let out = stdout(&mut enter(
+        &s.deployment_dir(&after[0].0, after[0].1),
+        "cat /etc/motd.local >&2; /run/bin/apt-ostree --sysroot / status --json",
+    ));
+    let booted: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(booted["deployments"][0]["booted"], true);
+    assert_eq!(booted["deployments"][0]["staged"], false);
+    let motd = fs::read_to_string(
+        s.deployment_dir(&after[0].0, after[0].1)
+            .join("etc/motd.local"),
+    )
+    .unwrap();
+    assert_eq!(motd, "edited after the upgrade\n");
+    // Roll back while booted in the new one: the old one becomes the default.
+    let out = stdout(&mut enter(
+        &s.deployment_dir(&after[0].0, after[0].1),
+        "/run/bin/apt-ostree --sysroot / rollback >&2; /run/bin/apt-ostree --sysroot / status --json",
+    ));
+    let rolled: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rolled["deployments"][0]["checksum"], base.v1.as_str());
+    assert_eq!(rolled["deployments"][1]["booted"], true);
+}
