@@ -333,6 +333,7 @@ fn a_remote_that_is_down_fails_quickly_and_changes_nothing() {
 
 /// Start `apt-ostree upgrade` against a daemon and return once its progress
 /// says the pull is under way.
+#[allow(clippy::zombie_processes)] // the caller waits for the child it gets back
 fn start_slow_upgrade(addr: &str) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
     let mut child = Command::new(cli())
         .args(["--address", addr, "upgrade"])
