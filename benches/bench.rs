@@ -169,4 +169,97 @@ fn main() {
     );
     // Keep the socket alive until here.
     let _ = UnixStream::connect(&d.socket);
+    drop(d);
+
+    upgrade_bench();
+}
+
+/// A repository whose REF moves from v1 to a commit with a few MB more.
+fn upgrade_repo(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let base = base_repo();
+    let repo = dir.join("repo");
+    run(ostree()
+        .arg(format!("--repo={}", repo.display()))
+        .args(["init", "--mode=archive"]));
+    run(ostree().arg(format!("--repo={}", repo.display())).args([
+        "pull-local",
+        &base.path.display().to_string(),
+        &base.v1,
+    ]));
+    let tree = dir.join("tree");
+    run(ostree()
+        .arg(format!("--repo={}", repo.display()))
+        .args(["checkout", "-U", &base.v1])
+        .arg(&tree));
+    // 4 MiB that does not compress: a realistic "few MB" update.
+    let mut blob = vec![0u8; 4 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in blob.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::create_dir_all(tree.join("usr/share/bench")).unwrap();
+    std::fs::write(tree.join("usr/share/bench/blob"), &blob).unwrap();
+    run(ostree()
+        .arg(format!("--repo={}", repo.display()))
+        .args([
+            "commit",
+            "--branch",
+            REF,
+            "--owner-uid=0",
+            "--owner-gid=0",
+            "--parent",
+            &base.v1,
+        ])
+        .arg(format!("--tree=dir={}", tree.display()))
+        .arg("--add-metadata-string=version=12.9"));
+    run(ostree()
+        .arg(format!("--repo={}", repo.display()))
+        .args(["refs", "--create", "unused", &base.v1]));
+    let head = stdout(
+        ostree()
+            .arg(format!("--repo={}", repo.display()))
+            .args(["rev-parse", REF]),
+    );
+    (repo, head.trim().to_string())
+}
+
+fn upgrade_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, head) = upgrade_repo(dir.path());
+    let http = HttpServer::start(&repo, None);
+    let rounds = 5;
+    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let s = TestSysroot::at_v1();
+        s.set_remote(&http.url(), &[]);
+        let t = Instant::now();
+        run(s.cli().arg("upgrade"));
+        ours.push(t.elapsed());
+        assert_eq!(s.deployments()[0].0, head);
+
+        let s = TestSysroot::at_v1();
+        s.set_remote(&http.url(), &[]);
+        let t = Instant::now();
+        run(s.repo_cmd().args(["pull", REMOTE, REF]));
+        run(ostree()
+            .args(["admin", "deploy", "--os", OSNAME])
+            .arg(format!("--sysroot={}", s.path.display()))
+            .arg(format!("{REMOTE}:{REF}")));
+        floor.push(t.elapsed());
+    }
+    let (ours, floor) = (stats(ours), stats(floor));
+    row(
+        "upgrade, 4 MiB over HTTP (median of 5)",
+        &ms(ours.median),
+        "`ostree pull` + `ostree admin deploy`",
+        &ms(floor.median),
+    );
+    println!(
+        "{:<44} {:>13.1}%",
+        "  overhead",
+        (ours.median.as_secs_f64() / floor.median.as_secs_f64() - 1.0) * 100.0
+    );
 }
