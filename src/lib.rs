@@ -14,15 +14,18 @@
 //! - Shared pieces: [`origin`] (the deployment origin file), [`progress`] (events
 //!   engines emit), [`error`] (typed errors at module boundaries), [`logging`].
 
+pub mod apt;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dpkg;
 pub mod error;
+pub mod layering;
 pub mod logging;
 pub mod origin;
 pub mod outcome;
 pub mod progress;
 pub mod protocol;
+pub mod sandbox;
 pub mod sysroot;
 pub mod transaction;

@@ -9,7 +9,7 @@ use super::{auth, convert, errors, stream, Daemon};
 use crate::dpkg;
 use crate::error::Error;
 use crate::protocol::sysroot::*;
-use crate::sysroot::{CleanupOptions, KargsChange, UpgradeOptions};
+use crate::sysroot::{CleanupOptions, KargsChange, PackageChange, UpgradeOptions};
 use crate::transaction::{Initiator, Job, Request};
 
 pub struct SysrootInterface {
@@ -244,60 +244,106 @@ impl VarlinkInterface for SysrootInterface {
     fn install(
         &self,
         call: &mut dyn Call_Install,
-        _packages: Vec<String>,
-        _local_packages: Option<Vec<String>>,
-        _dry_run: Option<bool>,
-        _idempotent: Option<bool>,
-        _reboot: Option<bool>,
+        packages: Vec<String>,
+        local_packages: Option<Vec<String>>,
+        dry_run: Option<bool>,
+        idempotent: Option<bool>,
+        reboot: Option<bool>,
     ) -> varlink::Result<()> {
-        require_privileged!(call);
-        not_implemented(call, "Install")
+        let local: Vec<std::path::PathBuf> = local_packages
+            .unwrap_or_default()
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        if packages.is_empty() && local.is_empty() {
+            return call.reply_invalid_parameter("packages".into());
+        }
+        let change = PackageChange {
+            install: packages,
+            install_local: local,
+            dry_run: dry_run.unwrap_or(false),
+            idempotent: idempotent.unwrap_or(false),
+            ..Default::default()
+        };
+        self.run(call, Request::Packages(change), reboot)
     }
 
     fn uninstall(
         &self,
         call: &mut dyn Call_Uninstall,
-        _packages: Vec<String>,
-        _all: Option<bool>,
-        _dry_run: Option<bool>,
-        _idempotent: Option<bool>,
-        _reboot: Option<bool>,
+        packages: Vec<String>,
+        all: Option<bool>,
+        dry_run: Option<bool>,
+        idempotent: Option<bool>,
+        reboot: Option<bool>,
     ) -> varlink::Result<()> {
-        require_privileged!(call);
-        not_implemented(call, "Uninstall")
+        let all = all.unwrap_or(false);
+        if packages.is_empty() && !all {
+            return call.reply_invalid_parameter("packages".into());
+        }
+        let change = PackageChange {
+            uninstall: packages,
+            uninstall_all: all,
+            dry_run: dry_run.unwrap_or(false),
+            idempotent: idempotent.unwrap_or(false),
+            ..Default::default()
+        };
+        self.run(call, Request::Packages(change), reboot)
     }
 
     fn override_remove(
         &self,
         call: &mut dyn Call_OverrideRemove,
-        _packages: Vec<String>,
-        _dry_run: Option<bool>,
-        _reboot: Option<bool>,
+        packages: Vec<String>,
+        dry_run: Option<bool>,
+        reboot: Option<bool>,
     ) -> varlink::Result<()> {
-        require_privileged!(call);
-        not_implemented(call, "OverrideRemove")
+        if packages.is_empty() {
+            return call.reply_invalid_parameter("packages".into());
+        }
+        let change = PackageChange {
+            override_remove: packages,
+            dry_run: dry_run.unwrap_or(false),
+            ..Default::default()
+        };
+        self.run(call, Request::Packages(change), reboot)
     }
 
     fn override_replace(
         &self,
         call: &mut dyn Call_OverrideReplace,
-        _packages: Vec<String>,
-        _dry_run: Option<bool>,
-        _reboot: Option<bool>,
+        packages: Vec<String>,
+        dry_run: Option<bool>,
+        reboot: Option<bool>,
     ) -> varlink::Result<()> {
-        require_privileged!(call);
-        not_implemented(call, "OverrideReplace")
+        if packages.is_empty() {
+            return call.reply_invalid_parameter("packages".into());
+        }
+        let change = PackageChange {
+            override_replace: packages,
+            dry_run: dry_run.unwrap_or(false),
+            ..Default::default()
+        };
+        self.run(call, Request::Packages(change), reboot)
     }
 
     fn override_reset(
         &self,
         call: &mut dyn Call_OverrideReset,
-        _packages: Vec<String>,
-        _all: Option<bool>,
-        _reboot: Option<bool>,
+        packages: Vec<String>,
+        all: Option<bool>,
+        reboot: Option<bool>,
     ) -> varlink::Result<()> {
-        require_privileged!(call);
-        not_implemented(call, "OverrideReset")
+        let all = all.unwrap_or(false);
+        if packages.is_empty() && !all {
+            return call.reply_invalid_parameter("packages".into());
+        }
+        let change = PackageChange {
+            override_reset: packages,
+            override_reset_all: all,
+            ..Default::default()
+        };
+        self.run(call, Request::Packages(change), reboot)
     }
 
     fn change_kernel_arguments(

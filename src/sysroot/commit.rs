@@ -13,6 +13,10 @@ pub mod keys {
     pub const BASE_TIMESTAMP: &str = "apt-ostree.base-timestamp";
     /// Names of the packages on top of the base (dependencies included).
     pub const LAYERED_PACKAGES: &str = "apt-ostree.layered-packages";
+    /// Package names the administrator asked for.
+    pub const REQUESTED_PACKAGES: &str = "apt-ostree.requested-packages";
+    /// Every package of the tree as (name, version, architecture).
+    pub const PACKAGES: &str = "apt-ostree.packages";
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -118,6 +118,33 @@ impl Sysroot {
         Ok(written)
     }
 
+    /// Drop the refs that keep base commits of layered deployments alive when
+    /// no deployment is built on that base any more.
+    pub fn prune_base_refs(&mut self) -> Result<()> {
+        let repo = self.repo();
+        let mut used = std::collections::BTreeSet::new();
+        for d in self.inner.deployments() {
+            if let Some(base) = self.commit_info(&d.csum())?.base_checksum {
+                used.insert(crate::layering::base_ref(&base));
+            }
+        }
+        let refs = repo
+            .list_refs(Some("apt-ostree/base"), gio::Cancellable::NONE)
+            .context("Listing base refs")?;
+        for (name, _) in refs {
+            // libostree may or may not strip the prefix from the names.
+            let tail = name
+                .trim_start_matches("apt-ostree/base")
+                .trim_start_matches('/');
+            let name = crate::layering::base_ref(tail);
+            if !used.contains(&name) {
+                repo.set_ref_immediate(None, &name, None, gio::Cancellable::NONE)
+                    .with_context(|| format!("Removing ref {name}"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Replace the list of deployments (rollback, cleanup).
     pub fn write_deployments(&mut self, deployments: &[ostree::Deployment]) -> Result<()> {
         self.inner

@@ -9,6 +9,7 @@ mod commit;
 mod deploy;
 pub mod kargs;
 mod lifecycle;
+mod packages;
 mod pull;
 pub mod refspec;
 mod status;
@@ -23,6 +24,7 @@ use ostree::gio::prelude::*;
 
 pub use commit::{keys, CommitInfo};
 pub use lifecycle::{CleanupOptions, KargsChange};
+pub use packages::PackageChange;
 pub use status::{DeploymentStatus, SysrootStatus};
 pub use update::UpgradeOptions;
 
@@ -134,24 +136,51 @@ impl Sysroot {
             .ok_or_else(|| Error::NoDeployment("the sysroot has no deployments".into()).into())
     }
 
-    /// The Debian packages recorded in a commit's dpkg database.
-    pub fn packages(&self, checksum: &str) -> Result<Vec<Package>> {
-        let repo = self.repo();
-        let (root, _) = repo
+    /// The contents of a file in a commit, or None if it has no such file.
+    pub fn try_read_commit_file(&self, checksum: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let (root, _) = self
+            .repo()
             .read_commit(checksum, gio::Cancellable::NONE)
             .with_context(|| format!("Reading commit {checksum}"))?;
+        // Through the repository: a repository file is not a plain GFile
+        // (no GFileInputStream), so read the content object by checksum.
+        let file = match root
+            .resolve_relative_path(path)
+            .downcast::<ostree::RepoFile>()
+            .map_err(|_| anyhow::anyhow!("{path} is not a repository file"))?
+        {
+            f if f.ensure_resolved().is_ok() => f,
+            _ => return Ok(None),
+        };
+        let repo = self.repo();
+        let (stream, _, _) = match repo.load_file(&file.checksum(), gio::Cancellable::NONE) {
+            Ok(loaded) => loaded,
+            Err(e) if e.matches(gio::IOErrorEnum::NotFound) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("Reading {path} of {checksum}")),
+        };
+        let Some(stream) = stream else {
+            return Ok(None); // a symlink or directory: no content
+        };
+        let mut bytes = Vec::new();
+        stream
+            .into_read()
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("Reading {path} of {checksum}"))?;
+        Ok(Some(bytes))
+    }
+
+    /// The contents of a file in a commit.
+    pub fn read_commit_file(&self, checksum: &str, path: &str) -> Result<Vec<u8>> {
+        self.try_read_commit_file(checksum, path)?
+            .with_context(|| format!("{checksum} has no {path}"))
+    }
+
+    /// The Debian packages recorded in a commit's dpkg database.
+    pub fn packages(&self, checksum: &str) -> Result<Vec<Package>> {
         for dir in [dpkg::DATABASE_DIR, dpkg::LEGACY_DATABASE_DIR] {
-            let file = root.resolve_relative_path(format!("{dir}/status"));
-            match file.load_contents(gio::Cancellable::NONE) {
-                Ok((bytes, _)) => {
-                    let text = String::from_utf8_lossy(&bytes);
-                    return Ok(dpkg::parse_status(&text));
-                }
-                Err(e) if e.matches(gio::IOErrorEnum::NotFound) => continue,
-                Err(e) if e.matches(gio::IOErrorEnum::NotDirectory) => continue,
-                Err(e) => {
-                    return Err(e).with_context(|| format!("Reading {dir}/status of {checksum}"))
-                }
+            if let Some(bytes) = self.try_read_commit_file(checksum, &format!("{dir}/status"))? {
+                return Ok(dpkg::parse_status(&String::from_utf8_lossy(&bytes)));
             }
         }
         Ok(Vec::new())

@@ -197,20 +197,25 @@ impl Sysroot {
     }
 
     /// Deploy base commit `base` with `origin`, re-applying layered packages.
-    fn deploy_base(&mut self, sink: &Sink, base: &str, origin: &Origin) -> Result<Outcome> {
-        if origin.is_layered() {
-            return Err(Error::NotSupported(
-                "re-applying layered packages on a new base needs package layering".into(),
-            )
-            .into());
-        }
+    pub(super) fn deploy_base(
+        &mut self,
+        sink: &Sink,
+        base: &str,
+        origin: &Origin,
+    ) -> Result<Outcome> {
         let before = self
             .inner
             .deployments()
             .into_iter()
             .next()
             .map(|d| d.csum().to_string());
-        let deployment = self.deploy_commit(sink, base, origin, None)?;
+        let commit = if origin.is_layered() {
+            crate::layering::build(self, sink, base, origin)?.commit
+        } else {
+            base.to_string()
+        };
+        let deployment = self.deploy_commit(sink, &commit, origin, None)?;
+        self.prune_base_refs()?;
         let diff = match before {
             Some(b) => Some(dpkg::diff(
                 &self.packages(&b)?,

@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use crate::error::{Error, TransactionInfo};
 use crate::outcome::Outcome;
 use crate::progress::{Event, ProgressSink, Sink};
-use crate::sysroot::{CleanupOptions, KargsChange, UpgradeOptions};
+use crate::sysroot::{CleanupOptions, KargsChange, PackageChange, UpgradeOptions};
 
 pub use run::AutomaticUpdatePolicy;
 
@@ -39,6 +39,8 @@ pub enum Request {
     RefreshMetadata {
         force: bool,
     },
+    /// install, uninstall and the overrides; `method` is the IDL method.
+    Packages(PackageChange),
 }
 
 impl Request {
@@ -53,6 +55,13 @@ impl Request {
             Request::Cleanup(_) => "Cleanup",
             Request::KernelArguments(_) => "ChangeKernelArguments",
             Request::RefreshMetadata { .. } => "RefreshMetadata",
+            Request::Packages(c) if !c.install.is_empty() || !c.install_local.is_empty() => {
+                "Install"
+            }
+            Request::Packages(c) if !c.uninstall.is_empty() || c.uninstall_all => "Uninstall",
+            Request::Packages(c) if !c.override_remove.is_empty() => "OverrideRemove",
+            Request::Packages(c) if !c.override_replace.is_empty() => "OverrideReplace",
+            Request::Packages(_) => "OverrideReset",
         }
     }
 
@@ -70,6 +79,29 @@ impl Request {
             Request::Cleanup(_) => "cleanup".into(),
             Request::KernelArguments(_) => "kargs".into(),
             Request::RefreshMetadata { .. } => "refresh-md".into(),
+            Request::Packages(c) => {
+                let mut words = Vec::new();
+                let local = c.install_local.iter().map(|p| p.display().to_string());
+                let install: Vec<String> = c.install.iter().cloned().chain(local).collect();
+                for (verb, names) in [
+                    ("install", install),
+                    ("uninstall", c.uninstall.clone()),
+                    ("override remove", c.override_remove.clone()),
+                    ("override replace", c.override_replace.clone()),
+                    ("override reset", c.override_reset.clone()),
+                ] {
+                    if !names.is_empty() {
+                        words.push(format!("{verb} {}", names.join(" ")));
+                    }
+                }
+                if c.uninstall_all {
+                    words.push("uninstall --all".into());
+                }
+                if c.override_reset_all {
+                    words.push("override reset --all".into());
+                }
+                words.join("; ")
+            }
         }
     }
 }
@@ -266,7 +298,18 @@ impl Manager {
             .name(format!("transaction-{}", &tx.id()[..8.min(tx.id().len())]))
             .spawn(move || {
                 let sink: Sink = worker.clone();
-                let result = run::execute(&worker.job, &inner.sysroot, &sink);
+                // A panic must still end the transaction, or followers would wait forever.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run::execute(&worker.job, &inner.sysroot, &sink)
+                }))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Err(Error::Other(anyhow::anyhow!("internal error: {what}")))
+                });
                 match &result {
                     // Something went wrong in apt-ostree or the system.
                     Err(e @ Error::Other(_)) => tracing::warn!(

@@ -83,6 +83,7 @@ fn dispatch(sysroot: &mut Sysroot, job: &Job, sink: &Sink) -> Result<Outcome> {
         Request::Cleanup(opts) => sysroot.cleanup(sink, opts),
         Request::KernelArguments(change) => sysroot.change_kernel_arguments(sink, change),
         Request::RefreshMetadata { .. } => sysroot.refresh_metadata(sink),
+        Request::Packages(change) => sysroot.change_packages(sink, change),
     }
 }
 
@@ -112,6 +113,8 @@ pub(super) fn execute(job: &Job, path: &Path, sink: &Sink) -> Result<Outcome, Er
         .with_thread_default(|| -> Result<Outcome> {
             let mut sysroot = Sysroot::open(path)?;
             lock(&sysroot, sink)?;
+            // Whatever a killed predecessor left half-built goes first.
+            crate::layering::clean_stale_workdirs(&sysroot);
             sink.check_cancelled()?;
             let outcome = dispatch(&mut sysroot, job, sink)?;
             if job.reboot && outcome.changed && outcome.reboot_required {

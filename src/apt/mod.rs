@@ -1,0 +1,421 @@
+//! The apt engine: resolving and fetching Debian packages with libapt-pkg.
+//!
+//! apt runs against a private configuration for one deployment: the
+//! deployment's own apt sources (`/etc/apt`), the dpkg status of the base
+//! commit being layered on, and apt-ostree's own lists and archive cache (so a
+//! re-layering after an upgrade downloads nothing it already has). It never
+//! touches the host's apt state. libapt's configuration is process-global, so
+//! only one transaction at a time may use this (which transactions guarantee).
+
+mod names;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rust_apt::config::Config;
+use rust_apt::progress::{AcquireProgress, DynAcquireProgress};
+use rust_apt::{new_cache, Cache};
+
+pub use names::{deb_field, validate_package_name, verify_deb};
+
+use crate::error::Error;
+use crate::progress::{Event, Sink};
+
+/// Where apt finds its inputs and keeps its state, for one layering run.
+pub struct AptRoot {
+    /// The deployment's apt configuration directory (its `/etc/apt`).
+    pub etc_apt: PathBuf,
+    /// dpkg status file of the base commit.
+    pub status: PathBuf,
+    /// Persistent state: package lists, archive cache.
+    pub state: PathBuf,
+}
+
+/// What to do with packages.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub install: Vec<String>,
+    /// Local .deb files (already validated).
+    pub local: Vec<PathBuf>,
+    /// Base packages to remove.
+    pub remove: Vec<String>,
+    /// Base packages to replace with the candidate from the sources.
+    pub replace: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Fetched from a source; the URI it comes from.
+    Repository(String),
+    /// A local .deb file.
+    Local(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    /// True when the base has no version of it (layered), false when it replaces one.
+    pub new: bool,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub install: Vec<Planned>,
+    pub remove: Vec<String>,
+}
+
+/// Streams libapt's download progress into the transaction.
+struct SinkProgress {
+    sink: Sink,
+}
+
+impl DynAcquireProgress for SinkProgress {
+    fn pulse_interval(&self) -> usize {
+        500_000
+    }
+    fn hit(&mut self, _item: &rust_apt::raw::ItemDesc) {}
+    fn fetch(&mut self, item: &rust_apt::raw::ItemDesc) {
+        self.sink.log(format!("Get: {}", item.description()));
+    }
+    // apt probes for files that may not exist (InRelease of a flat
+    // repository); real failures come back as the update's error.
+    fn fail(&mut self, _item: &rust_apt::raw::ItemDesc) {}
+    fn pulse(&mut self, status: &rust_apt::raw::AcqTextStatus, _owner: &rust_apt::raw::PkgAcquire) {
+        self.sink.emit(Event::Download {
+            bytes_done: status.current_bytes(),
+            bytes_total: Some(status.total_bytes()).filter(|t| *t > 0),
+            bytes_per_second: status.current_cps(),
+        });
+    }
+    fn done(&mut self, _item: &rust_apt::raw::ItemDesc) {}
+    fn start(&mut self) {}
+    fn stop(&mut self, status: &rust_apt::raw::AcqTextStatus) {
+        if status.fetched_bytes() > 0 {
+            self.sink.emit(Event::Download {
+                bytes_done: status.fetched_bytes(),
+                bytes_total: Some(status.fetched_bytes()),
+                bytes_per_second: status.current_cps(),
+            });
+        }
+    }
+}
+
+fn apt_error(context: &str, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{context}: {}", e.to_string().trim())
+}
+
+impl AptRoot {
+    fn lists(&self) -> PathBuf {
+        self.state.join("lists")
+    }
+
+    /// Where downloaded .debs are kept between transactions.
+    pub fn archives(&self) -> PathBuf {
+        self.state.join("cache/archives")
+    }
+
+    /// Point libapt's global configuration at this root.
+    fn configure(&self) -> Result<()> {
+        for dir in [
+            self.lists().join("partial"),
+            self.archives().join("partial"),
+        ] {
+            std::fs::create_dir_all(&dir).with_context(|| format!("Creating {}", dir.display()))?;
+        }
+        let config = Config::new_clear();
+        let path = |p: &Path| p.display().to_string();
+        config.set("Dir::Etc", &format!("{}/", path(&self.etc_apt)));
+        config.set("Dir::Etc::sourcelist", "sources.list");
+        config.set("Dir::Etc::sourceparts", "sources.list.d");
+        config.set("Dir::Etc::preferences", "preferences");
+        config.set("Dir::Etc::preferencesparts", "preferences.d");
+        config.set("Dir::Etc::trusted", "trusted.gpg");
+        config.set("Dir::Etc::trustedparts", "trusted.gpg.d");
+        config.set("Dir::State", &format!("{}/", path(&self.state)));
+        config.set("Dir::State::lists", &format!("{}/", path(&self.lists())));
+        config.set("Dir::State::status", &path(&self.status));
+        config.set(
+            "Dir::State::extended_states",
+            &path(&self.state.join("extended_states")),
+        );
+        config.set(
+            "Dir::Cache",
+            &format!("{}/", path(&self.state.join("cache"))),
+        );
+        config.set(
+            "Dir::Cache::archives",
+            &format!("{}/", path(&self.archives())),
+        );
+        // No binary caches: they would outlive the base they describe.
+        config.set("Dir::Cache::pkgcache", "");
+        config.set("Dir::Cache::srcpkgcache", "");
+        config.set("Dir::Log", &format!("{}/", path(&self.state.join("log"))));
+        config.set("Acquire::Retries", "1");
+        config.set("Acquire::http::Timeout", "30");
+        config.set("Debug::NoLocking", "true");
+        Ok(())
+    }
+
+    /// Refresh the package lists from the deployment's sources.
+    pub fn update(&self, sink: &Sink) -> Result<()> {
+        self.configure()?;
+        sink.task_begin("Updating package lists");
+        let cache = new_cache!().map_err(|e| apt_error("Reading the apt sources", e))?;
+        let mut progress = AcquireProgress::new(SinkProgress { sink: sink.clone() });
+        cache
+            .update(&mut progress)
+            .map_err(|e| Error::FetchFailed {
+                remote: "apt sources".into(),
+                reason: e.to_string().trim().to_string(),
+            })?;
+        sink.task_end("Updating package lists");
+        Ok(())
+    }
+
+    fn open(&self, local: &[PathBuf]) -> Result<Cache> {
+        self.configure()?;
+        let files: Vec<String> = local.iter().map(|p| p.display().to_string()).collect();
+        Cache::new(&files).map_err(|e| apt_error("Opening the package cache", e))
+    }
+
+    /// Resolve `request` against the base's package set.
+    pub fn plan(&self, request: &Request) -> Result<Plan> {
+        let cache = self.open(&request.local)?;
+        let mut missing = Vec::new();
+        let mut in_base = Vec::new();
+        let mut wanted = Vec::new();
+        for spec in &request.install {
+            let (name, version) = match spec.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (spec.as_str(), None),
+            };
+            match cache.get(name) {
+                Some(pkg) if pkg.has_versions() || pkg.has_provides() => {
+                    if pkg.is_installed() {
+                        in_base.push(name.to_string());
+                        continue;
+                    }
+                    let pkg = if !pkg.has_versions() {
+                        // A virtual package: take its first provider, as apt does
+                        // when there is exactly one.
+                        match pkg.provides().next() {
+                            Some(p) => p.package(),
+                            None => {
+                                missing.push(spec.clone());
+                                continue;
+                            }
+                        }
+                    } else {
+                        pkg
+                    };
+                    if let Some(v) = version {
+                        match pkg.get_version(v) {
+                            Some(ver) => ver.set_candidate(),
+                            None => {
+                                missing.push(spec.clone());
+                                continue;
+                            }
+                        }
+                    }
+                    wanted.push(pkg);
+                }
+                _ => missing.push(spec.clone()),
+            }
+        }
+        for path in &request.local {
+            let name = names::deb_field(path, "Package")?;
+            match cache.get(&name) {
+                Some(pkg) => wanted.push(pkg),
+                None => missing.push(path.display().to_string()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::PackageNotFound(missing).into());
+        }
+        if !in_base.is_empty() {
+            return Err(Error::PackageInBase(in_base).into());
+        }
+        let mut replaced = Vec::new();
+        for name in &request.replace {
+            let pkg = cache
+                .get(name)
+                .filter(|p| p.is_installed())
+                .ok_or_else(|| Error::PackageNotRequested(vec![name.clone()]))?;
+            replaced.push(pkg);
+        }
+        let mut removed = Vec::new();
+        for name in &request.remove {
+            let pkg = cache
+                .get(name)
+                .filter(|p| p.is_installed())
+                .ok_or_else(|| Error::PackageNotRequested(vec![name.clone()]))?;
+            removed.push(pkg);
+        }
+        for pkg in &removed {
+            pkg.mark_delete(true);
+            pkg.protect();
+        }
+        for pkg in wanted.iter().chain(&replaced) {
+            pkg.mark_install(true, true);
+            pkg.protect();
+        }
+        if let Err(e) = cache.resolve(false) {
+            return Err(Error::DependencyProblem(explain_broken(&cache, &e.to_string())).into());
+        }
+        let mut plan = Plan::default();
+        let mut unexpected = Vec::new();
+        for pkg in cache.get_changes(true) {
+            let name = pkg.name().to_string();
+            if pkg.marked_delete() {
+                if request.remove.contains(&name) {
+                    plan.remove.push(name);
+                } else {
+                    unexpected.push(format!("{name} would be removed"));
+                }
+                continue;
+            }
+            let Some(ver) = pkg.install_version() else {
+                continue;
+            };
+            let new = !pkg.is_installed();
+            if !new && !request.replace.contains(&name) {
+                unexpected.push(format!(
+                    "{name} would change from {} to {} in the base image",
+                    pkg.installed()
+                        .map(|v| v.version().to_string())
+                        .unwrap_or_default(),
+                    ver.version()
+                ));
+                continue;
+            }
+            let local = request
+                .local
+                .iter()
+                .find(|p| names::deb_field(p, "Package").is_ok_and(|n| n == name));
+            let origin = match local {
+                Some(path) => Origin::Local(path.clone()),
+                None => Origin::Repository(ver.uris().next().ok_or_else(|| {
+                    Error::PackageNotFound(vec![format!(
+                        "{name}={} (no download source)",
+                        ver.version()
+                    )])
+                })?),
+            };
+            plan.install.push(Planned {
+                name,
+                version: ver.version().to_string(),
+                architecture: ver.arch().to_string(),
+                new,
+                origin,
+            });
+        }
+        if !unexpected.is_empty() {
+            return Err(Error::DependencyProblem(format!(
+                "the request would change the base image beyond what was asked:\n  {}\n\
+                 Use `apt-ostree override replace` or `override remove` for base packages.",
+                unexpected.join("\n  ")
+            ))
+            .into());
+        }
+        Ok(plan)
+    }
+
+    /// Download what `plan` installs from repositories; return every .deb to install.
+    pub fn fetch(&self, request: &Request, plan: &Plan, sink: &Sink) -> Result<Vec<PathBuf>> {
+        let needs_download = plan
+            .install
+            .iter()
+            .any(|p| matches!(&p.origin, Origin::Repository(u) if !u.starts_with("file:")));
+        if needs_download {
+            // Re-create the resolution in a cache of its own: get_archives
+            // downloads what the depcache has marked.
+            let cache = self.open(&request.local)?;
+            for p in &plan.install {
+                if let Some(pkg) = cache.get(&p.name) {
+                    if let Some(ver) = pkg.get_version(&p.version) {
+                        ver.set_candidate();
+                    }
+                    pkg.mark_install(false, true);
+                }
+            }
+            sink.task_begin("Downloading packages");
+            let mut progress = AcquireProgress::new(SinkProgress { sink: sink.clone() });
+            cache
+                .get_archives(&mut progress)
+                .map_err(|e| Error::FetchFailed {
+                    remote: "apt sources".into(),
+                    reason: e.what().trim().to_string(),
+                })?;
+            sink.task_end("Downloading packages");
+        }
+        plan.install
+            .iter()
+            .map(|p| match &p.origin {
+                Origin::Local(path) => Ok(path.clone()),
+                Origin::Repository(uri) if uri.starts_with("file:") => {
+                    let path = uri.trim_start_matches("file:");
+                    Ok(PathBuf::from(format!("/{}", path.trim_start_matches('/'))))
+                }
+                Origin::Repository(_) => {
+                    let file = format!(
+                        "{}_{}_{}.deb",
+                        p.name,
+                        p.version.replace(':', "%3a"),
+                        p.architecture
+                    );
+                    let path = self.archives().join(file);
+                    if path.exists() {
+                        Ok(path)
+                    } else {
+                        Err(anyhow::anyhow!("{} was not downloaded", path.display()))
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// apt's resolver says only that it failed; say which dependencies are unmet,
+/// the way `apt install` does.
+fn explain_broken(cache: &Cache, resolver_error: &str) -> String {
+    let mut lines = Vec::new();
+    for pkg in cache.get_changes(true) {
+        if !pkg.is_inst_broken() {
+            continue;
+        }
+        let Some(ver) = pkg.install_version().or_else(|| pkg.candidate()) else {
+            continue;
+        };
+        for dep in ver.depends_map().values().flatten() {
+            if !dep.first().is_critical() {
+                continue;
+            }
+            let satisfiable = dep.iter().any(|d| !d.all_targets().is_empty());
+            if !satisfiable {
+                let what: Vec<String> = dep
+                    .iter()
+                    .map(|d| match (d.comp_type(), d.version()) {
+                        (Some(op), Some(v)) => format!("{} ({op} {v})", d.name()),
+                        _ => d.name().to_string(),
+                    })
+                    .collect();
+                lines.push(format!(
+                    " {} : {}: {} but it is not installable",
+                    pkg.name(),
+                    dep.dep_type().to_str(),
+                    what.join(" | ")
+                ));
+            }
+        }
+    }
+    let mut text = String::from("The following packages have unmet dependencies:\n");
+    if lines.is_empty() {
+        text.push_str(resolver_error.trim());
+    } else {
+        text.push_str(&lines.join("\n"));
+    }
+    text
+}

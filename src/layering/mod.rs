@@ -1,0 +1,449 @@
+//! Package layering: a new commit that is the base image plus .deb packages.
+//!
+//! The pipeline (see docs/layering.md for why it is safe):
+//! 1. resolve with libapt against the base commit's dpkg database and the
+//!    deployment's apt sources; fetch the .debs into apt-ostree's cache;
+//! 2. check the base out by hard links, except `/usr/etc` and dpkg's database,
+//!    which are copied (scripts and dpkg rewrite them), and put rofiles-fuse
+//!    over it, so that nothing can write through a hard link into the
+//!    repository: in-place writes to shared files fail with EROFS, while
+//!    dpkg's create-and-rename works;
+//! 3. run real dpkg and the maintainer scripts in a bubblewrap sandbox (no
+//!    network, /etc = usr/etc, scratch /var);
+//! 4. turn /var content into tmpfiles.d entries and new users into
+//!    sysusers.d entries, drop dpkg's scratch files;
+//! 5. commit the tree (unchanged files are recognised by device and inode, so
+//!    only what dpkg wrote is read) with metadata naming the base and packages.
+
+mod postprocess;
+mod scripts;
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use ostree::gio::prelude::*;
+use ostree::{gio, glib};
+
+use crate::apt::{self, AptRoot, Plan};
+use crate::dpkg;
+use crate::origin::Origin;
+use crate::progress::Sink;
+use crate::sandbox::Sandbox;
+use crate::sysroot::{keys, Sysroot};
+
+/// What a layering run produced.
+pub struct Layered {
+    pub commit: String,
+    pub plan: Plan,
+}
+
+/// Prefix of work directories under the repository's tmp/ (cleaned on start).
+const WORKDIR_PREFIX: &str = "apt-ostree-layer-";
+
+/// Remove work directories a killed daemon left behind.
+pub fn clean_stale_workdirs(sysroot: &Sysroot) {
+    let tmp = sysroot.path().join("ostree/repo/tmp");
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(WORKDIR_PREFIX)
+        {
+            let mnt = entry.path().join("mnt");
+            let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!("Removing stale {}: {e}", entry.path().display());
+            }
+        }
+    }
+}
+
+/// A work directory, unmounted and removed when dropped.
+struct Workdir {
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl Workdir {
+    fn new(sysroot: &Sysroot, id: &str) -> Result<Workdir> {
+        let path = sysroot
+            .path()
+            .join("ostree/repo/tmp")
+            .join(format!("{WORKDIR_PREFIX}{id}"));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).with_context(|| format!("Creating {}", path.display()))?;
+        Ok(Workdir {
+            path,
+            mounted: false,
+        })
+    }
+    fn root(&self) -> PathBuf {
+        self.path.join("root")
+    }
+    fn mnt(&self) -> PathBuf {
+        self.path.join("mnt")
+    }
+    fn unmount(&mut self) -> Result<()> {
+        if self.mounted {
+            let status = Command::new("umount").arg(self.mnt()).status()?;
+            if !status.success() {
+                bail!("umount {} failed", self.mnt().display());
+            }
+            self.mounted = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg("-l").arg(self.mnt()).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Inputs for resolving packages against `base` for `origin`.
+fn apt_root(sysroot: &Sysroot, base: &str, workdir: &Path) -> Result<AptRoot> {
+    let merge = sysroot.merge_deployment()?;
+    let deployment = sysroot
+        .path()
+        .join(sysroot.ostree().deployment_dirpath(&merge));
+    let status = workdir.join("base-status");
+    std::fs::write(
+        &status,
+        sysroot.read_commit_file(base, &format!("{}/status", dpkg::DATABASE_DIR))?,
+    )
+    .context("Writing the base's dpkg status")?;
+    Ok(AptRoot {
+        etc_apt: deployment.join("etc/apt"),
+        status,
+        state: sysroot.state_dir(),
+    })
+}
+
+/// Where a requested local .deb is kept (so upgrades can re-apply it).
+pub fn local_deb_path(sysroot: &Sysroot, sha256: &str) -> PathBuf {
+    sysroot
+        .state_dir()
+        .join("local")
+        .join(format!("{sha256}.deb"))
+}
+
+fn request_for(sysroot: &Sysroot, origin: &Origin) -> apt::Request {
+    apt::Request {
+        install: origin.requested_packages.iter().cloned().collect(),
+        local: origin
+            .requested_local_packages
+            .values()
+            .map(|sha| local_deb_path(sysroot, sha))
+            .collect(),
+        remove: origin.override_remove.iter().cloned().collect(),
+        replace: origin.override_replace.iter().cloned().collect(),
+    }
+}
+
+/// Resolve what `origin` asks for on `base`, without changing anything.
+pub fn plan(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Result<Plan> {
+    let workdir = Workdir::new(sysroot, sink.id())?;
+    let apt = apt_root(sysroot, base, &workdir.path)?;
+    apt.update(sink)?;
+    sink.task("Resolving dependencies", || {
+        apt.plan(&request_for(sysroot, origin))
+    })
+}
+
+fn checkout(
+    repo: &ostree::Repo,
+    commit: &str,
+    dest: &Path,
+    subpath: Option<&str>,
+    cache: Option<&ostree::RepoDevInoCache>,
+) -> Result<()> {
+    let opts = ostree::RepoCheckoutAtOptions {
+        mode: ostree::RepoCheckoutMode::None,
+        overwrite_mode: ostree::RepoCheckoutOverwriteMode::None,
+        no_copy_fallback: subpath.is_none(),
+        force_copy: subpath.is_some(),
+        subpath: subpath.map(PathBuf::from),
+        devino_to_csum_cache: cache.cloned(),
+        ..Default::default()
+    };
+    repo.checkout_at(
+        Some(&opts),
+        libc::AT_FDCWD,
+        dest,
+        commit,
+        gio::Cancellable::NONE,
+    )
+    .with_context(|| format!("Checking out {commit} to {}", dest.display()))
+}
+
+/// Replace the hard-linked `sub` of the checkout with a private copy.
+fn copy_subtree(
+    repo: &ostree::Repo,
+    commit: &str,
+    root: &Path,
+    sub: &str,
+    scratch: &Path,
+) -> Result<()> {
+    let copy = scratch.join(sub.replace('/', "_"));
+    checkout(repo, commit, &copy, Some(&format!("/{sub}")), None)?;
+    let target = root.join(sub);
+    // Unlinking hard links only drops names; the objects stay intact.
+    std::fs::remove_dir_all(&target).with_context(|| format!("Removing {}", target.display()))?;
+    std::fs::rename(&copy, &target).with_context(|| format!("Placing {}", target.display()))
+}
+
+/// Build the layered commit for `origin` on `base`.
+pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Result<Layered> {
+    let repo = sysroot.repo();
+    let mut workdir = Workdir::new(sysroot, sink.id())?;
+    let apt = apt_root(sysroot, base, &workdir.path)?;
+    apt.update(sink)?;
+    let request = request_for(sysroot, origin);
+    let plan = sink.task("Resolving dependencies", || apt.plan(&request))?;
+    let debs = apt.fetch(&request, &plan, sink)?;
+    for deb in &debs {
+        apt::verify_deb(deb)?;
+    }
+    sink.check_cancelled()?;
+
+    sink.task_begin("Checking out the base");
+    let devino = ostree::RepoDevInoCache::new();
+    let root = workdir.root();
+    checkout(&repo, base, &root, None, Some(&devino))?;
+    for sub in ["usr/etc", dpkg::DATABASE_DIR] {
+        copy_subtree(&repo, base, &root, sub, &workdir.path)?;
+    }
+    sink.task_end("Checking out the base");
+
+    // rofiles-fuse: writes through a hard link fail instead of corrupting objects.
+    let mnt = workdir.mnt();
+    std::fs::create_dir_all(&mnt)?;
+    let status = Command::new("rofiles-fuse")
+        .arg(&root)
+        .arg(&mnt)
+        .status()
+        .context("Running rofiles-fuse (from the ostree package)")?;
+    if !status.success() {
+        bail!("rofiles-fuse failed ({status})");
+    }
+    workdir.mounted = true;
+
+    let var = workdir.path.join("var");
+    for d in ["lib", "cache/debconf", "log", "tmp", "spool", "backups"] {
+        std::fs::create_dir_all(var.join(d))?;
+    }
+    std::os::unix::fs::symlink("../../usr/share/dpkg/database", var.join("lib/dpkg"))?;
+    let debdir = workdir.path.join("debs");
+    std::fs::create_dir_all(&debdir)?;
+    let mut inside = Vec::new();
+    for (i, deb) in debs.iter().enumerate() {
+        let name = format!(
+            "{i:03}-{}",
+            deb.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        );
+        if std::fs::hard_link(deb, debdir.join(&name)).is_err() {
+            std::fs::copy(deb, debdir.join(&name))
+                .with_context(|| format!("Copying {}", deb.display()))?;
+        }
+        inside.push(format!("/run/apt-ostree-debs/{name}"));
+    }
+    let sandbox = Sandbox {
+        root: mnt.clone(),
+        var: var.clone(),
+        ro_binds: vec![(debdir.clone(), "/run/apt-ostree-debs".into())],
+    };
+    let top_etc_existed = root.join("etc").exists();
+    // Services are not started while building a tree.
+    let policy = mnt.join("usr/sbin/policy-rc.d");
+    std::fs::write(&policy, "#!/bin/sh\nexit 101\n").context("Writing policy-rc.d")?;
+    std::fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let passwd_before = std::fs::read_to_string(root.join("usr/etc/passwd")).unwrap_or_default();
+    let group_before = std::fs::read_to_string(root.join("usr/etc/group")).unwrap_or_default();
+
+    if !plan.remove.is_empty() {
+        sink.task_begin("Removing base packages");
+        let mut argv = vec![
+            "dpkg",
+            "--purge",
+            "--force-depends",
+            "--force-remove-essential",
+        ];
+        argv.extend(plan.remove.iter().map(String::as_str));
+        let ran = sandbox.run(&argv, sink)?;
+        scripts::check(&ran, &plan)?;
+        sink.task_end("Removing base packages");
+    }
+    if !inside.is_empty() {
+        sink.check_cancelled()?;
+        sink.task_begin("Installing packages");
+        let mut argv = vec![
+            "dpkg",
+            "--install",
+            "--force-confdef",
+            "--force-confold",
+            "--force-unsafe-io",
+        ];
+        argv.extend(inside.iter().map(String::as_str));
+        let ran = sandbox.run(&argv, sink)?;
+        scripts::check(&ran, &plan)?;
+        scripts::check_installed(&mnt.join(dpkg::DATABASE_DIR).join("status"), &plan)?;
+        sink.task_end("Installing packages");
+    }
+
+    sink.task_begin("Finishing the tree");
+    std::fs::remove_file(&policy).ok();
+    if !top_etc_existed {
+        let _ = std::fs::remove_dir(mnt.join("etc"));
+    }
+    let database = mnt.join(dpkg::DATABASE_DIR);
+    for scratch in [
+        "lock",
+        "lock-frontend",
+        "triggers/Lock",
+        "status-old",
+        "available-old",
+        "diversions-old",
+        "statoverride-old",
+    ] {
+        let _ = std::fs::remove_file(database.join(scratch));
+    }
+    let tmpfiles = postprocess::var_to_tmpfiles(&var, &mnt)?;
+    if !tmpfiles.is_empty() {
+        let path = mnt.join(postprocess::TMPFILES);
+        std::fs::create_dir_all(path.parent().expect("has parent"))?;
+        std::fs::write(
+            &path,
+            format!("# /var content of layered packages (apt-ostree)\n{tmpfiles}"),
+        )?;
+    }
+    let sysusers = postprocess::new_sysusers(
+        &passwd_before,
+        &std::fs::read_to_string(root.join("usr/etc/passwd")).unwrap_or_default(),
+        &group_before,
+        &std::fs::read_to_string(root.join("usr/etc/group")).unwrap_or_default(),
+    );
+    if !sysusers.is_empty() {
+        let path = mnt.join(postprocess::SYSUSERS);
+        std::fs::create_dir_all(path.parent().expect("has parent"))?;
+        std::fs::write(
+            &path,
+            format!("# Users and groups created by layered packages (apt-ostree)\n{sysusers}"),
+        )?;
+    }
+    workdir.unmount()?;
+    sink.task_end("Finishing the tree");
+    sink.check_cancelled()?;
+
+    let commit = sink.task("Committing", || {
+        commit_tree(sysroot, base, origin, &plan, &root, &devino)
+    })?;
+    tracing::info!(
+        MESSAGE_ID = crate::logging::message_id::PACKAGES_LAYERED,
+        APT_OSTREE_TRANSACTION = sink.id(),
+        "Layered {} on {base}: {commit}",
+        plan.install
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(Layered { commit, plan })
+}
+
+fn commit_tree(
+    sysroot: &Sysroot,
+    base: &str,
+    origin: &Origin,
+    plan: &Plan,
+    root: &Path,
+    devino: &ostree::RepoDevInoCache,
+) -> Result<String> {
+    let repo = sysroot.repo();
+    let base_info = crate::sysroot::CommitInfo::load(&repo, base)?;
+    let status = std::fs::read_to_string(root.join(dpkg::DATABASE_DIR).join("status"))?;
+    let packages: Vec<(String, String, String)> = dpkg::parse_status(&status)
+        .into_iter()
+        .map(|p| (p.name, p.version, p.architecture))
+        .collect();
+    let metadata = glib::VariantDict::new(None);
+    if let Some(v) = &base_info.version {
+        metadata.insert(keys::VERSION, v);
+    }
+    metadata.insert(keys::BASE_COMMIT, base);
+    metadata.insert(keys::BASE_TIMESTAMP, base_info.timestamp);
+    let layered: Vec<String> = plan
+        .install
+        .iter()
+        .filter(|p| p.new)
+        .map(|p| p.name.clone())
+        .collect();
+    metadata.insert(keys::LAYERED_PACKAGES, layered);
+    metadata.insert(
+        keys::REQUESTED_PACKAGES,
+        origin
+            .requested_packages
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    metadata.insert(keys::PACKAGES, packages);
+    let metadata = metadata.end();
+
+    repo.prepare_transaction(gio::Cancellable::NONE)?;
+    let result = (|| -> Result<String> {
+        let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::NONE, None);
+        modifier.set_devino_cache(devino);
+        let mtree = ostree::MutableTree::new();
+        let dir =
+            std::fs::File::open(root).with_context(|| format!("Opening {}", root.display()))?;
+        repo.write_dfd_to_mtree(
+            dir.as_raw_fd(),
+            ".",
+            &mtree,
+            Some(&modifier),
+            gio::Cancellable::NONE,
+        )
+        .context("Writing the tree")?;
+        let tree = repo.write_mtree(&mtree, gio::Cancellable::NONE)?;
+        let tree = tree
+            .downcast::<ostree::RepoFile>()
+            .map_err(|_| anyhow::anyhow!("write_mtree did not return a RepoFile"))?;
+        let checksum = repo.write_commit(
+            Some(base),
+            Some("apt-ostree layered packages"),
+            None,
+            Some(&metadata),
+            &tree,
+            gio::Cancellable::NONE,
+        )?;
+        // Keep the base (and, through the deployment, this commit) alive across prunes.
+        repo.transaction_set_ref(None, &base_ref(base), Some(base));
+        Ok(checksum.to_string())
+    })();
+    match result {
+        Ok(c) => {
+            repo.commit_transaction(gio::Cancellable::NONE)?;
+            Ok(c)
+        }
+        Err(e) => {
+            let _ = repo.abort_transaction(gio::Cancellable::NONE);
+            Err(e)
+        }
+    }
+}
+
+/// The ref that keeps a layered deployment's base commit from being pruned.
+pub fn base_ref(base: &str) -> String {
+    format!("apt-ostree/base/{base}")
+}

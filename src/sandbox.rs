@@ -1,0 +1,120 @@
+//! Running dpkg and maintainer scripts in a bubblewrap sandbox.
+//!
+//! The tree being built is `/`; its `usr/etc` is `/etc` (a deployable tree
+//! keeps /etc there); `/var` is a scratch directory, because /var is state
+//! and never part of a commit. No network, fresh /tmp, /run, /proc and /dev,
+//! private PID and IPC namespaces; the sandbox dies with us.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use crate::progress::Sink;
+
+pub struct Sandbox {
+    /// The root of the tree being changed.
+    pub root: PathBuf,
+    /// Mounted at /var.
+    pub var: PathBuf,
+    /// Extra read-only binds: (host path, path inside).
+    pub ro_binds: Vec<(PathBuf, String)>,
+}
+
+/// What a sandboxed command did: its exit status and everything it printed.
+pub struct Ran {
+    pub status: std::process::ExitStatus,
+    pub output: String,
+}
+
+impl Sandbox {
+    fn command(&self, argv: &[&str]) -> Command {
+        let mut c = Command::new("bwrap");
+        c.arg("--bind")
+            .arg(&self.root)
+            .arg("/")
+            .arg("--bind")
+            .arg(self.root.join("usr/etc"))
+            .arg("/etc")
+            .arg("--bind")
+            .arg(&self.var)
+            .arg("/var")
+            .args([
+                "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/run",
+            ]);
+        for (host, inside) in &self.ro_binds {
+            c.arg("--ro-bind").arg(host).arg(inside);
+        }
+        c.args([
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+        ])
+        .args([
+            "--hostname",
+            "apt-ostree-sandbox",
+            "--die-with-parent",
+            "--chdir",
+            "/",
+        ])
+        .arg("--")
+        .args(argv)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("LC_ALL", "C.UTF-8")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("DEBCONF_NONINTERACTIVE_SEEN", "true")
+        .env("HOME", "/root")
+        .env("TMPDIR", "/tmp")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        c
+    }
+
+    /// Run `argv` inside the sandbox, streaming each output line to `sink`
+    /// as it appears, and return the status with the whole output.
+    pub fn run(&self, argv: &[&str], sink: &Sink) -> Result<Ran> {
+        let mut child = self
+            .command(argv)
+            .spawn()
+            .context("Starting bubblewrap (is the bubblewrap package installed?)")?;
+        let stderr = child.stderr.take().context("sandbox stderr")?;
+        let err_sink = sink.clone();
+        let err_reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                err_sink.log(&line);
+                lines.push(line);
+            }
+            lines
+        });
+        let mut output = Vec::new();
+        if let Some(stdout) = child.stdout.take() {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.log(&line);
+                output.push(line);
+            }
+        }
+        let status = child.wait().context("Waiting for the sandbox")?;
+        output.extend(err_reader.join().unwrap_or_default());
+        Ok(Ran {
+            status,
+            output: output.join("\n"),
+        })
+    }
+}
+
+/// Remove what bubblewrap leaves in the tree: mount points it had to create.
+pub fn remove_mount_points(root: &Path, created: &[&str]) {
+    for dir in created {
+        let p = root.join(dir);
+        // Only empty directories bwrap made; anything with content is real.
+        let _ = std::fs::remove_dir(p);
+    }
+}
