@@ -262,8 +262,12 @@ impl AptRoot {
             pkg.mark_install(true, true);
             pkg.protect();
         }
-        if let Err(e) = cache.resolve(false) {
-            return Err(Error::DependencyProblem(explain_broken(&cache, &e.to_string())).into());
+        let resolved = cache.resolve(false);
+        // The resolver may "succeed" by dropping a request it cannot satisfy.
+        let dropped = wanted.iter().any(|p| !p.marked_install());
+        if resolved.is_err() || dropped {
+            let err = resolved.err().map(|e| e.to_string()).unwrap_or_default();
+            return Err(Error::DependencyProblem(explain_broken(&wanted, &err)).into());
         }
         let mut plan = Plan::default();
         let mut unexpected = Vec::new();
@@ -312,6 +316,7 @@ impl AptRoot {
                 origin,
             });
         }
+        dependency_order(&cache, &mut plan.install);
         if !unexpected.is_empty() {
             return Err(Error::DependencyProblem(format!(
                 "the request would change the base image beyond what was asked:\n  {}\n\
@@ -378,15 +383,14 @@ impl AptRoot {
     }
 }
 
-/// apt's resolver says only that it failed; say which dependencies are unmet,
-/// the way `apt install` does.
-fn explain_broken(cache: &Cache, resolver_error: &str) -> String {
+/// apt's resolver says only that it failed; say which dependencies of the
+/// requested packages cannot be met, the way `apt install` does.
+fn explain_broken(wanted: &[rust_apt::Package], resolver_error: &str) -> String {
     let mut lines = Vec::new();
-    for pkg in cache.get_changes(true) {
-        if !pkg.is_inst_broken() {
-            continue;
-        }
-        let Some(ver) = pkg.install_version().or_else(|| pkg.candidate()) else {
+    for pkg in wanted {
+        // After a failed resolution the depcache may have no candidate left:
+        // explain with the newest version.
+        let Some(ver) = pkg.candidate().or_else(|| pkg.versions().next()) else {
             continue;
         };
         for dep in ver.depends_map().values().flatten() {
@@ -394,7 +398,8 @@ fn explain_broken(cache: &Cache, resolver_error: &str) -> String {
                 continue;
             }
             let satisfiable = dep.iter().any(|d| !d.all_targets().is_empty());
-            if !satisfiable {
+            let broken = !satisfiable || dep.iter().all(|d| d.target_package().marked_delete());
+            if broken || pkg.is_inst_broken() && !satisfiable {
                 let what: Vec<String> = dep
                     .iter()
                     .map(|d| match (d.comp_type(), d.version()) {
@@ -410,6 +415,18 @@ fn explain_broken(cache: &Cache, resolver_error: &str) -> String {
                 ));
             }
         }
+        if let Some(conflicts) = ver.depends_map().get(&rust_apt::DepType::Conflicts) {
+            for dep in conflicts {
+                let other = dep.first().target_package();
+                if other.marked_install() || other.is_installed() {
+                    lines.push(format!(
+                        " {} : Conflicts: {}",
+                        pkg.name(),
+                        dep.first().name()
+                    ));
+                }
+            }
+        }
     }
     let mut text = String::from("The following packages have unmet dependencies:\n");
     if lines.is_empty() {
@@ -418,4 +435,47 @@ fn explain_broken(cache: &Cache, resolver_error: &str) -> String {
         text.push_str(&lines.join("\n"));
     }
     text
+}
+
+/// Order packages so that each comes after the packages of the set it
+/// depends on, as apt orders dpkg runs (trigger interests and maintainer
+/// scripts see their dependencies unpacked first).
+fn dependency_order(cache: &Cache, plan: &mut Vec<Planned>) {
+    let names: Vec<String> = plan.iter().map(|p| p.name.clone()).collect();
+    let deps_of = |p: &Planned| -> Vec<String> {
+        let Some(pkg) = cache.get(&p.name) else {
+            return Vec::new();
+        };
+        let Some(ver) = pkg.get_version(&p.version) else {
+            return Vec::new();
+        };
+        ver.depends_map()
+            .iter()
+            .filter(|(t, _)| {
+                matches!(
+                    t,
+                    rust_apt::DepType::Depends | rust_apt::DepType::PreDepends
+                )
+            })
+            .flat_map(|(_, deps)| {
+                deps.iter()
+                    .flat_map(|d| d.iter().map(|b| b.name().to_string()))
+            })
+            .filter(|n| names.contains(n))
+            .collect()
+    };
+    let mut ordered: Vec<Planned> = Vec::new();
+    let mut left: Vec<Planned> = std::mem::take(plan);
+    while !left.is_empty() {
+        let ready = left
+            .iter()
+            .position(|p| {
+                deps_of(p)
+                    .iter()
+                    .all(|d| ordered.iter().any(|o| &o.name == d))
+            })
+            .unwrap_or(0); // a dependency cycle: dpkg copes, take the first
+        ordered.push(left.remove(ready));
+    }
+    *plan = ordered;
 }

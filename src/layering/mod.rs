@@ -382,12 +382,13 @@ fn commit_tree(
     }
     metadata.insert(keys::BASE_COMMIT, base);
     metadata.insert(keys::BASE_TIMESTAMP, base_info.timestamp);
-    let layered: Vec<String> = plan
+    let mut layered: Vec<String> = plan
         .install
         .iter()
         .filter(|p| p.new)
         .map(|p| p.name.clone())
         .collect();
+    layered.sort();
     metadata.insert(keys::LAYERED_PACKAGES, layered);
     metadata.insert(
         keys::REQUESTED_PACKAGES,

@@ -2,6 +2,8 @@
 //! real binaries, real socket activation. Nothing here is a mock.
 #![allow(dead_code)]
 
+pub mod debs;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -147,7 +149,7 @@ pub fn base_repo() -> &'static BaseRepo {
         fs::create_dir_all(&cache).unwrap();
         let script = fixtures().join("host-tree.py");
         // Rebuild when the image builder or this recipe changes.
-        let recipe = [fs::read(&script).unwrap(), b"recipe-2".to_vec()].concat();
+        let recipe = [fs::read(&script).unwrap(), b"recipe-3".to_vec()].concat();
         let stamp = format!("{:x}", fnv(&recipe));
         let repo = cache.join(format!("repo-{stamp}"));
         // One builder at a time across test processes.
@@ -172,6 +174,14 @@ pub fn base_repo() -> &'static BaseRepo {
                     .arg(&script)
                     .arg(&tree)
                     .args(["--version", version]));
+                // A package of our own in the base, for override tests.
+                let deb = debs::Deb::new("demo-base", "1.0")
+                    .file("/usr/share/demo-base/version", "1.0\n")
+                    .build(&work);
+                run(Command::new("dpkg")
+                    .arg(format!("--root={}", tree.display()))
+                    .args(["--force-script-chrootless", "--force-not-root", "--install"])
+                    .arg(&deb));
                 if branch == NEXT_REF {
                     let status = tree.join("usr/share/dpkg/database/status");
                     let text = fs::read_to_string(&status).unwrap();

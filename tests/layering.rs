@@ -1,0 +1,466 @@
+//! Package layering with real .debs (built here with dpkg-deb), a real apt
+//! repository over loopback HTTP, real dpkg in bubblewrap, real commits.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::debs::{apt_repository, Deb};
+use common::*;
+use serde_json::Value;
+
+fn code(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The test packages: each exercises one thing Debian packages really do.
+fn packages() -> Vec<Deb> {
+    vec![
+        Deb::new("demo-lib", "1.0").file("/usr/share/demo-lib/data.txt", "library data\n"),
+        Deb {
+            depends: "demo-lib (>= 1.0)",
+            conffiles: vec!["/etc/demo-app.conf"],
+            ..Deb::new("demo-app", "1.0")
+        }
+        .file("/usr/bin/demo-app", "#!/bin/sh\necho \"demo-app works: $(cat /usr/share/demo-lib/data.txt)\"\n")
+        .file("/etc/demo-app.conf", "setting=default\n")
+        .file("/var/lib/demo-app/state.txt", "initial state\n")
+        .file("/var/cache/demo-app/.keep", "")
+        .control_file(
+            "templates",
+            "Template: demo-app/greeting\nType: string\nDefault: hello-from-debconf\nDescription: Greeting?\n",
+        )
+        .script("config", ". /usr/share/debconf/confmodule\ndb_input medium demo-app/greeting || true\ndb_go || true")
+        .script(
+            "postinst",
+            "if [ \"$1\" = configure ]; then\n\
+             . /usr/share/debconf/confmodule\n\
+             db_get demo-app/greeting\n\
+             echo \"$RET\" > /etc/demo-app.greeting\n\
+             getent passwd demo-svc >/dev/null || useradd --system --home-dir /var/lib/demo-app --shell /usr/sbin/nologin --comment 'Demo service' demo-svc\n\
+             echo configured > /usr/share/demo-app-postinst-ran\n\
+             echo 'demo-app: postinst done'\n\
+             fi",
+        ),
+        // Activates libc-bin's ldconfig trigger, as every library package does.
+        Deb::new("demo-ldconfig", "1.0")
+            .file("/usr/share/demo-ldconfig/readme", "x\n")
+            .control_file("triggers", "activate-noawait ldconfig\n"),
+        // Activates a file trigger of a base package (debianutils watches shells.d).
+        Deb::new("demo-shell", "1.0").file("/usr/share/debianutils/shells.d/demo-shell", "/usr/bin/demo-shell\n"),
+        Deb::new("demo-fail", "1.0").script("postinst", "echo 'demo-fail: refusing on purpose' >&2\nexit 3"),
+        Deb::new("demo-inplace-etc", "1.0")
+            .script("postinst", "echo 'appended by demo-inplace-etc' >> /etc/apt-ostree-image-version"),
+        Deb::new("demo-inplace-usr", "1.0")
+            .script("postinst", "echo 'appended by demo-inplace-usr' >> /usr/share/base-passwd/passwd.master"),
+        Deb {
+            conflicts: "demo-app",
+            ..Deb::new("demo-conflict", "1.0")
+        },
+        Deb {
+            depends: "does-not-exist (>= 2)",
+            ..Deb::new("demo-broken", "1.0")
+        },
+        Deb::new("demo-base", "2.0").file("/usr/share/demo-base/version", "2.0\n"),
+    ]
+}
+
+struct Env {
+    s: TestSysroot,
+    _http: HttpServer,
+    _repo: tempfile::TempDir,
+}
+
+/// A sysroot at 12.1 (remote over HTTP) whose /etc/apt points at the test repository.
+fn layering_env() -> Env {
+    let s = TestSysroot::at_v1();
+    let repo = tempfile::tempdir().unwrap();
+    apt_repository(repo.path(), &packages());
+    let http = HttpServer::start(repo.path(), None);
+    let d = s.deployments()[0].clone();
+    let sources = s
+        .deployment_dir(&d.0, d.1)
+        .join("etc/apt/sources.list.d/test.list");
+    fs::write(&sources, format!("deb [trusted=yes] {}/ ./\n", http.url())).unwrap();
+    Env {
+        s,
+        _http: http,
+        _repo: repo,
+    }
+}
+
+fn deployment_root(s: &TestSysroot, index: usize) -> PathBuf {
+    let d = s.deployments()[index].clone();
+    s.deployment_dir(&d.0, d.1)
+}
+
+fn installed_in(root: &Path) -> Vec<String> {
+    let status = fs::read_to_string(root.join("usr/share/dpkg/database/status")).unwrap();
+    apt_ostree::dpkg::parse_status(&status)
+        .into_iter()
+        .map(|p| p.name)
+        .collect()
+}
+
+#[test]
+fn install_layers_a_package_with_its_dependencies_and_scripts_then_uninstall() {
+    let env = layering_env();
+    let s = &env.s;
+    let base = base_repo();
+    let (rc, out, err) = code(s.cli().args(["install", "demo-app"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        err.contains("demo-app: postinst done"),
+        "maintainer output is streamed: {err}"
+    );
+    assert!(
+        out.contains("Added:") && out.contains("demo-lib 1.0"),
+        "{out}"
+    );
+
+    let status = s.status();
+    let d = &status["deployments"];
+    assert_eq!(d[0]["requestedPackages"], serde_json::json!(["demo-app"]));
+    let layered: Vec<&str> = d[0]["layeredPackages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(layered, ["demo-app", "demo-lib"]);
+    assert_eq!(d[0]["baseChecksum"], base.v1.as_str());
+    assert_ne!(d[0]["checksum"], base.v1.as_str());
+    // The base deployment is untouched and kept.
+    assert_eq!(d[1]["checksum"], base.v1.as_str());
+    assert!(stdout(s.cli().arg("status")).contains("LayeredPackages: demo-app"));
+
+    let root = deployment_root(s, 0);
+    let pkgs = installed_in(&root);
+    assert!(pkgs.contains(&"demo-app".into()) && pkgs.contains(&"demo-lib".into()));
+    assert_eq!(
+        fs::read_to_string(root.join("usr/share/demo-app-postinst-ran")).unwrap(),
+        "configured\n"
+    );
+    // The conffile is in /etc of the new deployment; debconf gave the default.
+    assert_eq!(
+        fs::read_to_string(root.join("etc/demo-app.conf")).unwrap(),
+        "setting=default\n"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("etc/demo-app.greeting")).unwrap(),
+        "hello-from-debconf\n"
+    );
+    // The system user exists, and is also a sysusers.d entry for boots with a local /etc/passwd.
+    assert!(fs::read_to_string(root.join("etc/passwd"))
+        .unwrap()
+        .contains("demo-svc:"));
+    let sysusers =
+        fs::read_to_string(root.join("usr/lib/sysusers.d/apt-ostree-layered.conf")).unwrap();
+    assert!(sysusers.contains("u demo-svc "), "{sysusers}");
+    // /var content comes back at boot through tmpfiles.d.
+    let tmpfiles =
+        fs::read_to_string(root.join("usr/lib/tmpfiles.d/apt-ostree-layered.conf")).unwrap();
+    assert!(
+        tmpfiles.contains("C /var/lib/demo-app/state.txt"),
+        "{tmpfiles}"
+    );
+    assert!(tmpfiles.contains("d /var/cache/demo-app"), "{tmpfiles}");
+    assert_eq!(
+        fs::read_to_string(root.join("usr/share/factory/var/lib/demo-app/state.txt")).unwrap(),
+        "initial state\n"
+    );
+    let var = tempfile::tempdir().unwrap();
+    run(Command::new("systemd-tmpfiles")
+        .arg("--create")
+        .arg(format!("--root={}", var.path().display()))
+        .arg(root.join("usr/lib/tmpfiles.d/apt-ostree-layered.conf")));
+    // The program runs inside the deployment.
+    let out = stdout(Command::new("chroot").arg(&root).arg("/usr/bin/demo-app"));
+    assert_eq!(out, "demo-app works: library data\n");
+    // No scratch state leaked into the commit.
+    assert!(!root.join("usr/sbin/policy-rc.d").exists());
+    assert!(!root.join("usr/share/dpkg/database/lock").exists());
+    s.assert_fsck_clean();
+
+    // Uninstall: back to the plain base commit.
+    let (rc, out, err) = code(s.cli().args(["uninstall", "demo-app"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    let status = s.status();
+    assert_eq!(status["deployments"][0]["checksum"], base.v1.as_str());
+    assert_eq!(
+        status["deployments"][0]["requestedPackages"],
+        serde_json::json!([])
+    );
+    assert!(!deployment_root(s, 0).join("usr/bin/demo-app").exists());
+    s.assert_fsck_clean();
+}
+
+#[test]
+fn triggers_run_and_dry_run_changes_nothing() {
+    let env = layering_env();
+    let s = &env.s;
+    let before = s.deployments();
+    let (rc, out, err) = code(s.cli().args(["install", "--dry-run", "demo-app"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        out.contains("demo-app 1.0") && out.contains("demo-lib 1.0"),
+        "{out}"
+    );
+    assert_eq!(s.deployments(), before);
+
+    let (rc, out, err) = code(s.cli().args(["install", "demo-ldconfig", "demo-shell"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(err.contains("Processing triggers for libc-bin"), "{err}");
+    assert!(err.contains("Processing triggers for debianutils"), "{err}");
+    // debianutils' trigger registered the new shell in /etc/shells.
+    let shells = fs::read_to_string(deployment_root(s, 0).join("etc/shells")).unwrap();
+    assert!(shells.contains("/usr/bin/demo-shell"), "{shells}");
+}
+
+#[test]
+fn a_system_user_survives_a_locally_edited_passwd_through_sysusers() {
+    let env = layering_env();
+    let s = &env.s;
+    let etc = deployment_root(s, 0).join("etc");
+    let mut passwd = fs::read_to_string(etc.join("passwd")).unwrap();
+    passwd.push_str("localuser:x:1500:1500::/home/localuser:/bin/sh\n");
+    fs::write(etc.join("passwd"), passwd).unwrap();
+    run(s.cli().args(["install", "demo-app"]));
+    let root = deployment_root(s, 0);
+    let merged = fs::read_to_string(root.join("etc/passwd")).unwrap();
+    // The /etc merge keeps the administrator's file as it is...
+    assert!(merged.contains("localuser:"), "{merged}");
+    // ...and at boot systemd-sysusers adds what layered packages need.
+    run(Command::new("systemd-sysusers").arg(format!("--root={}", root.display())));
+    let booted = fs::read_to_string(root.join("etc/passwd")).unwrap();
+    assert!(
+        booted.contains("localuser:") && booted.contains("demo-svc:"),
+        "{booted}"
+    );
+}
+
+#[test]
+fn layers_follow_upgrades_keep_conffile_edits_and_reuse_downloads() {
+    let env = layering_env();
+    let s = &env.s;
+    let base = base_repo();
+    let http = HttpServer::start(&base.path, None);
+    s.set_remote(&http.url(), &[]);
+    run(s.cli().args(["install", "demo-app"]));
+    let etc = deployment_root(s, 0).join("etc");
+    fs::write(etc.join("demo-app.conf"), "setting=mine\n").unwrap();
+
+    let (rc, out, err) = code(s.cli().arg("upgrade"));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        !err.contains("Get: http") || !err.contains("demo-app"),
+        "re-layering downloaded again: {err}"
+    );
+    let status = s.status();
+    let d = &status["deployments"][0];
+    assert_eq!(d["baseChecksum"], base.v2.as_str());
+    assert_eq!(d["version"], "12.2");
+    assert_eq!(d["requestedPackages"], serde_json::json!(["demo-app"]));
+    let root = deployment_root(s, 0);
+    assert!(root.join("usr/bin/demo-app").exists());
+    assert_eq!(
+        fs::read_to_string(root.join("etc/demo-app.conf")).unwrap(),
+        "setting=mine\n"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("etc/apt-ostree-image-version")).unwrap(),
+        "12.2\n"
+    );
+    s.assert_fsck_clean();
+}
+
+#[test]
+fn in_place_writes_never_reach_the_repository() {
+    let env = layering_env();
+    let s = &env.s;
+    let base_file =
+        |root: &Path| fs::read_to_string(root.join("usr/etc/apt-ostree-image-version")).unwrap();
+    // A script that appends to a base /etc file: it gets its own copy.
+    let (rc, out, err) = code(s.cli().args(["install", "demo-inplace-etc"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    let new = deployment_root(s, 0);
+    assert!(base_file(&new).ends_with("appended by demo-inplace-etc\n"));
+    assert_eq!(
+        base_file(&deployment_root(s, 1)),
+        "12.1\n",
+        "the base's file changed"
+    );
+    s.assert_fsck_clean();
+    // A script that appends to a base file in /usr: refused by rofiles-fuse,
+    // the transaction fails with the script's output, nothing changes.
+    let before = s.deployments();
+    let (rc, _, err) = code(s.cli().args(["install", "demo-inplace-usr"]));
+    assert_eq!(rc, 1);
+    assert!(err.contains("postinst of demo-inplace-usr failed"), "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert_eq!(s.deployments(), before);
+    s.assert_fsck_clean();
+}
+
+#[test]
+fn bad_requests_get_typed_errors_and_change_nothing() {
+    let env = layering_env();
+    let s = &env.s;
+    let before = s.deployments();
+    let dir = tempfile::tempdir().unwrap();
+    let good = Deb::new("demo-local", "1.0")
+        .file("/usr/share/demo-local/x", "x\n")
+        .build(dir.path());
+    let truncated = dir.path().join("truncated_1.0_all.deb");
+    let bytes = fs::read(&good).unwrap();
+    fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let garbage = dir.path().join("garbage.deb");
+    fs::write(&garbage, "not a package").unwrap();
+    for (args, expect) in [
+        (
+            vec!["install", "no-such-package"],
+            "packages not found: no-such-package",
+        ),
+        (vec!["install", "Bad_Name"], "invalid package name"),
+        (vec!["install", "demo-app;rm"], "invalid package name"),
+        (vec!["install", "dpkg"], "already in the base image: dpkg"),
+        (vec!["install", "demo-broken"], "does-not-exist"),
+        (
+            vec!["install", "demo-app", "demo-conflict"],
+            "cannot satisfy dependencies",
+        ),
+        (vec!["install", "demo-fail"], "refusing on purpose"),
+        (
+            vec!["install", truncated.to_str().unwrap()],
+            "invalid package file",
+        ),
+        (
+            vec!["install", garbage.to_str().unwrap()],
+            "invalid package file",
+        ),
+        (vec!["uninstall", "demo-app"], "not requested: demo-app"),
+        (
+            vec!["override", "remove", "no-such-base-package"],
+            "not requested",
+        ),
+    ] {
+        let (rc, out, err) = code(s.cli().args(&args));
+        assert_eq!(rc, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert_eq!(s.deployments(), before, "{args:?} changed the deployments");
+    }
+    let (_, _, err) = code(s.cli().args(["install", "demo-fail"]));
+    assert!(
+        err.contains("postinst of demo-fail failed (exit status 3)"),
+        "{err}"
+    );
+    s.assert_fsck_clean();
+
+    // Already requested: an error, or nothing to do with --idempotent.
+    run(s.cli().args(["install", "demo-lib"]));
+    let (rc, _, err) = code(s.cli().args(["install", "demo-lib"]));
+    assert_eq!(rc, 1);
+    assert!(err.contains("already requested: demo-lib"), "{err}");
+    let (rc, out, _) =
+        code(
+            s.cli()
+                .args(["install", "--idempotent", "--unchanged-exit-77", "demo-lib"]),
+        );
+    assert_eq!(rc, 77, "{out}");
+
+    // A local .deb works.
+    let (rc, out, err) = code(s.cli().args(["install", good.to_str().unwrap()]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(
+        s.status()["deployments"][0]["requestedLocalPackages"],
+        serde_json::json!(["demo-local"])
+    );
+    assert!(deployment_root(s, 0)
+        .join("usr/share/demo-local/x")
+        .exists());
+}
+
+#[test]
+fn override_remove_replace_and_reset_base_packages() {
+    let env = layering_env();
+    let s = &env.s;
+    let version = |root: &Path| fs::read_to_string(root.join("usr/share/demo-base/version")).ok();
+    assert_eq!(version(&deployment_root(s, 0)).as_deref(), Some("1.0\n"));
+
+    let (rc, out, err) = code(s.cli().args(["override", "replace", "demo-base"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(version(&deployment_root(s, 0)).as_deref(), Some("2.0\n"));
+    assert_eq!(
+        s.status()["deployments"][0]["replacedBasePackages"],
+        serde_json::json!(["demo-base"])
+    );
+
+    run(s.cli().args(["override", "reset", "--all"]));
+    run(s.cli().args(["override", "remove", "demo-base"]));
+    let root = deployment_root(s, 0);
+    assert_eq!(version(&root), None);
+    assert!(!installed_in(&root).contains(&"demo-base".into()));
+    assert_eq!(
+        s.status()["deployments"][0]["removedBasePackages"],
+        serde_json::json!(["demo-base"])
+    );
+
+    run(s.cli().args(["override", "reset", "demo-base"]));
+    assert_eq!(version(&deployment_root(s, 0)).as_deref(), Some("1.0\n"));
+    s.assert_fsck_clean();
+}
+
+#[test]
+fn progress_over_varlink_carries_maintainer_script_output() {
+    let env = layering_env();
+    let s = &env.s;
+    let d = ActivatedDaemon::start(&s.path, 60);
+    let out = python_varlink(&[
+        "call",
+        "--more",
+        &format!("{}/org.aptostree.Sysroot.Install", d.address()),
+        r#"{"packages": ["demo-app"]}"#,
+    ]);
+    let mut log_lines = Vec::new();
+    let mut result = None;
+    let mut depth = 0;
+    let mut current = String::new();
+    // The Python client prints one JSON object per reply.
+    for ch in out.chars() {
+        current.push(ch);
+        match ch {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    let v: Value = serde_json::from_str(current.trim()).unwrap();
+                    if let Some(m) = v["progress"]["message"].as_str() {
+                        log_lines.push(m.to_string());
+                    }
+                    if !v["result"].is_null() {
+                        result = Some(v["result"].clone());
+                    }
+                    current.clear();
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        log_lines.iter().any(|l| l == "demo-app: postinst done"),
+        "{log_lines:?}"
+    );
+    let result = result.expect("a final result");
+    assert_eq!(result["changed"], true);
+    assert_eq!(
+        result["deployment"]["requestedPackages"],
+        serde_json::json!(["demo-app"])
+    );
+}
