@@ -227,6 +227,12 @@ pub enum OverrideCommand {
 
 /// Entry point of `apt-ostree`.
 pub fn main() -> ExitCode {
+    // Like every Unix filter: `apt-ostree db list | head` ends quietly on EPIPE.
+    #[allow(unsafe_code)]
+    // SAFETY: no other thread exists yet, and SIG_DFL needs no handler.
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
     crate::logging::init_cli();
     let cli = Cli::parse();
     match run(cli) {
