@@ -172,6 +172,70 @@ fn main() {
     drop(d);
 
     upgrade_bench();
+    layering_bench();
+}
+
+/// Layer one small package (from a local apt repository: no download)
+/// next to the floor: hard-link checkout, unpack, commit, deploy.
+fn layering_bench() {
+    use common::debs::{apt_repository, Deb};
+    let repo = tempfile::tempdir().unwrap();
+    let deb = Deb::new("bench-tool", "1.0").file("/usr/bin/bench-tool", "#!/bin/sh\necho bench\n");
+    apt_repository(repo.path(), std::slice::from_ref(&deb));
+    let deb_path = repo.path().join("bench-tool_1.0_all.deb");
+    let rounds = 5;
+    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let s = TestSysroot::at_v1();
+        let d = s.deployments()[0].clone();
+        std::fs::write(
+            s.deployment_dir(&d.0, d.1)
+                .join("etc/apt/sources.list.d/bench.list"),
+            format!("deb [trusted=yes] file:{} ./\n", repo.path().display()),
+        )
+        .unwrap();
+        // Package lists fetched beforehand, as after any earlier transaction.
+        run(s.cli().arg("refresh-md"));
+        let t = Instant::now();
+        run(s.cli().args(["install", "bench-tool"]));
+        ours.push(t.elapsed());
+
+        let s = TestSysroot::at_v1();
+        let work = s.path.join("ostree/repo/tmp/bench-floor");
+        let t = Instant::now();
+        run(s
+            .repo_cmd()
+            .args(["checkout", "-H", &base_repo().v1])
+            .arg(&work));
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb_path).arg(&work));
+        let commit = stdout(
+            s.repo_cmd()
+                .args([
+                    "commit",
+                    "--link-checkout-speedup",
+                    "--branch",
+                    "bench/layered",
+                ])
+                .arg(format!("--tree=dir={}", work.display())),
+        );
+        run(ostree()
+            .args(["admin", "deploy", "--os", OSNAME])
+            .arg(format!("--sysroot={}", s.path.display()))
+            .arg(commit.trim()));
+        floor.push(t.elapsed());
+    }
+    let (ours, floor) = (stats(ours), stats(floor));
+    row(
+        "install 1 package, test image (median of 5)",
+        &ms(ours.median),
+        "checkout -H + unpack + commit + deploy",
+        &ms(floor.median),
+    );
+    println!(
+        "{:<44} {:>13.2}x",
+        "  ratio",
+        ours.median.as_secs_f64() / floor.median.as_secs_f64()
+    );
 }
 
 /// A repository whose REF moves from v1 to a commit with a few MB more.

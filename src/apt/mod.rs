@@ -159,8 +159,8 @@ impl AptRoot {
         Ok(())
     }
 
-    /// Refresh the package lists from the deployment's sources.
-    pub fn update(&self, sink: &Sink) -> Result<()> {
+    /// Fetch the package lists from the deployment's sources.
+    fn update(&self, sink: &Sink) -> Result<()> {
         self.configure()?;
         sink.task_begin("Updating package lists");
         let cache = new_cache!().map_err(|e| apt_error("Reading the apt sources", e))?;
@@ -173,6 +173,50 @@ impl AptRoot {
             })?;
         sink.task_end("Updating package lists");
         Ok(())
+    }
+
+    /// How long package lists are trusted before they are fetched again
+    /// (`refresh-md` always fetches).
+    const LISTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    /// A fingerprint of the apt sources, so that editing them invalidates the lists.
+    fn sources_fingerprint(&self) -> String {
+        let mut text = String::new();
+        let mut files = vec![self.etc_apt.join("sources.list")];
+        for dir in ["sources.list.d", "preferences.d"] {
+            if let Ok(entries) = std::fs::read_dir(self.etc_apt.join(dir)) {
+                let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+                paths.sort();
+                files.extend(paths);
+            }
+        }
+        for f in files {
+            if let Ok(content) = std::fs::read_to_string(&f) {
+                // Relative names: every deployment has its own copy of /etc/apt.
+                let name = f.strip_prefix(&self.etc_apt).unwrap_or(&f);
+                text.push_str(&format!("{}\n{content}\n", name.display()));
+            }
+        }
+        ostree::glib::compute_checksum_for_string(ostree::glib::ChecksumType::Sha256, &text)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Refresh the lists unless they are recent and the sources unchanged
+    /// (always, with `force`).
+    pub fn refresh(&self, sink: &Sink, force: bool) -> Result<()> {
+        let stamp = self.state.join("lists.stamp");
+        let fingerprint = self.sources_fingerprint();
+        let fresh = !force
+            && std::fs::read_to_string(&stamp).is_ok_and(|s| s == fingerprint)
+            && std::fs::metadata(&stamp)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < Self::LISTS_MAX_AGE));
+        if fresh {
+            return Ok(());
+        }
+        self.update(sink)?;
+        std::fs::write(&stamp, fingerprint).context("Writing the lists stamp")
     }
 
     fn open(&self, local: &[PathBuf]) -> Result<Cache> {

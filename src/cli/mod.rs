@@ -231,7 +231,10 @@ pub fn main() -> ExitCode {
     #[allow(unsafe_code)]
     // SAFETY: no other thread exists yet, and SIG_DFL needs no handler.
     unsafe {
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
     }
     crate::logging::init_cli();
     let cli = Cli::parse();

@@ -128,6 +128,12 @@ fn apt_root(sysroot: &Sysroot, base: &str, workdir: &Path) -> Result<AptRoot> {
     })
 }
 
+/// Refresh the package lists of the default deployment's sources (refresh-md).
+pub fn refresh_lists(sysroot: &Sysroot, sink: &Sink, base: &str) -> Result<()> {
+    let workdir = Workdir::new(sysroot, sink.id())?;
+    apt_root(sysroot, base, &workdir.path)?.refresh(sink, true)
+}
+
 /// Where a requested local .deb is kept (so upgrades can re-apply it).
 pub fn local_deb_path(sysroot: &Sysroot, sha256: &str) -> PathBuf {
     sysroot
@@ -153,7 +159,7 @@ fn request_for(sysroot: &Sysroot, origin: &Origin) -> apt::Request {
 pub fn plan(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Result<Plan> {
     let workdir = Workdir::new(sysroot, sink.id())?;
     let apt = apt_root(sysroot, base, &workdir.path)?;
-    apt.update(sink)?;
+    apt.refresh(sink, false)?;
     sink.task("Resolving dependencies", || {
         apt.plan(&request_for(sysroot, origin))
     })
@@ -206,7 +212,7 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
     let repo = sysroot.repo();
     let mut workdir = Workdir::new(sysroot, sink.id())?;
     let apt = apt_root(sysroot, base, &workdir.path)?;
-    apt.update(sink)?;
+    apt.refresh(sink, false)?;
     let request = request_for(sysroot, origin);
     let plan = sink.task("Resolving dependencies", || apt.plan(&request))?;
     let debs = apt.fetch(&request, &plan, sink)?;
@@ -219,9 +225,10 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
     let devino = ostree::RepoDevInoCache::new();
     let root = workdir.root();
     checkout(&repo, base, &root, None, Some(&devino))?;
-    for sub in ["usr/etc", dpkg::DATABASE_DIR] {
-        copy_subtree(&repo, base, &root, sub, &workdir.path)?;
-    }
+    // Scripts edit /etc in place (`echo >> /etc/x`): give them a private copy.
+    // dpkg's own database needs none: dpkg only ever replaces its files by
+    // rename, which rofiles-fuse allows.
+    copy_subtree(&repo, base, &root, "usr/etc", &workdir.path)?;
     sink.task_end("Checking out the base");
 
     // rofiles-fuse: writes through a hard link fail instead of corrupting objects.

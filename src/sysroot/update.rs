@@ -375,10 +375,13 @@ impl Sysroot {
         self.deploy_base(sink, &commit, &origin)
     }
 
-    /// `refresh-md`: update what we know of the origin's remote.
+    /// `refresh-md`: update what we know of the origin's remote and the
+    /// deployment's apt sources.
     pub fn refresh_metadata(&mut self, sink: &Sink) -> Result<Outcome> {
-        let (_, origin) = self.merge_origin()?;
+        let (merge, origin) = self.merge_origin()?;
         let refspec = Refspec::parse(&origin.refspec)?;
+        let current_base = base_of(&self.commit_info(&merge.csum())?);
+        crate::layering::refresh_lists(self, sink, &current_base)?;
         let head = self.fetch(sink, &refspec, None, true)?;
         let info = self.commit_info(&head)?;
         Ok(Outcome {
