@@ -16,6 +16,7 @@
 
 pub mod apt;
 pub mod cli;
+pub mod compose;
 pub mod config;
 pub mod daemon;
 pub mod dpkg;
@@ -29,3 +30,4 @@ pub mod protocol;
 pub mod sandbox;
 pub mod sysroot;
 pub mod transaction;
+pub mod tree;

@@ -81,3 +81,69 @@ impl ProgressSink for NullProgress {
         "-"
     }
 }
+
+/// A sink that prints progress to stderr, for work the CLI does itself (compose).
+pub struct ConsoleProgress;
+
+impl ConsoleProgress {
+    pub fn sink() -> Sink {
+        Arc::new(ConsoleProgress)
+    }
+}
+
+impl ProgressSink for ConsoleProgress {
+    fn emit(&self, event: Event) {
+        match event {
+            Event::TaskBegin(t) => eprintln!("{t}..."),
+            Event::TaskEnd(t) => eprintln!("{t}... done"),
+            Event::Log(l) => eprintln!("{l}"),
+            Event::Percent(_) | Event::Download { .. } => {}
+        }
+    }
+    fn cancel_requested(&self) -> bool {
+        false
+    }
+    fn id(&self) -> &str {
+        "compose"
+    }
+}
+
+/// What a command printed (stdout and stderr interleaved) and how it ended.
+pub struct Logged {
+    pub status: std::process::ExitStatus,
+    pub text: String,
+}
+
+/// Run `cmd`, sending each line it prints to `sink` as it appears.
+pub fn run_logged(cmd: &mut std::process::Command, sink: &Sink) -> std::io::Result<Logged> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().expect("piped");
+    let err_sink = sink.clone();
+    let errors = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            err_sink.log(&line);
+            lines.push(line);
+        }
+        lines
+    });
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().expect("piped"))
+        .lines()
+        .map_while(Result::ok)
+    {
+        sink.log(&line);
+        lines.push(line);
+    }
+    let status = child.wait()?;
+    lines.extend(errors.join().unwrap_or_default());
+    Ok(Logged {
+        status,
+        text: lines.join("\n"),
+    })
+}

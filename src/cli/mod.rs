@@ -6,6 +6,7 @@
 //! rpm-ostree does).
 
 mod client;
+mod compose;
 mod db;
 mod errors;
 mod status;
@@ -176,6 +177,11 @@ pub enum Command {
         #[command(subcommand)]
         command: db::DbCommand,
     },
+    /// Build base images (runs here, without the daemon).
+    Compose {
+        #[command(subcommand)]
+        command: compose::ComposeCommand,
+    },
     /// Regenerate the initramfs locally, or go back to the image's.
     #[command(group(clap::ArgGroup::new("mode").required(true).args(["enable", "disable"])))]
     Initramfs {
@@ -267,6 +273,9 @@ fn split_local_packages(args: Vec<String>) -> Result<(Vec<String>, Vec<String>)>
 }
 
 fn run(cli: Cli) -> Result<u8> {
+    if let Command::Compose { command } = &cli.command {
+        return compose::run(command);
+    }
     let client = Client::connect(cli.address.as_deref(), cli.sysroot.as_deref())?;
     let mut api = client.sysroot();
     let code = match cli.command {
@@ -437,6 +446,7 @@ fn run(cli: Cli) -> Result<u8> {
             }
         }
         Command::Db { command } => db::run(&client, command)?,
+        Command::Compose { .. } => unreachable!("handled before connecting"),
         Command::Initramfs {
             enable,
             disable: _,

@@ -15,15 +15,12 @@
 //! 5. commit the tree (unchanged files are recognised by device and inode, so
 //!    only what dpkg wrote is read) with metadata naming the base and packages.
 
-mod postprocess;
 mod scripts;
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use ostree::gio::prelude::*;
 use ostree::{gio, glib};
 
 use crate::apt::{self, AptRoot, Plan};
@@ -32,6 +29,7 @@ use crate::origin::Origin;
 use crate::progress::Sink;
 use crate::sandbox::Sandbox;
 use crate::sysroot::{keys, Sysroot};
+use crate::tree;
 
 /// What a layering run produced.
 pub struct Layered {
@@ -325,23 +323,23 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
     ] {
         let _ = std::fs::remove_file(database.join(scratch));
     }
-    let tmpfiles = postprocess::var_to_tmpfiles(&var, &mnt)?;
+    let tmpfiles = tree::var_to_tmpfiles(&var, &mnt)?;
     if !tmpfiles.is_empty() {
-        let path = mnt.join(postprocess::TMPFILES);
+        let path = mnt.join(tree::LAYERED_TMPFILES);
         std::fs::create_dir_all(path.parent().expect("has parent"))?;
         std::fs::write(
             &path,
             format!("# /var content of layered packages (apt-ostree)\n{tmpfiles}"),
         )?;
     }
-    let sysusers = postprocess::new_sysusers(
+    let sysusers = tree::new_sysusers(
         &passwd_before,
         &std::fs::read_to_string(root.join("usr/etc/passwd")).unwrap_or_default(),
         &group_before,
         &std::fs::read_to_string(root.join("usr/etc/group")).unwrap_or_default(),
     );
     if !sysusers.is_empty() {
-        let path = mnt.join(postprocess::SYSUSERS);
+        let path = mnt.join(tree::LAYERED_SYSUSERS);
         std::fs::create_dir_all(path.parent().expect("has parent"))?;
         std::fs::write(
             &path,
@@ -406,49 +404,19 @@ fn commit_tree(
             .collect::<Vec<_>>(),
     );
     metadata.insert(keys::PACKAGES, packages);
-    let metadata = metadata.end();
-
-    repo.prepare_transaction(gio::Cancellable::NONE)?;
-    let result = (|| -> Result<String> {
-        let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::NONE, None);
-        modifier.set_devino_cache(devino);
-        let mtree = ostree::MutableTree::new();
-        let dir =
-            std::fs::File::open(root).with_context(|| format!("Opening {}", root.display()))?;
-        repo.write_dfd_to_mtree(
-            dir.as_raw_fd(),
-            ".",
-            &mtree,
-            Some(&modifier),
-            gio::Cancellable::NONE,
-        )
-        .context("Writing the tree")?;
-        let tree = repo.write_mtree(&mtree, gio::Cancellable::NONE)?;
-        let tree = tree
-            .downcast::<ostree::RepoFile>()
-            .map_err(|_| anyhow::anyhow!("write_mtree did not return a RepoFile"))?;
-        let checksum = repo.write_commit(
-            Some(base),
-            Some("apt-ostree layered packages"),
-            None,
-            Some(&metadata),
-            &tree,
-            gio::Cancellable::NONE,
-        )?;
-        // Keep the base (and, through the deployment, this commit) alive across prunes.
-        repo.transaction_set_ref(None, &base_ref(base), Some(base));
-        Ok(checksum.to_string())
-    })();
-    match result {
-        Ok(c) => {
-            repo.commit_transaction(gio::Cancellable::NONE)?;
-            Ok(c)
-        }
-        Err(e) => {
-            let _ = repo.abort_transaction(gio::Cancellable::NONE);
-            Err(e)
-        }
-    }
+    crate::sysroot::commit_directory(
+        &repo,
+        root,
+        crate::sysroot::NewCommit {
+            parent: Some(base),
+            subject: "apt-ostree layered packages",
+            metadata,
+            devino: Some(devino),
+            // Keep the base (and, through the deployment, this commit) alive across prunes.
+            refs: vec![(base_ref(base), base.to_string())],
+            set_ref: None,
+        },
+    )
 }
 
 /// The ref that keeps a layered deployment's base commit from being pruned.

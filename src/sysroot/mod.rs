@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use ostree::gio;
 use ostree::gio::prelude::*;
 
-pub use commit::{keys, CommitInfo};
+pub use commit::{commit_directory, keys, CommitInfo, NewCommit};
 pub use lifecycle::{CleanupOptions, KargsChange};
 pub use packages::PackageChange;
 pub use status::{DeploymentStatus, SysrootStatus};

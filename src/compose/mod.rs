@@ -1,0 +1,308 @@
+//! `apt-ostree compose tree`: build a deployable Debian base image from a treefile.
+//!
+//! 1. Root file system: mmdebstrap (suite, mirror or sources, variant,
+//!    packages), or a copy of an existing tree (`rootfs`).
+//! 2. Files from the treefile, then the postprocess script, run in the same
+//!    bubblewrap sandbox as maintainer scripts (no network).
+//! 3. Conversion into a deployable tree ([`crate::tree::make_deployable`]).
+//! 4. Commit with metadata (version, every package, the input hash), move the
+//!    ref, update the summary, optionally write a static delta from the previous
+//!    commit, so any static HTTP server can serve the repository to a fleet.
+//!
+//! An unchanged input (same treefile, files and script) makes no new commit.
+//! Any failure leaves the ref where it was.
+
+pub mod treefile;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ostree::{gio, glib};
+
+use crate::dpkg;
+use crate::progress::Sink;
+use crate::sandbox::Sandbox;
+use crate::sysroot::{commit_directory, keys, CommitInfo, NewCommit};
+pub use treefile::{Source, Treefile};
+
+/// Metadata key holding the hash of everything the image was built from.
+pub const INPUT_HASH: &str = "apt-ostree.input-hash";
+
+#[derive(Debug, Clone, Default)]
+pub struct ComposeOptions {
+    pub repo: PathBuf,
+    /// Also write a static delta from the previous commit of the ref.
+    pub static_delta: bool,
+    /// Where to build (default: a directory next to the repository).
+    pub workdir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Composed {
+    pub reference: String,
+    pub commit: String,
+    pub version: String,
+    /// False when the input was unchanged and no commit was made.
+    pub changed: bool,
+    pub packages: usize,
+    pub rootfs_time: Duration,
+    pub convert_time: Duration,
+    pub commit_time: Duration,
+}
+
+/// The hash of everything that goes into the image: treefile, files, script.
+fn input_hash(text: &str, t: &Treefile) -> Result<String> {
+    let mut data = text.as_bytes().to_vec();
+    for (dest, src) in &t.files {
+        data.extend(dest.as_bytes());
+        data.extend(
+            std::fs::read(src).with_context(|| format!("files: reading {}", src.display()))?,
+        );
+    }
+    if let Some(p) = &t.postprocess {
+        data.extend(
+            std::fs::read(p).with_context(|| format!("postprocess: reading {}", p.display()))?,
+        );
+    }
+    if let Ok(Source::Debootstrap { mirrors, .. }) = t.source() {
+        for m in mirrors {
+            data.extend(std::fs::read(&m).unwrap_or_else(|_| m.into_bytes()));
+        }
+    }
+    data.extend(env!("CARGO_PKG_VERSION").as_bytes());
+    Ok(
+        glib::compute_checksum_for_data(glib::ChecksumType::Sha256, &data)
+            .context("Hashing the inputs")?
+            .to_string(),
+    )
+}
+
+fn open_repo(path: &Path) -> Result<ostree::Repo> {
+    let repo = ostree::Repo::new(&gio::File::for_path(path));
+    if path.join("config").exists() {
+        repo.open(gio::Cancellable::NONE)
+            .with_context(|| format!("Opening repository {}", path.display()))?;
+    } else {
+        std::fs::create_dir_all(path)?;
+        repo.create(ostree::RepoMode::Archive, gio::Cancellable::NONE)
+            .with_context(|| format!("Creating repository {}", path.display()))?;
+    }
+    Ok(repo)
+}
+
+/// `YYYYMMDD.N`, N counting up from the previous commit's version of the same day.
+fn next_version(previous: Option<&str>) -> String {
+    let today = chrono::Utc::now().format("%Y%m%d").to_string();
+    let n = previous
+        .and_then(|v| v.strip_prefix(&format!("{today}.")))
+        .and_then(|n| n.parse::<u32>().ok())
+        .map_or(0, |n| n + 1);
+    format!("{today}.{n}")
+}
+
+fn build_rootfs(t: &Treefile, dest: &Path, sink: &Sink) -> Result<()> {
+    match t.source()? {
+        Source::Rootfs(src) => {
+            if !src.is_dir() {
+                bail!("rootfs {} is not a directory", src.display());
+            }
+            let status = Command::new("cp")
+                .args(["-a", "--reflink=auto"])
+                .arg(format!("{}/.", src.display()))
+                .arg(dest)
+                .status()
+                .context("Copying the rootfs")?;
+            if !status.success() {
+                bail!("copying {} failed", src.display());
+            }
+        }
+        Source::Debootstrap { suite, mirrors } => {
+            let mut cmd = Command::new("mmdebstrap");
+            cmd.arg(format!("--variant={}", t.variant))
+                .arg("--mode=root")
+                .arg("--format=directory")
+                .arg("--skip=cleanup/reproducible")
+                // Unwanted in an image: docs and translations, as minimal images do.
+                .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
+                .arg("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+                .arg("--dpkgopt=path-exclude=/usr/share/man/*")
+                .arg("--dpkgopt=path-exclude=/usr/share/locale/*");
+            if !t.packages.is_empty() {
+                cmd.arg(format!("--include={}", t.packages.join(",")));
+            }
+            cmd.arg(&suite).arg(dest).args(&mirrors);
+            let output =
+                crate::progress::run_logged(&mut cmd, sink).context("Running mmdebstrap")?;
+            if !output.status.success() {
+                let tail: Vec<&str> = output.text.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!(
+                    "mmdebstrap failed ({}):\n{}",
+                    output.status,
+                    tail.join("\n")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copy the treefile's files in and run its postprocess script.
+fn customize(t: &Treefile, root: &Path, scratch: &Path, sink: &Sink) -> Result<()> {
+    for (dest, src) in &t.files {
+        let inside = dest.trim_start_matches('/');
+        let inside = match inside.strip_prefix("etc/") {
+            Some(rest) => format!("usr/etc/{rest}"),
+            None => inside.to_string(),
+        };
+        let target = root.join(inside);
+        std::fs::create_dir_all(target.parent().expect("has parent"))?;
+        std::fs::copy(src, &target)
+            .with_context(|| format!("files: {} -> {dest}", src.display()))?;
+    }
+    if let Some(script) = &t.postprocess {
+        let var = scratch.join("postprocess-var");
+        std::fs::create_dir_all(&var)?;
+        let sandbox = Sandbox {
+            root: root.to_path_buf(),
+            var,
+            ro_binds: vec![(script.clone(), "/run/apt-ostree-postprocess".into())],
+        };
+        sink.task_begin("Running the postprocess script");
+        let ran = sandbox.run(&["/bin/sh", "-e", "/run/apt-ostree-postprocess"], sink)?;
+        if !ran.status.success() {
+            bail!(
+                "postprocess script {} failed ({}):\n{}",
+                script.display(),
+                ran.status,
+                ran.output
+            );
+        }
+        sink.task_end("Running the postprocess script");
+        let _ = std::fs::remove_dir(root.join("etc"));
+    }
+    Ok(())
+}
+
+/// Compose the image described by the treefile at `path`.
+pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<Composed> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("Reading {}", path.display()))?;
+    let t = Treefile::load(path)?;
+    let hash = input_hash(&text, &t)?;
+    let repo = open_repo(&opts.repo)?;
+    let previous = repo
+        .resolve_rev(&t.reference, true)
+        .context("Reading the ref")?
+        .map(|c| c.to_string());
+    let previous_info = previous
+        .as_deref()
+        .map(|c| CommitInfo::load(&repo, c))
+        .transpose()?;
+    if let Some(prev) = &previous {
+        let (commit, _) = repo.load_commit(prev)?;
+        let md = glib::VariantDict::new(Some(&commit.child_value(0)));
+        if md.lookup::<String>(INPUT_HASH).ok().flatten().as_deref() == Some(hash.as_str()) {
+            return Ok(Composed {
+                reference: t.reference.clone(),
+                commit: prev.clone(),
+                version: previous_info.and_then(|i| i.version).unwrap_or_default(),
+                changed: false,
+                packages: 0,
+                rootfs_time: Duration::ZERO,
+                convert_time: Duration::ZERO,
+                commit_time: Duration::ZERO,
+            });
+        }
+    }
+
+    let work = match &opts.workdir {
+        Some(w) => w.clone(),
+        None => opts.repo.join("tmp"),
+    };
+    std::fs::create_dir_all(&work)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("apt-ostree-compose-")
+        .tempdir_in(&work)
+        .context("Creating the work directory")?;
+    let root = scratch.path().join("rootfs");
+    std::fs::create_dir_all(&root)?;
+
+    let started = Instant::now();
+    sink.task("Building the root file system", || {
+        build_rootfs(&t, &root, sink)
+    })?;
+    let rootfs_time = started.elapsed();
+
+    let started = Instant::now();
+    let conversion = sink.task("Converting to a deployable tree", || {
+        crate::tree::make_deployable(&root, t.placeholder_kernel)
+    })?;
+    customize(&t, &root, scratch.path(), sink)?;
+    let convert_time = started.elapsed();
+    sink.log(format!(
+        "Kernel {}, {} special files removed, {} tmpfiles.d lines",
+        conversion.kernels.join(", "),
+        conversion.special_files_removed,
+        conversion.tmpfiles_lines
+    ));
+
+    let started = Instant::now();
+    let status =
+        std::fs::read_to_string(root.join(dpkg::DATABASE_DIR).join("status")).unwrap_or_default();
+    let packages: Vec<(String, String, String)> = dpkg::parse_status(&status)
+        .into_iter()
+        .map(|p| (p.name, p.version, p.architecture))
+        .collect();
+    let version = t
+        .version
+        .clone()
+        .unwrap_or_else(|| next_version(previous_info.as_ref().and_then(|i| i.version.as_deref())));
+    let metadata = glib::VariantDict::new(None);
+    metadata.insert(keys::VERSION, &version);
+    metadata.insert(keys::PACKAGES, packages.clone());
+    metadata.insert(INPUT_HASH, &hash);
+    let commit = sink.task("Committing", || {
+        commit_directory(
+            &repo,
+            &root,
+            NewCommit {
+                parent: previous.as_deref(),
+                subject: &format!("{} {version}", t.reference),
+                metadata,
+                devino: None,
+                refs: Vec::new(),
+                set_ref: Some(&t.reference),
+            },
+        )
+    })?;
+    repo.regenerate_summary(None, gio::Cancellable::NONE)
+        .context("Updating the summary")?;
+    if let (true, Some(prev)) = (opts.static_delta, &previous) {
+        sink.task("Writing a static delta", || -> Result<()> {
+            let status = Command::new("ostree")
+                .arg(format!("--repo={}", opts.repo.display()))
+                .args(["static-delta", "generate", "--from", prev, "--to", &commit])
+                .status()
+                .context("Running ostree static-delta")?;
+            if !status.success() {
+                bail!("ostree static-delta generate failed ({status})");
+            }
+            repo.regenerate_summary(None, gio::Cancellable::NONE)?;
+            Ok(())
+        })?;
+    }
+    let commit_time = started.elapsed();
+    Ok(Composed {
+        reference: t.reference.clone(),
+        commit,
+        version,
+        changed: true,
+        packages: packages.len(),
+        rootfs_time,
+        convert_time,
+        commit_time,
+    })
+}

@@ -1,0 +1,231 @@
+//! Treefiles: what `apt-ostree compose tree` builds.
+//!
+//! TOML, because it has comments, a strict grammar and a well-kept parser;
+//! keys are spelled as in rpm-ostree treefiles where the concept is the same.
+//! Unknown keys are errors, so a typo never silently changes an image.
+//!
+//! ```toml
+//! ref = "debian/12/x86_64/minimal"   # required: the branch to commit to
+//! version = "12.8"                   # default: YYYYMMDD.N
+//! suite = "bookworm"                 # with mirror/components, or sources
+//! mirror = "http://deb.debian.org/debian"
+//! components = ["main"]
+//! # sources = "host"                 # this machine's own apt sources
+//! # sources = ["deb http://deb.debian.org/debian bookworm main"]
+//! # rootfs = "path/to/tree"          # an existing root file system instead
+//! variant = "minbase"                # mmdebstrap variant
+//! packages = ["systemd", "linux-image-amd64"]
+//! placeholder-kernel = false         # true: no kernel needed (not booted on hardware)
+//! postprocess = "postprocess.sh"     # run in the sandbox, the tree as /
+//! [files]                            # destination in the image = source next to the treefile
+//! "/etc/motd" = "files/motd"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Sources {
+    /// "host": the machine's own apt sources.
+    Named(String),
+    /// Explicit one-line apt sources.
+    Lines(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Treefile {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub version: Option<String>,
+    pub suite: Option<String>,
+    pub mirror: Option<String>,
+    #[serde(default)]
+    pub components: Vec<String>,
+    pub sources: Option<Sources>,
+    pub rootfs: Option<PathBuf>,
+    #[serde(default = "default_variant")]
+    pub variant: String,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    #[serde(default)]
+    pub placeholder_kernel: bool,
+    pub postprocess: Option<PathBuf>,
+    #[serde(default)]
+    pub files: BTreeMap<String, PathBuf>,
+}
+
+fn default_variant() -> String {
+    "minbase".into()
+}
+
+/// Where the root file system comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// mmdebstrap SUITE with these mirror arguments (URIs, source lines or files).
+    Debootstrap { suite: String, mirrors: Vec<String> },
+    /// An existing directory, copied.
+    Rootfs(PathBuf),
+}
+
+impl Treefile {
+    /// Parse a treefile's text; relative paths are resolved against `dir`.
+    pub fn parse(text: &str, dir: &Path) -> Result<Treefile> {
+        let mut t: Treefile = toml::from_str(text).context("Parsing the treefile")?;
+        crate::sysroot::refspec::Refspec::parse(&t.reference)
+            .map_err(|e| anyhow::anyhow!("ref: {e}"))?;
+        if t.reference.contains(':') {
+            bail!("ref: a branch name, without a remote");
+        }
+        if ![
+            "minbase",
+            "essential",
+            "apt",
+            "required",
+            "important",
+            "standard",
+            "buildd",
+            "custom",
+        ]
+        .contains(&t.variant.as_str())
+        {
+            bail!("variant: {:?} is not an mmdebstrap variant", t.variant);
+        }
+        for p in &t.packages {
+            crate::apt::validate_package_name(p).map_err(|e| anyhow::anyhow!("packages: {e}"))?;
+        }
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                dir.join(p)
+            }
+        };
+        t.rootfs = t.rootfs.as_deref().map(resolve);
+        t.postprocess = t.postprocess.as_deref().map(resolve);
+        for (dest, src) in t.files.iter_mut() {
+            if !dest.starts_with('/') || dest.split('/').any(|c| c == "..") {
+                bail!("files: destination {dest:?} must be an absolute path without ..");
+            }
+            *src = resolve(src);
+        }
+        t.source()?;
+        Ok(t)
+    }
+
+    pub fn load(path: &Path) -> Result<Treefile> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("Reading {}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Treefile::parse(&text, dir).with_context(|| format!("In {}", path.display()))
+    }
+
+    /// Where the root file system comes from, checked for consistency.
+    pub fn source(&self) -> Result<Source> {
+        if let Some(rootfs) = &self.rootfs {
+            if self.suite.is_some() || self.mirror.is_some() || self.sources.is_some() {
+                bail!("rootfs excludes suite, mirror and sources");
+            }
+            return Ok(Source::Rootfs(rootfs.clone()));
+        }
+        let Some(suite) = self.suite.clone() else {
+            bail!("suite is required (or rootfs)");
+        };
+        let mirrors = match (&self.mirror, &self.sources) {
+            (Some(_), Some(_)) => bail!("mirror and sources exclude each other"),
+            (Some(m), None) => {
+                let components = if self.components.is_empty() {
+                    "main".to_string()
+                } else {
+                    self.components.join(" ")
+                };
+                vec![format!("deb {m} {suite} {components}")]
+            }
+            (None, Some(Sources::Lines(lines))) => lines.clone(),
+            (None, Some(Sources::Named(n))) if n == "host" => host_sources(&suite),
+            (None, Some(Sources::Named(n))) => {
+                bail!("sources: {n:?}: a list of lines, or \"host\"")
+            }
+            (None, None) => bail!("mirror or sources is required with suite"),
+        };
+        if mirrors.is_empty() {
+            bail!("no apt source of this machine mentions suite {suite:?}");
+        }
+        Ok(Source::Debootstrap { suite, mirrors })
+    }
+}
+
+/// This machine's apt source files that mention `suite`.
+fn host_sources(suite: &str) -> Vec<String> {
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut more: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        more.sort();
+        files.extend(more);
+    }
+    files
+        .into_iter()
+        .filter(|f| {
+            let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("");
+            (f.ends_with("sources.list") || ext == "list" || ext == "sources")
+                && std::fs::read_to_string(f).is_ok_and(|t| {
+                    t.lines().any(|l| {
+                        !l.trim_start().starts_with('#') && l.split_whitespace().any(|w| w == suite)
+                    })
+                })
+        })
+        .map(|f| f.display().to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_demo_treefile() {
+        let t = Treefile::parse(
+            include_str!("../../tests/fixtures/treefile-demo.toml"),
+            Path::new("/src"),
+        )
+        .unwrap();
+        assert_eq!(t.reference, "debian/12/x86_64/demo");
+        assert_eq!(t.variant, "minbase");
+        assert_eq!(t.files["/etc/motd"], Path::new("/src/files/motd"));
+        assert_eq!(
+            t.postprocess.as_deref(),
+            Some(Path::new("/src/postprocess.sh"))
+        );
+        assert_eq!(
+            t.source().unwrap(),
+            Source::Debootstrap {
+                suite: "bookworm".into(),
+                mirrors: vec!["deb http://deb.debian.org/debian bookworm main contrib".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_inconsistent_sources() {
+        let dir = Path::new("/src");
+        for (text, needle) in [
+            ("ref = \"a/b\"\nsuite = \"bookworm\"\nmirror = \"http://x\"\npackagez = []\n", "packagez"),
+            ("suite = \"bookworm\"\nmirror = \"http://x\"\n", "ref"),
+            ("ref = \"a/b\"\n", "suite is required"),
+            ("ref = \"a/b\"\nsuite = \"bookworm\"\n", "mirror or sources"),
+            ("ref = \"a/b\"\nsuite = \"bookworm\"\nmirror = \"http://x\"\nsources = [\"deb x y z\"]\n", "exclude"),
+            ("ref = \"a/b\"\nrootfs = \"t\"\nsuite = \"bookworm\"\n", "rootfs excludes"),
+            ("ref = \"r:a/b\"\nrootfs = \"t\"\n", "without a remote"),
+            ("ref = \"a/b\"\nrootfs = \"t\"\nvariant = \"huge\"\n", "variant"),
+            ("ref = \"a/b\"\nrootfs = \"t\"\npackages = [\"Bad\"]\n", "packages"),
+            ("ref = \"a/b\"\nrootfs = \"t\"\n[files]\n\"etc/x\" = \"y\"\n", "absolute"),
+        ] {
+            let err = format!("{:#}", Treefile::parse(text, dir).unwrap_err());
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! The layout of a deployable tree, and turning what lies outside it into
+//! something that survives a commit. Used by compose (a whole root file
+//! system) and by layering (what dpkg left in the scratch /var).
+//!
+//! A deployable tree keeps /etc as `usr/etc`, dpkg's database in
+//! `usr/share/dpkg/database`, the kernel in `usr/lib/modules/KVER/`, and
+//! nothing in /var:
+//!
+//! - `/var` is state, never part of a commit: what packages ship there is
+//!   kept under `/usr/share/factory/var` and recreated at boot by
+//!   systemd-tmpfiles (`d` for directories, `L` for symlinks, `C` to copy files).
+//! - System users that maintainer scripts create land in the commit's
+//!   `/usr/etc/passwd`, but the /etc three-way merge keeps a locally edited
+//!   `/etc/passwd` as it is. So every new user and group is also written as a
+//!   systemd-sysusers entry, which creates them at boot where they are missing,
+//!   with the same ids.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Paths under /var that are the package manager's own scratch state, not content.
+const VAR_SCRATCH: &[&str] = &[
+    "lib/dpkg",
+    "cache/debconf",
+    "cache/apt",
+    "lib/apt",
+    "log",
+    "tmp",
+    "backups",
+];
+
+pub const LAYERED_TMPFILES: &str = "usr/lib/tmpfiles.d/apt-ostree-layered.conf";
+pub const LAYERED_SYSUSERS: &str = "usr/lib/sysusers.d/apt-ostree-layered.conf";
+pub const COMPOSED_TMPFILES: &str = "usr/lib/tmpfiles.d/apt-ostree-compose.conf";
+pub const FACTORY: &str = "usr/share/factory/var";
+
+fn owner(uid: u32, gid: u32, passwd: &str, group: &str) -> (String, String) {
+    let name = |text: &str, id: u32| {
+        text.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == id.to_string()).then(|| f[0].to_string())
+            })
+            .next()
+            .unwrap_or_else(|| id.to_string())
+    };
+    (name(passwd, uid), name(group, gid))
+}
+
+/// Write tmpfiles.d lines (and factory copies of files) for everything
+/// packages put under the scratch `/var`; returns the tmpfiles.d text.
+pub fn var_to_tmpfiles(var: &Path, root: &Path) -> Result<String> {
+    let passwd = std::fs::read_to_string(root.join("usr/etc/passwd")).unwrap_or_default();
+    let group = std::fs::read_to_string(root.join("usr/etc/group")).unwrap_or_default();
+    let mut lines = String::new();
+    let mut stack = vec![var.to_path_buf()];
+    let mut entries = Vec::new();
+    while let Some(dir) = stack.pop() {
+        let mut children: Vec<_> = std::fs::read_dir(&dir)
+            .with_context(|| format!("Reading {}", dir.display()))?
+            .collect::<Result<_, _>>()?;
+        children.sort_by_key(|e| e.file_name());
+        for entry in children {
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(var)
+                .expect("under var")
+                .to_string_lossy()
+                .to_string();
+            if VAR_SCRATCH
+                .iter()
+                .any(|s| rel == *s || rel.starts_with(&format!("{s}/")))
+            {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path)?;
+            entries.push((rel.clone(), path.clone(), meta.clone()));
+            if meta.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (rel, path, meta) in entries {
+        let (user, grp) = owner(meta.uid(), meta.gid(), &passwd, &group);
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.is_dir() {
+            writeln!(lines, "d /var/{rel} {mode:04o} {user} {grp} - -")?;
+        } else if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path)?;
+            writeln!(lines, "L /var/{rel} - - - - {}", target.display())?;
+        } else if meta.is_file() {
+            let factory = root.join(FACTORY).join(&rel);
+            if let Some(parent) = factory.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(&path, &factory).with_context(|| format!("Keeping /var/{rel}"))?;
+            writeln!(
+                lines,
+                "C /var/{rel} {mode:04o} {user} {grp} - /{FACTORY}/{rel}"
+            )?;
+        }
+    }
+    Ok(lines)
+}
+
+fn entries(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// sysusers.d lines for the users and groups in `after` but not in `before`
+/// (passwd and group file texts).
+pub fn new_sysusers(
+    passwd_before: &str,
+    passwd_after: &str,
+    group_before: &str,
+    group_after: &str,
+) -> String {
+    let mut out = String::new();
+    let known_groups: BTreeSet<String> = entries(group_before)
+        .iter()
+        .filter_map(|l| l.split(':').next().map(str::to_string))
+        .collect();
+    let known_users: BTreeSet<String> = entries(passwd_before)
+        .iter()
+        .filter_map(|l| l.split(':').next().map(str::to_string))
+        .collect();
+    let mut user_primary_groups = BTreeSet::new();
+    for line in entries(passwd_after) {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 7 || known_users.contains(f[0]) {
+            continue;
+        }
+        let gecos = if f[4].is_empty() {
+            "-".to_string()
+        } else {
+            format!("\"{}\"", f[4].replace('"', ""))
+        };
+        let home = if f[5].is_empty() { "-" } else { f[5] };
+        let _ = writeln!(out, "u {} {}:{} {gecos} {home} {}", f[0], f[2], f[3], f[6]);
+        user_primary_groups.insert(f[3].to_string());
+    }
+    for line in entries(group_after) {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 3 || known_groups.contains(f[0]) {
+            continue;
+        }
+        // A user's own group is created by its `u` line with the same id.
+        if user_primary_groups.contains(f[2])
+            && entries(passwd_after)
+                .iter()
+                .any(|l| l.starts_with(&format!("{}:", f[0])))
+        {
+            continue;
+        }
+        let _ = writeln!(out, "g {} {}", f[0], f[2]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_users_and_groups_become_sysusers_lines() {
+        let before_p = "root:x:0:0:root:/root:/bin/bash\n";
+        let after_p = "root:x:0:0:root:/root:/bin/bash\ndemo-svc:x:998:997:Demo service:/var/lib/demo:/usr/sbin/nologin\n";
+        let before_g = "root:x:0:\n";
+        let after_g = "root:x:0:\ndemo-svc:x:997:\ndemo-extra:x:996:\n";
+        let out = new_sysusers(before_p, after_p, before_g, after_g);
+        assert_eq!(
+            out,
+            "u demo-svc 998:997 \"Demo service\" /var/lib/demo /usr/sbin/nologin\ng demo-extra 996\n"
+        );
+        assert_eq!(new_sysusers(before_p, before_p, before_g, before_g), "");
+    }
+
+    #[test]
+    fn a_debian_root_becomes_a_deployable_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in [
+            "etc/apt",
+            "var/lib/dpkg/info",
+            "var/lib/demo",
+            "var/log",
+            "boot/grub",
+            "home/user",
+            "root",
+            "opt/x",
+            "usr/bin",
+            "usr/local/bin",
+            "dev",
+        ] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("etc/hostname"), "debian\n").unwrap();
+        std::fs::write(root.join("var/lib/dpkg/status"), "Package: x\n").unwrap();
+        std::fs::write(root.join("var/lib/demo/state"), "s\n").unwrap();
+        std::fs::write(root.join("boot/vmlinuz-6.1.0-9-amd64"), "kernel").unwrap();
+        std::fs::write(root.join("boot/initrd.img-6.1.0-9-amd64"), "initrd").unwrap();
+        std::os::unix::fs::symlink("boot/vmlinuz-6.1.0-9-amd64", root.join("vmlinuz")).unwrap();
+        std::fs::write(root.join("home/user/.profile"), "p").unwrap();
+        nix::unistd::mkfifo(
+            &root.join("dev/fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+
+        let c = make_deployable(root, false).unwrap();
+        assert_eq!(c.kernels, ["6.1.0-9-amd64"]);
+        assert_eq!(c.special_files_removed, 1);
+        assert_eq!(
+            std::fs::read_to_string(root.join("usr/etc/hostname")).unwrap(),
+            "debian\n"
+        );
+        assert!(!root.join("etc").exists());
+        assert!(root.join("usr/share/dpkg/database/status").is_file());
+        assert_eq!(
+            std::fs::read(root.join("usr/lib/modules/6.1.0-9-amd64/vmlinuz")).unwrap(),
+            b"kernel"
+        );
+        assert_eq!(
+            std::fs::read(root.join("usr/lib/modules/6.1.0-9-amd64/initramfs.img")).unwrap(),
+            b"initrd"
+        );
+        assert!(std::fs::read_dir(root.join("boot"))
+            .unwrap()
+            .next()
+            .is_none());
+        assert!(std::fs::symlink_metadata(root.join("vmlinuz")).is_err());
+        assert_eq!(
+            std::fs::read_link(root.join("home")).unwrap(),
+            Path::new("var/home")
+        );
+        assert_eq!(
+            std::fs::read_link(root.join("root")).unwrap(),
+            Path::new("var/roothome")
+        );
+        assert_eq!(
+            std::fs::read_link(root.join("usr/local")).unwrap(),
+            Path::new("../var/usrlocal")
+        );
+        assert_eq!(
+            std::fs::read_link(root.join("ostree")).unwrap(),
+            Path::new("sysroot/ostree")
+        );
+        assert!(
+            std::fs::read_dir(root.join("var"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "/var must be empty"
+        );
+        let tmpfiles = std::fs::read_to_string(root.join(COMPOSED_TMPFILES)).unwrap();
+        assert!(
+            tmpfiles.contains("L /var/lib/dpkg - - - - ../../usr/share/dpkg/database"),
+            "{tmpfiles}"
+        );
+        assert!(tmpfiles.contains("C /var/lib/demo/state"), "{tmpfiles}");
+        assert!(tmpfiles.contains("C /var/home/user/.profile"), "{tmpfiles}");
+        assert!(!tmpfiles.contains("/var/log"), "{tmpfiles}");
+    }
+
+    #[test]
+    fn a_tree_without_kernel_needs_the_placeholder_to_be_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        let err = make_deployable(dir.path(), false).unwrap_err();
+        assert!(err.to_string().contains("no kernel"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        let c = make_deployable(dir.path(), true).unwrap();
+        assert_eq!(c.kernels, ["0.0.0-placeholder"]);
+    }
+
+    #[test]
+    fn var_content_becomes_tmpfiles_and_factory_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (var, root) = (dir.path().join("var"), dir.path().join("root"));
+        std::fs::create_dir_all(var.join("lib/demo")).unwrap();
+        std::fs::create_dir_all(var.join("lib/dpkg")).unwrap();
+        std::fs::create_dir_all(var.join("cache/debconf")).unwrap();
+        std::fs::write(var.join("lib/demo/state.txt"), "initial\n").unwrap();
+        std::os::unix::fs::symlink("state.txt", var.join("lib/demo/current")).unwrap();
+        std::fs::create_dir_all(root.join("usr/etc")).unwrap();
+        std::fs::write(root.join("usr/etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::write(root.join("usr/etc/group"), "root:x:0:\n").unwrap();
+        std::fs::set_permissions(var.join("lib/demo"), std::fs::Permissions::from_mode(0o750))
+            .unwrap();
+        let text = var_to_tmpfiles(&var, &root).unwrap();
+        assert!(text.contains("d /var/lib 0755 root root - -\n"), "{text}");
+        assert!(
+            text.contains("d /var/lib/demo 0750 root root - -\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("L /var/lib/demo/current - - - - state.txt\n"),
+            "{text}"
+        );
+        assert!(text.contains("C /var/lib/demo/state.txt 0644 root root - /usr/share/factory/var/lib/demo/state.txt\n"), "{text}");
+        assert!(
+            !text.contains("dpkg") && !text.contains("debconf"),
+            "{text}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("usr/share/factory/var/lib/demo/state.txt")).unwrap(),
+            "initial\n"
+        );
+    }
+}
+
+/// What [`make_deployable`] found and did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Conversion {
+    /// Kernel versions moved to usr/lib/modules/KVER.
+    pub kernels: Vec<String>,
+    /// Device nodes, FIFOs and sockets removed.
+    pub special_files_removed: usize,
+    /// tmpfiles.d lines written for the former /var content.
+    pub tmpfiles_lines: usize,
+}
+
+fn move_path(from: &Path, to: &Path) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(from, to)
+        .with_context(|| format!("Moving {} to {}", from.display(), to.display()))
+}
+
+/// Turn a Debian root file system (as mmdebstrap or debootstrap leave it)
+/// into a tree ostree can deploy. With `placeholder_kernel`, a tree without a
+/// kernel gets a placeholder (for images that are not booted on hardware).
+pub fn make_deployable(root: &Path, placeholder_kernel: bool) -> Result<Conversion> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut conversion = Conversion::default();
+    // ostree stores regular files, symlinks and directories only.
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("Reading {}", dir.display()))?
+        {
+            let entry = entry?;
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket()
+            {
+                std::fs::remove_file(entry.path())?;
+                conversion.special_files_removed += 1;
+            }
+        }
+    }
+    // /etc lives in /usr/etc; ostree refuses a tree with both.
+    let (etc, usr_etc) = (root.join("etc"), root.join("usr/etc"));
+    if etc.is_dir() {
+        if usr_etc.exists() {
+            anyhow::bail!("the tree has both /etc and /usr/etc");
+        }
+        move_path(&etc, &usr_etc)?;
+    }
+    // dpkg's database moves into the read-only /usr, with /var/lib/dpkg a link to it.
+    let dpkg_var = root.join("var/lib/dpkg");
+    let database = root.join(crate::dpkg::DATABASE_DIR);
+    if std::fs::symlink_metadata(&dpkg_var).is_ok_and(|m| m.is_dir()) {
+        move_path(&dpkg_var, &database)?;
+    }
+    // The kernel and initramfs where ostree looks for them.
+    let boot = root.join("boot");
+    if let Ok(entries) = std::fs::read_dir(&boot) {
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        for name in &names {
+            if let Some(kver) = name.strip_prefix("vmlinuz-") {
+                let modules = root.join("usr/lib/modules").join(kver);
+                move_path(&boot.join(name), &modules.join("vmlinuz"))?;
+                for (prefix, target) in [
+                    ("initrd.img-", "initramfs.img"),
+                    ("config-", "config"),
+                    ("System.map-", "System.map"),
+                ] {
+                    let from = boot.join(format!("{prefix}{kver}"));
+                    if from.exists() {
+                        move_path(&from, &modules.join(target))?;
+                    }
+                }
+                conversion.kernels.push(kver.to_string());
+            }
+        }
+        for entry in std::fs::read_dir(&boot)?.flatten() {
+            let p = entry.path();
+            if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p)?;
+            } else {
+                std::fs::remove_file(&p)?;
+            }
+        }
+    }
+    for link in ["vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"] {
+        let p = root.join(link);
+        if std::fs::symlink_metadata(&p).is_ok() {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    if conversion.kernels.is_empty() {
+        let existing = std::fs::read_dir(root.join("usr/lib/modules"))
+            .map(|e| {
+                e.flatten()
+                    .filter(|d| d.path().join("vmlinuz").exists())
+                    .count()
+            })
+            .unwrap_or(0);
+        if existing == 0 {
+            if !placeholder_kernel {
+                anyhow::bail!(
+                    "the tree has no kernel: add a linux-image package, or set placeholder-kernel = true"
+                );
+            }
+            let kdir = root.join("usr/lib/modules/0.0.0-placeholder");
+            std::fs::create_dir_all(&kdir)?;
+            std::fs::write(
+                kdir.join("vmlinuz"),
+                "placeholder kernel (apt-ostree compose)\n",
+            )?;
+            std::fs::write(kdir.join("initramfs.img"), "placeholder initramfs\n")?;
+            conversion.kernels.push("0.0.0-placeholder".into());
+        }
+    }
+    // Mutable places move into /var, which the deployment keeps across updates.
+    let var = root.join("var");
+    std::fs::create_dir_all(&var)?;
+    for (top, inside, link) in [
+        ("home", "home", "var/home"),
+        ("root", "roothome", "var/roothome"),
+        ("opt", "opt", "var/opt"),
+        ("srv", "srv", "var/srv"),
+        ("mnt", "mnt", "var/mnt"),
+        ("usr/local", "usrlocal", "../var/usrlocal"),
+    ] {
+        let path = root.join(top);
+        let is_real_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        if is_real_dir {
+            move_path(&path, &var.join(inside))?;
+        } else if std::fs::symlink_metadata(&path).is_ok() {
+            std::fs::remove_file(&path)?;
+        }
+        std::os::unix::fs::symlink(link, &path)?;
+        std::fs::create_dir_all(var.join(inside))?;
+    }
+    // What is left in /var comes back at boot through tmpfiles.d; dpkg's link first.
+    let mut lines = format!(
+        "L /var/lib/dpkg - - - - ../../{}\n",
+        crate::dpkg::DATABASE_DIR
+    );
+    lines.push_str(&var_to_tmpfiles(&var, root)?);
+    conversion.tmpfiles_lines = lines.lines().count();
+    let tmpfiles = root.join(COMPOSED_TMPFILES);
+    std::fs::create_dir_all(tmpfiles.parent().expect("has parent"))?;
+    std::fs::write(
+        &tmpfiles,
+        format!("# /var of the composed image (apt-ostree compose)\n{lines}"),
+    )?;
+    for entry in std::fs::read_dir(&var)?.flatten() {
+        let p = entry.path();
+        if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    // The top level of an ostree-booted system.
+    for dir in ["sysroot", "run", "proc", "sys", "dev", "tmp", "boot"] {
+        std::fs::create_dir_all(root.join(dir))?;
+    }
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
+    let ostree_link = root.join("ostree");
+    if std::fs::symlink_metadata(&ostree_link).is_err() {
+        std::os::unix::fs::symlink("sysroot/ostree", &ostree_link)?;
+    }
+    Ok(conversion)
+}

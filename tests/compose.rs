@@ -1,0 +1,254 @@
+//! Compose from an existing root file system (hermetic): conversion, commit,
+//! metadata, unchanged inputs, bad treefiles, and serving the result to a
+//! sysroot over HTTP. Composing from Debian's archive is in tests/slow_debian.rs.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn code(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+const IMAGE_REF: &str = "debian/12/x86_64/composed";
+
+/// A directory with a raw Debian tree (as debootstrap leaves one), a treefile
+/// that composes it, a file to add and a postprocess script.
+struct Inputs {
+    dir: tempfile::TempDir,
+}
+
+impl Inputs {
+    fn new() -> Inputs {
+        let dir = tempfile::tempdir().unwrap();
+        run(Command::new("python3")
+            .arg(fixtures().join("host-tree.py"))
+            .arg(dir.path().join("rootfs"))
+            .arg("--raw"));
+        fs::write(dir.path().join("motd"), "composed by a test\n").unwrap();
+        fs::write(
+            dir.path().join("postprocess.sh"),
+            "echo \"postprocess ran on $(cat /etc/hostname)\" > /usr/share/postprocess-marker\n",
+        )
+        .unwrap();
+        let i = Inputs { dir };
+        i.treefile("");
+        i
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn treefile(&self, extra: &str) -> PathBuf {
+        let path = self.path().join("image.toml");
+        fs::write(
+            &path,
+            format!(
+                "ref = \"{IMAGE_REF}\"\nversion = \"1.0\"\nrootfs = \"rootfs\"\npostprocess = \"postprocess.sh\"\n{extra}\n[files]\n\"/etc/motd\" = \"motd\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.path().join("repo")
+    }
+
+    fn compose(&self) -> (i32, String, String) {
+        code(
+            Command::new(cli())
+                .args(["compose", "tree"])
+                .arg(self.path().join("image.toml"))
+                .arg("--repo")
+                .arg(self.repo())
+                .arg("--unchanged-exit-77"),
+        )
+    }
+
+    fn rev(&self) -> Option<String> {
+        let out = ostree()
+            .arg(format!("--repo={}", self.repo().display()))
+            .args(["rev-parse", IMAGE_REF])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn cat(&self, path: &str) -> String {
+        stdout(
+            ostree()
+                .arg(format!("--repo={}", self.repo().display()))
+                .args(["cat", IMAGE_REF, path]),
+        )
+    }
+}
+
+#[test]
+fn compose_converts_commits_and_recompose_of_the_same_input_is_a_no_op() {
+    let i = Inputs::new();
+    let (rc, out, err) = i.compose();
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains(&format!("{IMAGE_REF} => 1.0")), "{out}");
+    let first = i.rev().expect("ref written");
+    // The conversion: /etc in /usr/etc, dpkg's database in /usr, the kernel in
+    // /usr/lib/modules, /var empty and described by tmpfiles.d.
+    assert_eq!(i.cat("/usr/etc/motd"), "composed by a test\n");
+    assert_eq!(
+        i.cat("/usr/share/postprocess-marker"),
+        "postprocess ran on apt-ostree-demo\n"
+    );
+    assert!(i
+        .cat("/usr/share/dpkg/database/status")
+        .contains("Package: dpkg\n"));
+    assert!(i
+        .cat("/usr/lib/tmpfiles.d/apt-ostree-compose.conf")
+        .contains("L /var/lib/dpkg"));
+    let listing = stdout(
+        ostree()
+            .arg(format!("--repo={}", i.repo().display()))
+            .args(["ls", "-R", IMAGE_REF, "/var", "/boot", "/usr/lib/modules"]),
+    );
+    assert!(
+        listing.contains("/usr/lib/modules/6.1.0-apt-ostree-demo/vmlinuz"),
+        "{listing}"
+    );
+    assert!(!listing.contains("/var/lib"), "{listing}");
+    let show = stdout(
+        ostree()
+            .arg(format!("--repo={}", i.repo().display()))
+            .args([
+                "show",
+                "--print-metadata-key=apt-ostree.packages",
+                IMAGE_REF,
+            ]),
+    );
+    assert!(show.contains("'dpkg'"), "{show}");
+    assert!(
+        i.repo().join("summary").exists(),
+        "summary for static HTTP serving"
+    );
+
+    // Same input: nothing committed, exit 77.
+    let (rc, out, _) = i.compose();
+    assert_eq!(rc, 77, "{out}");
+    assert_eq!(i.rev().as_deref(), Some(first.as_str()));
+    // A changed input: a new commit on top of the old one.
+    fs::write(i.path().join("motd"), "changed\n").unwrap();
+    let (rc, out, err) = i.compose();
+    assert_eq!(rc, 0, "{out}{err}");
+    let second = i.rev().unwrap();
+    assert_ne!(second, first);
+    let log = stdout(
+        ostree()
+            .arg(format!("--repo={}", i.repo().display()))
+            .args(["log", IMAGE_REF]),
+    );
+    assert!(log.contains(&first), "{log}");
+}
+
+#[test]
+fn bad_treefiles_name_the_cause_and_move_no_ref() {
+    let i = Inputs::new();
+    run(Command::new(cli())
+        .args(["compose", "tree"])
+        .arg(i.path().join("image.toml"))
+        .arg("--repo")
+        .arg(i.repo()));
+    let before = i.rev();
+    for (extra, needle) in [
+        ("packagez = [\"x\"]", "unknown field `packagez`"),
+        ("variant = \"gigantic\"", "variant"),
+        ("suite = \"bookworm\"", "rootfs excludes"),
+    ] {
+        i.treefile(extra);
+        let (rc, _, err) = i.compose();
+        assert_eq!(rc, 1, "{extra}");
+        assert!(err.contains(needle), "{extra}: {err}");
+        assert_eq!(i.rev(), before);
+    }
+    i.treefile("");
+    fs::write(
+        i.path().join("postprocess.sh"),
+        "echo 'postprocess: giving up' >&2\nexit 4\n",
+    )
+    .unwrap();
+    let (rc, _, err) = i.compose();
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains("postprocess script") && err.contains("giving up"),
+        "{err}"
+    );
+    assert_eq!(i.rev(), before);
+    fs::remove_dir_all(i.path().join("rootfs")).unwrap();
+    let (rc, _, err) = i.compose();
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains("rootfs") && err.contains("not a directory"),
+        "{err}"
+    );
+    assert_eq!(i.rev(), before);
+}
+
+#[test]
+fn a_composed_repository_served_over_http_updates_a_sysroot() {
+    let i = Inputs::new();
+    run(Command::new(cli())
+        .args(["compose", "tree"])
+        .arg(i.treefile(""))
+        .arg("--repo")
+        .arg(i.repo()));
+    let http = HttpServer::start(&i.repo(), None);
+    // A fresh sysroot deploys the composed image from the HTTP remote...
+    let s = TestSysroot::empty();
+    s.set_remote(&http.url(), &[]);
+    run(s.repo_cmd().args(["pull", REMOTE, IMAGE_REF]));
+    run(ostree()
+        .args(["admin", "deploy", "--os", OSNAME])
+        .arg(format!("--sysroot={}", s.path.display()))
+        .arg(format!("{REMOTE}:{IMAGE_REF}")));
+    let status = s.status();
+    assert_eq!(status["deployments"][0]["version"], "1.0");
+    // ...and db list is exactly the image's package set.
+    let listed = stdout(s.cli().args(["db", "list"]));
+    let image_status = i.cat("/usr/share/dpkg/database/status");
+    let image_pkgs = apt_ostree::dpkg::parse_status(&image_status);
+    assert_eq!(listed.lines().count() - 1, image_pkgs.len(), "{listed}");
+    for p in &image_pkgs {
+        assert!(
+            listed.contains(&format!(" {} {} ", p.name, p.version)),
+            "{} missing",
+            p.name
+        );
+    }
+    // A new compose with a static delta is what `upgrade` picks up.
+    i.treefile("version = \"1.1\"");
+    let tf = fs::read_to_string(i.path().join("image.toml"))
+        .unwrap()
+        .replacen("version = \"1.0\"\n", "", 1);
+    fs::write(i.path().join("image.toml"), tf).unwrap();
+    let (rc, out, err) = code(
+        Command::new(cli())
+            .args(["compose", "tree", "--static-delta"])
+            .arg(i.path().join("image.toml"))
+            .arg("--repo")
+            .arg(i.repo()),
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    let (rc, out, err) = code(s.cli().arg("upgrade"));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.status()["deployments"][0]["version"], "1.1");
+    s.assert_fsck_clean();
+}
