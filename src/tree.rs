@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 
 /// Paths under /var that are the package manager's own scratch state, not content.
 const VAR_SCRATCH: &[&str] = &[
+    "cache/ldconfig",
     "lib/dpkg",
     "cache/debconf",
     "cache/apt",
@@ -98,7 +99,11 @@ pub fn var_to_tmpfiles(var: &Path, root: &Path) -> Result<String> {
             if let Some(parent) = factory.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::copy(&path, &factory).with_context(|| format!("Keeping /var/{rel}"))?;
+            // Replace, never write into, an existing file: in a layering
+            // checkout it may be a hard link to a repository object.
+            let tmp = factory.with_extension("apt-ostree-tmp");
+            std::fs::copy(&path, &tmp).with_context(|| format!("Keeping /var/{rel}"))?;
+            std::fs::rename(&tmp, &factory).with_context(|| format!("Keeping /var/{rel}"))?;
             writeln!(
                 lines,
                 "C /var/{rel} {mode:04o} {user} {grp} - /{FACTORY}/{rel}"
