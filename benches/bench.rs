@@ -173,6 +173,92 @@ fn main() {
 
     upgrade_bench();
     layering_bench();
+    compose_bench();
+}
+
+/// Compose the demo treefile from Debian's archive, split into its phases,
+/// next to plain mmdebstrap of the same package set; then recompose unchanged.
+fn compose_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let treefile = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/treefiles/debian-minimal.toml");
+    let repo = dir.path().join("repo");
+    let t = Instant::now();
+    let out = Command::new(cli())
+        .args(["compose", "tree"])
+        .arg(&treefile)
+        .arg("--repo")
+        .arg(&repo)
+        .output()
+        .unwrap();
+    let total = t.elapsed();
+    if !out.status.success() {
+        println!("compose: not measured (Debian's archive unreachable?)");
+        return;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let phase = |name: &str| {
+        text.split(&format!("{name}: "))
+            .nth(1)
+            .and_then(|r| r.split(" s").next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(Duration::from_secs_f64)
+            .unwrap_or_default()
+    };
+    let sources: Vec<String> = std::fs::read_dir("/etc/apt/sources.list.d")
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.path().display().to_string())
+                .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("bookworm")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let plain = dir.path().join("plain");
+    let t = Instant::now();
+    run(Command::new("mmdebstrap")
+        .args([
+            "--variant=minbase",
+            "--mode=root",
+            "--format=directory",
+            "--include=ca-certificates",
+            "-q",
+        ])
+        .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/man/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
+        .arg("bookworm")
+        .arg(&plain)
+        .args(&sources));
+    let mmdebstrap = t.elapsed();
+    row(
+        "compose minimal (total)",
+        &ms(total),
+        "plain mmdebstrap, same packages",
+        &ms(mmdebstrap),
+    );
+    row(
+        "  of which mmdebstrap",
+        &ms(phase("root file system")),
+        "",
+        "",
+    );
+    row("  of which conversion", &ms(phase("conversion")), "", "");
+    row("  of which commit", &ms(phase("commit")), "", "");
+    let t = Instant::now();
+    let again = Command::new(cli())
+        .args(["compose", "tree"])
+        .arg(&treefile)
+        .arg("--repo")
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    row(
+        "recompose, unchanged treefile",
+        &ms(t.elapsed()),
+        "target",
+        "seconds",
+    );
 }
 
 /// Layer one small package (from a local apt repository: no download)

@@ -390,15 +390,41 @@ fn one_transaction_at_a_time_status_stays_fast_and_cancel_stops_it() {
     );
     assert_eq!(status["transaction"]["method"], "Upgrade");
 
-    // Watch from a third client sees the same transaction's events.
-    let watch = Command::new("python3")
-        .args(["-m", "varlink.cli", "call", "--more"])
+    // Watch from a third client sees the same transaction's events (the log
+    // is replayed from the start), and then its end.
+    let mut watch = Command::new("python3")
+        .args(["-u", "-m", "varlink.cli", "call", "--more"])
         .arg(format!("{addr}/org.aptostree.Sysroot.Watch"))
         .arg("{}")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let watched = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let collector = {
+        let watched = watched.clone();
+        let mut out = watch.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                watched
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || watched
+            .lock()
+            .unwrap()
+            .contains("Pulling demo:")),
+        "the watcher saw no progress: {}",
+        watched.lock().unwrap()
+    );
 
     // Cancel: the upgrade ends with "cancelled" and nothing changed.
     let (rc, _, err) = code(Command::new(cli()).args(["--address", &addr, "cancel"]));
@@ -408,13 +434,10 @@ fn one_transaction_at_a_time_status_stays_fast_and_cancel_stops_it() {
     std::io::Read::read_to_string(&mut upgrade_err, &mut rest).unwrap();
     assert_eq!(status.code(), Some(1), "{rest}");
     assert!(rest.contains("cancelled"), "{rest}");
-    let watched = watch.wait_with_output().unwrap();
-    let watched = String::from_utf8_lossy(&watched.stdout).to_string()
-        + &String::from_utf8_lossy(&watched.stderr);
-    assert!(
-        watched.contains("taskBegin") && watched.contains("Pulling demo:"),
-        "{watched}"
-    );
+    let watch_out = watch.wait_with_output().unwrap();
+    collector.join().unwrap();
+    let watched = watched.lock().unwrap().clone() + &String::from_utf8_lossy(&watch_out.stderr);
+    assert!(watched.contains("taskBegin"), "{watched}");
     assert!(watched.contains("Cancelled"), "{watched}");
 
     assert_eq!(s.ostree_status(), before);

@@ -28,20 +28,25 @@ pub struct Client {
     address: Option<String>,
 }
 
-/// Where `apt-ostreed` is: beside this executable (build tree, /usr/bin),
-/// else /usr/libexec, overridable with `APT_OSTREED`.
-fn daemon_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("APT_OSTREED") {
-        return PathBuf::from(p);
-    }
+/// Where a helper program is: beside this executable (build tree, /usr/bin),
+/// else /usr/libexec, else on PATH.
+pub fn helper_path(name: &str) -> PathBuf {
     let beside = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("apt-ostreed")));
+        .and_then(|exe| exe.parent().map(|d| d.join(name)));
+    let libexec = Path::new("/usr/libexec").join(name);
     match beside {
         Some(p) if p.exists() => p,
-        _ if Path::new("/usr/libexec/apt-ostreed").exists() => "/usr/libexec/apt-ostreed".into(),
-        _ => "apt-ostreed".into(),
+        _ if libexec.exists() => libexec,
+        _ => name.into(),
     }
+}
+
+/// Where `apt-ostreed` is (`APT_OSTREED` overrides).
+fn daemon_path() -> PathBuf {
+    std::env::var_os("APT_OSTREED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| helper_path("apt-ostreed"))
 }
 
 impl Client {

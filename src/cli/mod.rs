@@ -6,7 +6,6 @@
 //! rpm-ostree does).
 
 mod client;
-mod compose;
 mod db;
 mod errors;
 mod status;
@@ -177,10 +176,12 @@ pub enum Command {
         #[command(subcommand)]
         command: db::DbCommand,
     },
-    /// Build base images (runs here, without the daemon).
+    /// Build base images (`compose tree TREEFILE --repo REPO`; runs here, without the daemon).
+    #[command(disable_help_flag = true)]
     Compose {
-        #[command(subcommand)]
-        command: compose::ComposeCommand,
+        /// Arguments of apt-ostree-compose.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Regenerate the initramfs locally, or go back to the image's.
     #[command(group(clap::ArgGroup::new("mode").required(true).args(["enable", "disable"])))]
@@ -273,8 +274,11 @@ fn split_local_packages(args: Vec<String>) -> Result<(Vec<String>, Vec<String>)>
 }
 
 fn run(cli: Cli) -> Result<u8> {
-    if let Command::Compose { command } = &cli.command {
-        return compose::run(command);
+    if let Command::Compose { args } = &cli.command {
+        use std::os::unix::process::CommandExt;
+        let helper = client::helper_path("apt-ostree-compose");
+        let err = std::process::Command::new(&helper).args(args).exec();
+        return Err(anyhow::Error::new(err).context(format!("Running {}", helper.display())));
     }
     let client = Client::connect(cli.address.as_deref(), cli.sysroot.as_deref())?;
     let mut api = client.sysroot();

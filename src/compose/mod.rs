@@ -12,6 +12,7 @@
 //! An unchanged input (same treefile, files and script) makes no new commit.
 //! Any failure leaves the ref where it was.
 
+mod command;
 pub mod treefile;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use crate::dpkg;
 use crate::progress::Sink;
 use crate::sandbox::Sandbox;
 use crate::sysroot::{commit_directory, keys, CommitInfo, NewCommit};
+pub use command::main;
 pub use treefile::{Source, Treefile};
 
 /// Metadata key holding the hash of everything the image was built from.

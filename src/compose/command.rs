@@ -1,13 +1,39 @@
-//! `apt-ostree compose tree`: runs in the CLI process; composing an image
-//! touches no sysroot, so it needs no daemon.
+//! `apt-ostree-compose`, run as `apt-ostree compose ...`: composing an image
+//! touches no sysroot, so it needs no daemon. It is a binary of its own so
+//! that the CLI, whose `status` should start in a millisecond, does not load
+//! libostree and its sixty libraries.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Subcommand;
+use clap::{Parser, Subcommand};
 
 use crate::compose::{compose_tree, ComposeOptions};
 use crate::progress::ConsoleProgress;
+
+/// Exit code for an unchanged input with --unchanged-exit-77.
+const EXIT_UNCHANGED: u8 = 77;
+
+#[derive(Debug, Parser)]
+#[command(name = "apt-ostree compose", version, about = "Build base images")]
+struct Args {
+    #[command(subcommand)]
+    command: ComposeCommand,
+}
+
+/// Entry point of `apt-ostree-compose`.
+pub fn main() -> ExitCode {
+    crate::logging::init_cli();
+    let args = Args::parse();
+    match run(&args.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ComposeCommand {
@@ -30,7 +56,7 @@ pub enum ComposeCommand {
     },
 }
 
-pub fn run(command: &ComposeCommand) -> Result<u8> {
+fn run(command: &ComposeCommand) -> Result<u8> {
     let ComposeCommand::Tree {
         treefile,
         repo,
@@ -50,7 +76,7 @@ pub fn run(command: &ComposeCommand) -> Result<u8> {
             composed.reference, composed.version, composed.commit
         );
         return Ok(if *unchanged_exit_77 {
-            super::EXIT_UNCHANGED
+            EXIT_UNCHANGED
         } else {
             0
         });
