@@ -3,11 +3,10 @@
 //! The pipeline (see docs/layering.md for why it is safe):
 //! 1. resolve with libapt against the base commit's dpkg database and the
 //!    deployment's apt sources; fetch the .debs into apt-ostree's cache;
-//! 2. check the base out by hard links, except `/usr/etc` and dpkg's database,
-//!    which are copied (scripts and dpkg rewrite them), and put rofiles-fuse
-//!    over it, so that nothing can write through a hard link into the
-//!    repository: in-place writes to shared files fail with EROFS, while
-//!    dpkg's create-and-rename works;
+//! 2. check the base out by hard links and mount overlayfs over it, so that
+//!    nothing can write through a hard link into the repository: the kernel
+//!    copies a file up before changing it; afterwards the changes are moved
+//!    onto the checkout by rename and unlink only;
 //! 3. run real dpkg and the maintainer scripts in a bubblewrap sandbox (no
 //!    network, /etc = usr/etc, scratch /var);
 //! 4. turn /var content into tmpfiles.d entries and new users into
@@ -15,12 +14,13 @@
 //! 5. commit the tree (unchanged files are recognised by device and inode, so
 //!    only what dpkg wrote is read) with metadata naming the base and packages.
 
+mod overlay;
 mod scripts;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ostree::{gio, glib};
 
 use crate::apt::{self, AptRoot, Plan};
@@ -61,10 +61,9 @@ pub fn clean_stale_workdirs(sysroot: &Sysroot) {
     }
 }
 
-/// A work directory, unmounted and removed when dropped.
+/// A work directory, removed when dropped.
 struct Workdir {
     path: PathBuf,
-    mounted: bool,
 }
 
 impl Workdir {
@@ -75,10 +74,7 @@ impl Workdir {
             .join(format!("{WORKDIR_PREFIX}{id}"));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).with_context(|| format!("Creating {}", path.display()))?;
-        Ok(Workdir {
-            path,
-            mounted: false,
-        })
+        Ok(Workdir { path })
     }
     fn root(&self) -> PathBuf {
         self.path.join("root")
@@ -86,23 +82,11 @@ impl Workdir {
     fn mnt(&self) -> PathBuf {
         self.path.join("mnt")
     }
-    fn unmount(&mut self) -> Result<()> {
-        if self.mounted {
-            let status = Command::new("umount").arg(self.mnt()).status()?;
-            if !status.success() {
-                bail!("umount {} failed", self.mnt().display());
-            }
-            self.mounted = false;
-        }
-        Ok(())
-    }
 }
 
 impl Drop for Workdir {
     fn drop(&mut self) {
-        if self.mounted {
-            let _ = Command::new("umount").arg("-l").arg(self.mnt()).status();
-        }
+        // The overlay (if any) was unmounted first: it is dropped before us.
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
@@ -163,20 +147,19 @@ pub fn plan(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Resu
     })
 }
 
+/// Check `commit` out at `dest` by hard links (never copies), recording
+/// every file's device and inode in `cache` for the commit.
 fn checkout(
     repo: &ostree::Repo,
     commit: &str,
     dest: &Path,
-    subpath: Option<&str>,
-    cache: Option<&ostree::RepoDevInoCache>,
+    cache: &ostree::RepoDevInoCache,
 ) -> Result<()> {
     let opts = ostree::RepoCheckoutAtOptions {
         mode: ostree::RepoCheckoutMode::None,
         overwrite_mode: ostree::RepoCheckoutOverwriteMode::None,
-        no_copy_fallback: subpath.is_none(),
-        force_copy: subpath.is_some(),
-        subpath: subpath.map(PathBuf::from),
-        devino_to_csum_cache: cache.cloned(),
+        no_copy_fallback: true,
+        devino_to_csum_cache: Some(cache.clone()),
         ..Default::default()
     };
     repo.checkout_at(
@@ -189,26 +172,10 @@ fn checkout(
     .with_context(|| format!("Checking out {commit} to {}", dest.display()))
 }
 
-/// Replace the hard-linked `sub` of the checkout with a private copy.
-fn copy_subtree(
-    repo: &ostree::Repo,
-    commit: &str,
-    root: &Path,
-    sub: &str,
-    scratch: &Path,
-) -> Result<()> {
-    let copy = scratch.join(sub.replace('/', "_"));
-    checkout(repo, commit, &copy, Some(&format!("/{sub}")), None)?;
-    let target = root.join(sub);
-    // Unlinking hard links only drops names; the objects stay intact.
-    std::fs::remove_dir_all(&target).with_context(|| format!("Removing {}", target.display()))?;
-    std::fs::rename(&copy, &target).with_context(|| format!("Placing {}", target.display()))
-}
-
 /// Build the layered commit for `origin` on `base`.
 pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Result<Layered> {
     let repo = sysroot.repo();
-    let mut workdir = Workdir::new(sysroot, sink.id())?;
+    let workdir = Workdir::new(sysroot, sink.id())?;
     let apt = apt_root(sysroot, base, &workdir.path)?;
     apt.refresh(sink, false)?;
     let request = request_for(sysroot, origin);
@@ -222,25 +189,19 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
     sink.task_begin("Checking out the base");
     let devino = ostree::RepoDevInoCache::new();
     let root = workdir.root();
-    checkout(&repo, base, &root, None, Some(&devino))?;
-    // Scripts edit /etc in place (`echo >> /etc/x`): give them a private copy.
-    // dpkg's own database needs none: dpkg only ever replaces its files by
-    // rename, which rofiles-fuse allows.
-    copy_subtree(&repo, base, &root, "usr/etc", &workdir.path)?;
+    checkout(&repo, base, &root, &devino)?;
     sink.task_end("Checking out the base");
 
-    // rofiles-fuse: writes through a hard link fail instead of corrupting objects.
-    let mnt = workdir.mnt();
-    std::fs::create_dir_all(&mnt)?;
-    let status = Command::new("rofiles-fuse")
-        .arg(&root)
-        .arg(&mnt)
-        .status()
-        .context("Running rofiles-fuse (from the ostree package)")?;
-    if !status.success() {
-        bail!("rofiles-fuse failed ({status})");
-    }
-    workdir.mounted = true;
+    // overlayfs: every write lands in `upper`; the hard-linked checkout is
+    // never written to (see overlay.rs).
+    let upper = workdir.path.join("upper");
+    let mut overlay = overlay::Overlay::mount(
+        &root,
+        &upper,
+        &workdir.path.join("overlay-work"),
+        &workdir.mnt(),
+    )?;
+    let mnt = overlay.merged.clone();
 
     let var = workdir.path.join("var");
     for d in ["lib", "cache/debconf", "log", "tmp", "spool", "backups"] {
@@ -334,9 +295,9 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
     }
     let sysusers = tree::new_sysusers(
         &passwd_before,
-        &std::fs::read_to_string(root.join("usr/etc/passwd")).unwrap_or_default(),
+        &std::fs::read_to_string(mnt.join("usr/etc/passwd")).unwrap_or_default(),
         &group_before,
-        &std::fs::read_to_string(root.join("usr/etc/group")).unwrap_or_default(),
+        &std::fs::read_to_string(mnt.join("usr/etc/group")).unwrap_or_default(),
     );
     if !sysusers.is_empty() {
         let path = mnt.join(tree::LAYERED_SYSUSERS);
@@ -346,7 +307,8 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
             format!("# Users and groups created by layered packages (apt-ostree)\n{sysusers}"),
         )?;
     }
-    workdir.unmount()?;
+    overlay.unmount()?;
+    overlay::apply(&upper, &root).context("Applying the changes to the checkout")?;
     sink.task_end("Finishing the tree");
     sink.check_cancelled()?;
 
