@@ -656,3 +656,56 @@ fn on_a_booted_system_upgrade_stages_and_finalize_keeps_later_etc_edits() {
     assert_eq!(rolled["deployments"][0]["checksum"], base.v1.as_str());
     assert_eq!(rolled["deployments"][1]["booted"], true);
 }
+
+/// Interrupt a running `apt-ostree upgrade` with SIGINT, as Ctrl-C does.
+fn interrupt_upgrade(cmd: &mut Command) -> (Option<i32>, String) {
+    let mut child = cmd
+        .arg("upgrade")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.starts_with("Pulling") {
+            break;
+        }
+        line.clear();
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    (status.code(), seen + &rest)
+}
+
+#[test]
+fn ctrl_c_in_the_cli_cancels_the_transaction() {
+    let s = TestSysroot::at_v1();
+    let http = HttpServer::start(&base_repo().path, Some(2000));
+    s.set_remote(&http.url(), &[]);
+    let before = s.deployments();
+    // Against the system daemon: the CLI cancels over a second connection.
+    let d = ActivatedDaemon::start(&s.path, 60);
+    let (code, err) = interrupt_upgrade(Command::new(cli()).args(["--address", &d.address()]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("Cancelling") && err.contains("cancelled"),
+        "{err}"
+    );
+    assert_eq!(s.deployments(), before);
+    drop(d);
+    // With a private daemon (--sysroot): it is told to stop, and stops cleanly.
+    let (code, err) = interrupt_upgrade(&mut s.cli());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cancelled"), "{err}");
+    assert_eq!(s.deployments(), before);
+    s.assert_fsck_clean();
+}

@@ -343,6 +343,13 @@ fn shut_down(daemon: &Daemon) -> Result<()> {
     if daemon.transactions.is_busy() {
         tracing::info!("Waiting for the running transaction to stop");
         daemon.transactions.cancel_and_wait();
+        // Let its followers receive the outcome before the process ends.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while daemon.activity.lock().expect("activity lock").connections > 0
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(20));
+        }
     }
     Ok(())
 }
