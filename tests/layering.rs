@@ -69,6 +69,11 @@ fn packages() -> Vec<Deb> {
             ..Deb::new("demo-broken", "1.0")
         },
         Deb::new("demo-base", "2.0").file("/usr/share/demo-base/version", "2.0\n"),
+        // Stands in for initramfs-tools: writes what it was asked to build.
+        Deb::new("initramfs-tools", "99.0").file(
+            "/usr/sbin/update-initramfs",
+            "#!/bin/sh\n[ \"$1\" = -c ] && [ \"$2\" = -k ] || exit 2\nkver=$3; shift 3\necho \"initramfs for $kver, options: $*\" > /boot/initrd.img-$kver\n",
+        ),
     ]
 }
 
@@ -464,4 +469,41 @@ fn progress_over_varlink_carries_maintainer_script_output() {
         result["deployment"]["requestedPackages"],
         serde_json::json!(["demo-app"])
     );
+}
+
+#[test]
+fn initramfs_regeneration_needs_initramfs_tools_and_can_be_undone() {
+    let env = layering_env();
+    let s = &env.s;
+    let before = s.deployments();
+    let (rc, _, err) = code(s.cli().args(["initramfs", "--enable"]));
+    assert_eq!(rc, 1);
+    assert!(err.contains("needs initramfs-tools"), "{err}");
+    assert_eq!(s.deployments(), before);
+
+    run(s.cli().args(["install", "initramfs-tools"]));
+    let (rc, out, err) = code(s.cli().args(["initramfs", "--enable", "--arg=-v"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    let initramfs = "usr/lib/modules/6.1.0-apt-ostree-demo/initramfs.img";
+    let root = deployment_root(s, 0);
+    assert_eq!(
+        fs::read_to_string(root.join(initramfs)).unwrap(),
+        "initramfs for 6.1.0-apt-ostree-demo, options: -v\n"
+    );
+    assert!(fs::read_dir(root.join("boot"))
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true));
+    // Upgrades and other changes keep regenerating it; --disable goes back.
+    let (rc, out, _) =
+        code(
+            s.cli()
+                .args(["initramfs", "--enable", "--arg=-v", "--unchanged-exit-77"]),
+        );
+    assert_eq!(rc, 77, "{out}");
+    run(s.cli().args(["initramfs", "--disable"]));
+    assert_eq!(
+        fs::read_to_string(deployment_root(s, 0).join(initramfs)).unwrap(),
+        "apt-ostree demo initramfs placeholder\n"
+    );
+    s.assert_fsck_clean();
 }

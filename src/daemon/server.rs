@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use varlink::CallTrait;
-
 use super::{auth, convert, errors, stream, Daemon};
 use crate::dpkg;
 use crate::error::Error;
@@ -47,10 +45,6 @@ impl SysrootInterface {
             Err(e) => errors::reply(call, &e),
         }
     }
-}
-
-fn not_implemented(call: &mut dyn CallTrait, method: &str) -> varlink::Result<()> {
-    call.reply_method_not_implemented(format!("org.aptostree.Sysroot.{method}"))
 }
 
 /// Gate for methods that change the system: root only (see `auth`).
@@ -365,12 +359,15 @@ impl VarlinkInterface for SysrootInterface {
     fn initramfs(
         &self,
         call: &mut dyn Call_Initramfs,
-        _enable: bool,
-        _arguments: Option<Vec<String>>,
-        _reboot: Option<bool>,
+        enable: bool,
+        arguments: Option<Vec<String>>,
+        reboot: Option<bool>,
     ) -> varlink::Result<()> {
-        require_privileged!(call);
-        not_implemented(call, "Initramfs")
+        let request = Request::Initramfs {
+            enable,
+            arguments: arguments.unwrap_or_default(),
+        };
+        self.run(call, request, reboot)
     }
 
     fn refresh_metadata(

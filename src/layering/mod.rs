@@ -267,6 +267,10 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
         sink.task_end("Installing packages");
     }
 
+    if let Some(args) = &origin.initramfs_args {
+        regenerate_initramfs(&sandbox, &mnt, args, sink)?;
+    }
+
     sink.task_begin("Finishing the tree");
     std::fs::remove_file(&policy).ok();
     if !top_etc_existed {
@@ -326,6 +330,50 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
             .join(" ")
     );
     Ok(Layered { commit, plan })
+}
+
+/// Run update-initramfs in the sandbox for every kernel of the tree and put
+/// the result where ostree takes the initramfs from.
+fn regenerate_initramfs(
+    sandbox: &Sandbox,
+    root: &Path,
+    args: &[String],
+    sink: &Sink,
+) -> Result<()> {
+    if !root.join("usr/sbin/update-initramfs").exists() {
+        return Err(crate::error::Error::NotSupported(
+            "regenerating the initramfs needs initramfs-tools in the image (apt-ostree install initramfs-tools)".into(),
+        )
+        .into());
+    }
+    sink.task_begin("Regenerating the initramfs");
+    let modules = root.join("usr/lib/modules");
+    let mut kernels: Vec<String> = std::fs::read_dir(&modules)
+        .with_context(|| format!("Reading {}", modules.display()))?
+        .flatten()
+        .filter(|e| e.path().join("vmlinuz").exists())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    kernels.sort();
+    for kver in kernels {
+        let mut argv = vec!["update-initramfs", "-c", "-k", kver.as_str()];
+        argv.extend(args.iter().map(String::as_str));
+        let ran = sandbox.run(&argv, sink)?;
+        if !ran.status.success() {
+            return Err(crate::error::Error::ScriptFailed {
+                package: "initramfs-tools".into(),
+                script: "update-initramfs".into(),
+                exit_status: ran.status.code().unwrap_or(1),
+                output: ran.output,
+            }
+            .into());
+        }
+        let built = root.join(format!("boot/initrd.img-{kver}"));
+        std::fs::rename(&built, modules.join(&kver).join("initramfs.img"))
+            .with_context(|| format!("Moving {} into place", built.display()))?;
+    }
+    sink.task_end("Regenerating the initramfs");
+    Ok(())
 }
 
 fn commit_tree(

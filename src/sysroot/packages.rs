@@ -163,6 +163,35 @@ impl Sysroot {
         Ok(new)
     }
 
+    /// `initramfs --enable/--disable`: regenerate the initramfs in every
+    /// build from now on (with `arguments` for update-initramfs), or not.
+    pub fn set_initramfs(
+        &mut self,
+        sink: &Sink,
+        enable: bool,
+        arguments: &[String],
+    ) -> Result<Outcome> {
+        for a in arguments {
+            if a.is_empty() || a.chars().any(|c| c.is_control() || c == ';') {
+                return Err(Error::NotSupported(format!(
+                    "invalid update-initramfs argument {a:?}"
+                ))
+                .into());
+            }
+        }
+        let (origin, base) = self.default_origin_and_base()?;
+        let mut new = origin.clone();
+        new.initramfs_args = enable.then(|| arguments.to_vec());
+        if new == origin {
+            return Ok(Outcome::unchanged(if enable {
+                "The initramfs is already regenerated locally."
+            } else {
+                "The image's initramfs is already in use."
+            }));
+        }
+        self.deploy_base(sink, &base, &new)
+    }
+
     /// install / uninstall / override: a new deployment with `change` applied.
     pub fn change_packages(&mut self, sink: &Sink, change: &PackageChange) -> Result<Outcome> {
         let (origin, base) = self.default_origin_and_base()?;

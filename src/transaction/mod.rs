@@ -41,6 +41,11 @@ pub enum Request {
     },
     /// install, uninstall and the overrides; `method` is the IDL method.
     Packages(PackageChange),
+    /// Regenerate the initramfs locally (`enable`), or use the image's again.
+    Initramfs {
+        enable: bool,
+        arguments: Vec<String>,
+    },
 }
 
 impl Request {
@@ -62,6 +67,7 @@ impl Request {
             Request::Packages(c) if !c.override_remove.is_empty() => "OverrideRemove",
             Request::Packages(c) if !c.override_replace.is_empty() => "OverrideReplace",
             Request::Packages(_) => "OverrideReset",
+            Request::Initramfs { .. } => "Initramfs",
         }
     }
 
@@ -79,6 +85,8 @@ impl Request {
             Request::Cleanup(_) => "cleanup".into(),
             Request::KernelArguments(_) => "kargs".into(),
             Request::RefreshMetadata { .. } => "refresh-md".into(),
+            Request::Initramfs { enable: true, .. } => "initramfs --enable".into(),
+            Request::Initramfs { enable: false, .. } => "initramfs --disable".into(),
             Request::Packages(c) => {
                 let mut words = Vec::new();
                 let local = c.install_local.iter().map(|p| p.display().to_string());

@@ -84,6 +84,7 @@ fn dispatch(sysroot: &mut Sysroot, job: &Job, sink: &Sink) -> Result<Outcome> {
         Request::KernelArguments(change) => sysroot.change_kernel_arguments(sink, change),
         Request::RefreshMetadata { .. } => sysroot.refresh_metadata(sink),
         Request::Packages(change) => sysroot.change_packages(sink, change),
+        Request::Initramfs { enable, arguments } => sysroot.set_initramfs(sink, *enable, arguments),
     }
 }
 

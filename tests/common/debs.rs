@@ -68,7 +68,11 @@ impl Deb {
             let p = src.join(path.trim_start_matches('/'));
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(&p, content).unwrap();
-            let mode = if path.contains("/bin/") { 0o755 } else { 0o644 };
+            let mode = if path.contains("/bin/") || path.contains("/sbin/") {
+                0o755
+            } else {
+                0o644
+            };
             fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
         }
         if !self.conffiles.is_empty() {
