@@ -5,9 +5,8 @@
 //! and never part of a commit. No network, fresh /tmp, /run, /proc and /dev,
 //! private PID and IPC namespaces; the sandbox dies with us.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
 use anyhow::{Context, Result};
 
@@ -70,51 +69,18 @@ impl Sandbox {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .env("DEBCONF_NONINTERACTIVE_SEEN", "true")
         .env("HOME", "/root")
-        .env("TMPDIR", "/tmp")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("TMPDIR", "/tmp");
         c
     }
 
     /// Run `argv` inside the sandbox, streaming each output line to `sink`
     /// as it appears, and return the status with the whole output.
     pub fn run(&self, argv: &[&str], sink: &Sink) -> Result<Ran> {
-        let mut child = self
-            .command(argv)
-            .spawn()
+        let logged = crate::progress::run_logged(&mut self.command(argv), sink)
             .context("Starting bubblewrap (is the bubblewrap package installed?)")?;
-        let stderr = child.stderr.take().context("sandbox stderr")?;
-        let err_sink = sink.clone();
-        let err_reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                err_sink.log(&line);
-                lines.push(line);
-            }
-            lines
-        });
-        let mut output = Vec::new();
-        if let Some(stdout) = child.stdout.take() {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.log(&line);
-                output.push(line);
-            }
-        }
-        let status = child.wait().context("Waiting for the sandbox")?;
-        output.extend(err_reader.join().unwrap_or_default());
         Ok(Ran {
-            status,
-            output: output.join("\n"),
+            status: logged.status,
+            output: logged.text,
         })
-    }
-}
-
-/// Remove what bubblewrap leaves in the tree: mount points it had to create.
-pub fn remove_mount_points(root: &Path, created: &[&str]) {
-    for dir in created {
-        let p = root.join(dir);
-        // Only empty directories bwrap made; anything with content is real.
-        let _ = std::fs::remove_dir(p);
     }
 }

@@ -30,13 +30,29 @@ impl Sysroot {
             .ok_or_else(|| Error::NoDeployment("the sysroot has no deployments".into()).into())
     }
 
+    /// The default deployment (what boots next): changes start from it so
+    /// that they compose.
+    pub(super) fn default_deployment(&self) -> Result<ostree::Deployment> {
+        self.inner
+            .deployments()
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NoDeployment("the sysroot has no deployments".into()).into())
+    }
+
+    /// The origin file of `deployment`.
+    pub(super) fn origin_of(deployment: &ostree::Deployment) -> Result<Origin> {
+        let origin = deployment
+            .origin()
+            .ok_or_else(|| Error::NoDeployment("the deployment has no origin file".into()))?;
+        Origin::from_keyfile(&origin)
+    }
+
     /// The origin of the merge deployment.
     pub fn merge_origin(&self) -> Result<(ostree::Deployment, Origin)> {
         let merge = self.merge_deployment()?;
-        let origin = merge
-            .origin()
-            .ok_or_else(|| Error::NoDeployment("the deployment has no origin file".into()))?;
-        Ok((merge, Origin::from_keyfile(&origin)?))
+        let origin = Sysroot::origin_of(&merge)?;
+        Ok((merge, origin))
     }
 
     /// True when changes are staged rather than written (a booted system).

@@ -59,7 +59,8 @@ impl Sysroot {
                 chosen.csum(),
                 chosen.deployserial()
             ),
-            reboot_required: !default.as_ref().is_some_and(|d| d.booted),
+            // Only a running system reboots into the change.
+            reboot_required: self.is_booted() && !default.as_ref().is_some_and(|d| d.booted),
             deployment: default,
             ..Default::default()
         })
@@ -137,28 +138,11 @@ impl Sysroot {
         })
     }
 
-    /// The default deployment (what boots next), for edits that must compose.
-    fn default_deployment(&self) -> Result<ostree::Deployment> {
-        self.inner
-            .deployments()
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::NoDeployment("the sysroot has no deployments".into()).into())
-    }
-
     /// The kernel arguments of the default deployment, without ostree's own.
     pub fn kernel_arguments(&self) -> Result<Vec<String>> {
-        Ok(self
-            .default_deployment()?
-            .bootconfig()
-            .and_then(|b| b.get("options"))
-            .map(|o| {
-                o.split_whitespace()
-                    .filter(|a| !a.starts_with("ostree="))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(super::status::kernel_arguments_of(
+            &self.default_deployment()?,
+        ))
     }
 
     /// `kargs --append/--delete/--replace`: a new deployment of the same
@@ -174,16 +158,12 @@ impl Sysroot {
             return Ok(Outcome::unchanged("Kernel arguments are unchanged."));
         }
         let default = self.default_deployment()?;
-        let origin = default
-            .origin()
-            .map(|kf| crate::origin::Origin::from_keyfile(&kf))
-            .transpose()?
-            .ok_or_else(|| Error::NoDeployment("the deployment has no origin file".into()))?;
+        let origin = Sysroot::origin_of(&default)?;
         let deployment = self.deploy_commit(sink, &default.csum(), &origin, Some(&new))?;
         Ok(Outcome {
             changed: true,
             message: format!("Kernel arguments updated: {}", new.join(" ")),
-            reboot_required: true,
+            reboot_required: self.is_booted(),
             deployment: Some(deployment),
             ..Default::default()
         })

@@ -35,17 +35,8 @@ pub struct PackageChange {
 impl Sysroot {
     /// The default deployment's origin and the base commit under it.
     fn default_origin_and_base(&mut self) -> Result<(Origin, String)> {
-        let default = self
-            .inner
-            .deployments()
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::NoDeployment("the sysroot has no deployments".into()))?;
-        let origin = default
-            .origin()
-            .map(|kf| Origin::from_keyfile(&kf))
-            .transpose()?
-            .ok_or_else(|| Error::NoDeployment("the deployment has no origin file".into()))?;
+        let default = self.default_deployment()?;
+        let origin = Sysroot::origin_of(&default)?;
         let info = self.commit_info(&default.csum())?;
         let base = info.base_checksum.unwrap_or(info.checksum);
         Ok((origin, base))

@@ -7,6 +7,20 @@ use anyhow::Result;
 use super::Sysroot;
 use crate::origin::Origin;
 
+/// The kernel arguments of a deployment. `ostree=` is ostree's own, rewritten
+/// on every deploy: not the administrator's to change, so not shown.
+pub(super) fn kernel_arguments_of(d: &ostree::Deployment) -> Vec<String> {
+    d.bootconfig()
+        .and_then(|b| b.get("options"))
+        .map(|o| {
+            o.split_whitespace()
+                .filter(|a| !a.starts_with("ostree="))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentStatus {
     pub id: String,
@@ -74,17 +88,7 @@ impl Sysroot {
                 tracing::warn!("Origin of deployment {checksum}: {e:#}");
                 None
             });
-            let kernel_arguments = d
-                .bootconfig()
-                .and_then(|b| b.get("options"))
-                // ostree= is ostree's own, rewritten on every deploy: not the user's to change.
-                .map(|o| {
-                    o.split_whitespace()
-                        .filter(|a| !a.starts_with("ostree="))
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let kernel_arguments = kernel_arguments_of(&d);
             let origin = origin.unwrap_or_default();
             deployments.push(DeploymentStatus {
                 id: format!("{}-{}.{}", d.osname(), checksum, d.deployserial()),

@@ -184,12 +184,7 @@ impl Sysroot {
 
     /// The package changes from the default deployment to `commit`.
     fn diff_from_default(&self, commit: &str) -> Result<dpkg::PackageDiff> {
-        let default = self
-            .inner
-            .deployments()
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::NoDeployment("the sysroot has no deployments".into()))?;
+        let default = self.default_deployment()?;
         Ok(dpkg::diff(
             &self.packages(&default.csum())?,
             &self.packages(commit)?,
@@ -232,7 +227,8 @@ impl Sysroot {
                 deployment.version.as_deref().unwrap_or("commit"),
                 deployment.checksum
             ),
-            reboot_required: true,
+            // Only a running system reboots into the change.
+            reboot_required: self.is_booted(),
             deployment: Some(deployment),
             diff,
             update: None,
