@@ -104,6 +104,9 @@ fn render_deployment(out: &mut String, d: &Deployment, verbose: bool) {
     list_field(out, "RemovedBasePackages", &d.removedBasePackages);
     list_field(out, "ReplacedBasePackages", &d.replacedBasePackages);
     list_field(out, "LayeredPackages", &d.requestedPackages);
+    if d.regenerateInitramfs {
+        field(out, "Initramfs", "regenerate");
+    }
     list_field(out, "LocalPackages", &d.requestedLocalPackages);
     if verbose {
         list_field(out, "InstalledPackages", &d.layeredPackages);

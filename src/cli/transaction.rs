@@ -73,8 +73,10 @@ impl Renderer {
                 if self.tty {
                     let bar = ProgressBar::new_spinner();
                     bar.set_style(
-                        ProgressStyle::with_template("{spinner} {msg} {wide_bar} {percent:>3}%")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        ProgressStyle::with_template(
+                            "{spinner} {msg} {prefix} {wide_bar} {percent:>3}%",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                     );
                     bar.enable_steady_tick(Duration::from_millis(120));
                     bar.set_message(task);

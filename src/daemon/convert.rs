@@ -32,6 +32,7 @@ pub fn deployment(d: &DeploymentStatus) -> idl::Deployment {
         removedBasePackages: d.removed_base_packages.clone(),
         replacedBasePackages: d.replaced_base_packages.clone(),
         kernelArguments: d.kernel_arguments.clone(),
+        regenerateInitramfs: d.regenerate_initramfs,
     }
 }
 

@@ -45,6 +45,7 @@ pub struct DeploymentStatus {
     pub removed_base_packages: Vec<String>,
     pub replaced_base_packages: Vec<String>,
     pub kernel_arguments: Vec<String>,
+    pub regenerate_initramfs: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +113,7 @@ impl Sysroot {
                 removed_base_packages: origin.override_remove.iter().cloned().collect(),
                 replaced_base_packages: origin.override_replace.iter().cloned().collect(),
                 kernel_arguments,
+                regenerate_initramfs: origin.initramfs_args.is_some(),
                 checksum,
             });
         }
