@@ -259,6 +259,85 @@ fn compose_bench() {
         "target",
         "seconds",
     );
+    minbase_layering_bench(&repo);
+}
+
+/// Layer `hello` onto the composed real Debian image, download excluded (the
+/// .deb is already in apt-ostree's cache), next to the same floor as above.
+fn minbase_layering_bench(repo: &std::path::Path) {
+    let image = "debian/12/x86_64/minimal";
+    let deploy = |s: &TestSysroot| {
+        s.set_remote(&format!("file://{}", repo.display()), &[]);
+        run(s.repo_cmd().args(["pull", REMOTE, image]));
+        run(ostree()
+            .args(["admin", "deploy", "--os", OSNAME])
+            .arg(format!("--sysroot={}", s.path.display()))
+            .arg(format!("{REMOTE}:{image}")));
+    };
+    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let s = TestSysroot::empty();
+        deploy(&s);
+        // Warm: lists and the .deb in the cache, then back to the plain image.
+        run(s.cli().args(["install", "hello"]));
+        run(s.cli().args(["uninstall", "hello"]));
+        let t = Instant::now();
+        run(s.cli().args(["install", "hello"]));
+        ours.push(t.elapsed());
+
+        let deb = std::fs::read_dir(
+            s.path
+                .join("ostree/repo/extensions/apt-ostree/cache/archives"),
+        )
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("hello_"))
+        })
+        .expect("hello in the cache");
+        let f = TestSysroot::empty();
+        deploy(&f);
+        let base = stdout(
+            f.repo_cmd()
+                .args(["rev-parse", &format!("{REMOTE}:{image}")]),
+        );
+        let work = f.path.join("ostree/repo/tmp/bench-floor");
+        let t = Instant::now();
+        run(f
+            .repo_cmd()
+            .args(["checkout", "-H", base.trim()])
+            .arg(&work));
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&work));
+        let commit = stdout(
+            f.repo_cmd()
+                .args([
+                    "commit",
+                    "--link-checkout-speedup",
+                    "--branch",
+                    "bench/layered",
+                ])
+                .arg(format!("--tree=dir={}", work.display())),
+        );
+        run(ostree()
+            .args(["admin", "deploy", "--os", OSNAME])
+            .arg(format!("--sysroot={}", f.path.display()))
+            .arg(commit.trim()));
+        floor.push(t.elapsed());
+    }
+    let (ours, floor) = (stats(ours), stats(floor));
+    row(
+        "install hello, Debian minbase (median of 3)",
+        &ms(ours.median),
+        "checkout -H + unpack + commit + deploy",
+        &ms(floor.median),
+    );
+    println!(
+        "{:<44} {:>13.2}x",
+        "  ratio",
+        ours.median.as_secs_f64() / floor.median.as_secs_f64()
+    );
 }
 
 /// Layer one small package (from a local apt repository: no download)

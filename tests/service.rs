@@ -377,12 +377,22 @@ fn unprivileged_callers_may_read_but_not_change() {
     );
 
     let before = s.ostree_status();
+    // Every mutating method, through the CLI.
     for args in [
         vec!["upgrade"],
+        vec!["upgrade", "--trigger-automatic-update-policy"],
+        vec!["rebase", "demo:other"],
+        vec!["deploy", "12.1"],
         vec!["rollback"],
-        vec!["install", "htop"],
-        vec!["kargs", "--append", "quiet"],
         vec!["cleanup", "-r"],
+        vec!["install", "htop"],
+        vec!["uninstall", "htop"],
+        vec!["override", "remove", "dpkg"],
+        vec!["override", "replace", "dpkg"],
+        vec!["override", "reset", "--all"],
+        vec!["kargs", "--append", "quiet"],
+        vec!["initramfs", "--enable"],
+        vec!["refresh-md"],
         vec!["cancel"],
     ] {
         let out = as_nobody(&bin)

@@ -149,9 +149,11 @@ impl AptRoot {
             "Dir::Cache::archives",
             &format!("{}/", path(&self.archives())),
         );
-        // No binary caches: they would outlive the base they describe.
-        config.set("Dir::Cache::pkgcache", "");
-        config.set("Dir::Cache::srcpkgcache", "");
+        // apt's binary caches, checked by apt against the size and mtime of
+        // every list and of the status file: the source cache (the lists
+        // alone, the expensive part) survives a change of base.
+        config.set("Dir::Cache::pkgcache", "pkgcache.bin");
+        config.set("Dir::Cache::srcpkgcache", "srcpkgcache.bin");
         config.set("Dir::Log", &format!("{}/", path(&self.state.join("log"))));
         config.set("Acquire::Retries", "1");
         config.set("Acquire::http::Timeout", "30");
@@ -225,9 +227,22 @@ impl AptRoot {
         Cache::new(&files).map_err(|e| apt_error("Opening the package cache", e))
     }
 
-    /// Resolve `request` against the base's package set.
+    /// Resolve `request` against the base's package set, without downloading.
     pub fn plan(&self, request: &Request) -> Result<Plan> {
         let cache = self.open(&request.local)?;
+        self.resolve(&cache, request)
+    }
+
+    /// Resolve `request` and download what it installs from repositories;
+    /// return the plan and every .deb to install, in order.
+    pub fn plan_and_fetch(&self, request: &Request, sink: &Sink) -> Result<(Plan, Vec<PathBuf>)> {
+        let cache = self.open(&request.local)?;
+        let plan = sink.task("Resolving dependencies", || self.resolve(&cache, request))?;
+        let debs = self.fetch(&cache, &plan, sink)?;
+        Ok((plan, debs))
+    }
+
+    fn resolve(&self, cache: &Cache, request: &Request) -> Result<Plan> {
         let mut missing = Vec::new();
         let mut in_base = Vec::new();
         let mut wanted = Vec::new();
@@ -306,7 +321,10 @@ impl AptRoot {
             pkg.mark_install(true, true);
             pkg.protect();
         }
-        let resolved = cache.resolve(false);
+        // Marking installs dependencies already; the problem resolver is
+        // only needed (and only costs time) when that left something broken.
+        let broken = cache.get_changes(false).any(|p| p.is_inst_broken());
+        let resolved = if broken { cache.resolve(false) } else { Ok(()) };
         // The resolver may "succeed" by dropping a request it cannot satisfy.
         let dropped = wanted.iter().any(|p| !p.marked_install());
         if resolved.is_err() || dropped {
@@ -360,7 +378,7 @@ impl AptRoot {
                 origin,
             });
         }
-        dependency_order(&cache, &mut plan.install);
+        dependency_order(cache, &mut plan.install);
         if !unexpected.is_empty() {
             return Err(Error::DependencyProblem(format!(
                 "the request would change the base image beyond what was asked:\n  {}\n\
@@ -372,24 +390,13 @@ impl AptRoot {
         Ok(plan)
     }
 
-    /// Download what `plan` installs from repositories; return every .deb to install.
-    pub fn fetch(&self, request: &Request, plan: &Plan, sink: &Sink) -> Result<Vec<PathBuf>> {
+    /// Download what the resolution in `cache` marked; return every .deb of `plan`.
+    fn fetch(&self, cache: &Cache, plan: &Plan, sink: &Sink) -> Result<Vec<PathBuf>> {
         let needs_download = plan
             .install
             .iter()
             .any(|p| matches!(&p.origin, Origin::Repository(u) if !u.starts_with("file:")));
         if needs_download {
-            // Re-create the resolution in a cache of its own: get_archives
-            // downloads what the depcache has marked.
-            let cache = self.open(&request.local)?;
-            for p in &plan.install {
-                if let Some(pkg) = cache.get(&p.name) {
-                    if let Some(ver) = pkg.get_version(&p.version) {
-                        ver.set_candidate();
-                    }
-                    pkg.mark_install(false, true);
-                }
-            }
             sink.task_begin("Downloading packages");
             let mut progress = AcquireProgress::new(SinkProgress { sink: sink.clone() });
             cache

@@ -87,22 +87,50 @@ impl Workdir {
 impl Drop for Workdir {
     fn drop(&mut self) {
         // The overlay (if any) was unmounted first: it is dropped before us.
-        let _ = std::fs::remove_dir_all(&self.path);
+        // Removing a whole checkout takes a while: move it aside (keeping the
+        // prefix, so a crash leaves it to clean_stale_workdirs) and remove it
+        // off the transaction's critical path.
+        let trash = self.path.with_file_name(format!(
+            "{WORKDIR_PREFIX}trash-{}",
+            self.path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        ));
+        match std::fs::rename(&self.path, &trash) {
+            Ok(()) => {
+                std::thread::spawn(move || std::fs::remove_dir_all(trash));
+            }
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+        }
     }
 }
 
 /// Inputs for resolving packages against `base` for `origin`.
-fn apt_root(sysroot: &Sysroot, base: &str, workdir: &Path) -> Result<AptRoot> {
+fn apt_root(sysroot: &Sysroot, base: &str) -> Result<AptRoot> {
     let merge = sysroot.merge_deployment()?;
     let deployment = sysroot
         .path()
         .join(sysroot.ostree().deployment_dirpath(&merge));
-    let status = workdir.join("base-status");
-    std::fs::write(
-        &status,
-        sysroot.read_commit_file(base, &format!("{}/status", dpkg::DATABASE_DIR))?,
-    )
-    .context("Writing the base's dpkg status")?;
+    // One file per base commit, written once: apt checks its binary cache
+    // against the status file's size and mtime, so an unchanged base keeps it.
+    let dir = sysroot.state_dir().join("base-status");
+    let status = dir.join(base);
+    if !status.exists() {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).context("Removing old base status files")?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!("{base}.tmp"));
+        std::fs::write(
+            &tmp,
+            sysroot.read_commit_file(base, &format!("{}/status", dpkg::DATABASE_DIR))?,
+        )
+        .context("Writing the base's dpkg status")?;
+        std::fs::rename(&tmp, &status)?;
+    }
     Ok(AptRoot {
         etc_apt: deployment.join("etc/apt"),
         status,
@@ -112,8 +140,7 @@ fn apt_root(sysroot: &Sysroot, base: &str, workdir: &Path) -> Result<AptRoot> {
 
 /// Refresh the package lists of the default deployment's sources (refresh-md).
 pub fn refresh_lists(sysroot: &Sysroot, sink: &Sink, base: &str) -> Result<()> {
-    let workdir = Workdir::new(sysroot, sink.id())?;
-    apt_root(sysroot, base, &workdir.path)?.refresh(sink, true)
+    apt_root(sysroot, base)?.refresh(sink, true)
 }
 
 /// Where a requested local .deb is kept (so upgrades can re-apply it).
@@ -139,8 +166,7 @@ fn request_for(sysroot: &Sysroot, origin: &Origin) -> apt::Request {
 
 /// Resolve what `origin` asks for on `base`, without changing anything.
 pub fn plan(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Result<Plan> {
-    let workdir = Workdir::new(sysroot, sink.id())?;
-    let apt = apt_root(sysroot, base, &workdir.path)?;
+    let apt = apt_root(sysroot, base)?;
     apt.refresh(sink, false)?;
     sink.task("Resolving dependencies", || {
         apt.plan(&request_for(sysroot, origin))
@@ -176,11 +202,10 @@ fn checkout(
 pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Result<Layered> {
     let repo = sysroot.repo();
     let workdir = Workdir::new(sysroot, sink.id())?;
-    let apt = apt_root(sysroot, base, &workdir.path)?;
+    let apt = apt_root(sysroot, base)?;
     apt.refresh(sink, false)?;
     let request = request_for(sysroot, origin);
-    let plan = sink.task("Resolving dependencies", || apt.plan(&request))?;
-    let debs = apt.fetch(&request, &plan, sink)?;
+    let (plan, debs) = apt.plan_and_fetch(&request, sink)?;
     for deb in &debs {
         apt::verify_deb(deb)?;
     }
