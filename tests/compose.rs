@@ -252,3 +252,105 @@ fn a_composed_repository_served_over_http_updates_a_sysroot() {
     assert_eq!(s.status()["deployments"][0]["version"], "1.1");
     s.assert_fsck_clean();
 }
+
+/// A GnuPG home with one signing key; returns (home, fingerprint, public key file).
+fn signing_key(dir: &Path) -> (PathBuf, String, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let home = dir.join("gnupg");
+    fs::create_dir_all(&home).unwrap();
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
+    let gpg = || {
+        let mut c = Command::new("gpg");
+        c.arg("--homedir").arg(&home).args([
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ]);
+        c
+    };
+    run(gpg().args([
+        "--quick-gen-key",
+        "apt-ostree test <test@example.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ]));
+    let listing = stdout(gpg().args(["--list-keys", "--with-colons"]));
+    let fpr = listing
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .and_then(|l| l.split(':').nth(9))
+        .unwrap()
+        .to_string();
+    let public = dir.join("public.asc");
+    fs::write(
+        &public,
+        run(gpg().args(["--armor", "--export", &fpr])).stdout,
+    )
+    .unwrap();
+    (home, fpr, public)
+}
+
+#[test]
+fn signed_composes_pass_a_verifying_remote_and_unsigned_ones_do_not() {
+    let i = Inputs::new();
+    let (home, fpr, public) = signing_key(i.path());
+    let compose = |version: &str, sign: bool| {
+        let tf = fs::read_to_string(i.path().join("image.toml"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("version"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        fs::write(
+            i.path().join("image.toml"),
+            format!("version = \"{version}\"\n{tf}\n"),
+        )
+        .unwrap();
+        let mut c = Command::new(cli());
+        c.args(["compose", "tree"])
+            .arg(i.path().join("image.toml"))
+            .arg("--repo")
+            .arg(i.repo());
+        if sign {
+            c.args(["--gpg-sign", &fpr]).arg("--gpg-homedir").arg(&home);
+        }
+        code(&mut c)
+    };
+    let (rc, out, err) = compose("1.0", true);
+    assert_eq!(rc, 0, "{out}{err}");
+    let http = HttpServer::start(&i.repo(), None);
+    let s = TestSysroot::empty();
+    run(s.repo_cmd().args(["remote", "delete", REMOTE]));
+    run(s
+        .repo_cmd()
+        .args(["remote", "add", "--set=gpg-verify=true"])
+        .arg(format!("--gpg-import={}", public.display()))
+        .arg(REMOTE)
+        .arg(http.url()));
+    run(s.repo_cmd().args(["pull", REMOTE, IMAGE_REF]));
+    run(ostree()
+        .args(["admin", "deploy", "--os", OSNAME])
+        .arg(format!("--sysroot={}", s.path.display()))
+        .arg(format!("{REMOTE}:{IMAGE_REF}")));
+
+    // A signed update is taken...
+    assert_eq!(compose("1.1", true).0, 0);
+    let (rc, out, err) = code(s.cli().arg("upgrade"));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.status()["deployments"][0]["version"], "1.1");
+    // ...an unsigned one is refused and changes nothing.
+    assert_eq!(compose("1.2", false).0, 0);
+    let before = s.deployments();
+    let (rc, _, err) = code(s.cli().arg("upgrade"));
+    assert_eq!(rc, 1);
+    assert!(err.contains("signature check failed"), "{err}");
+    assert_eq!(s.deployments(), before);
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--kill", "gpg-agent"])
+        .status();
+}

@@ -53,6 +53,12 @@ pub enum ComposeCommand {
         /// Exit with 77 when the input is unchanged and nothing was committed.
         #[arg(long)]
         unchanged_exit_77: bool,
+        /// Sign the commit with this GPG key id.
+        #[arg(long, value_name = "KEYID")]
+        gpg_sign: Option<String>,
+        /// The GnuPG home directory holding the signing key.
+        #[arg(long, value_name = "DIR", requires = "gpg_sign")]
+        gpg_homedir: Option<PathBuf>,
     },
 }
 
@@ -63,11 +69,15 @@ fn run(command: &ComposeCommand) -> Result<u8> {
         static_delta,
         workdir,
         unchanged_exit_77,
+        gpg_sign,
+        gpg_homedir,
     } = command;
     let opts = ComposeOptions {
         repo: repo.clone(),
         static_delta: *static_delta,
         workdir: workdir.clone(),
+        gpg_sign: gpg_sign.clone(),
+        gpg_homedir: gpg_homedir.clone(),
     };
     let composed = compose_tree(treefile, &opts, &ConsoleProgress::sink())?;
     if !composed.changed {

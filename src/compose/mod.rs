@@ -39,6 +39,9 @@ pub struct ComposeOptions {
     pub static_delta: bool,
     /// Where to build (default: a directory next to the repository).
     pub workdir: Option<PathBuf>,
+    /// Sign the commit with this GPG key (and keyring directory).
+    pub gpg_sign: Option<String>,
+    pub gpg_homedir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -280,6 +283,13 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
             },
         )
     })?;
+    if let Some(key) = &opts.gpg_sign {
+        let homedir = opts.gpg_homedir.as_ref().map(|p| p.display().to_string());
+        sink.task("Signing", || {
+            repo.sign_commit(&commit, key, homedir.as_deref(), gio::Cancellable::NONE)
+                .with_context(|| format!("Signing {commit} with key {key}"))
+        })?;
+    }
     repo.regenerate_summary(None, gio::Cancellable::NONE)
         .context("Updating the summary")?;
     if let (true, Some(prev)) = (opts.static_delta, &previous) {
