@@ -236,6 +236,7 @@ fn run(args: Args, level: LevelHandle) -> Result<()> {
         }
     };
     main_loop(&daemon, &service, listener.as_ref(), &signals, idle_timeout)?;
+    crate::layering::finish_cleanups();
 
     sd_notify(&[NotifyState::Stopping]);
     tracing::info!("apt-ostreed exiting");

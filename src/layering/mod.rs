@@ -61,6 +61,18 @@ pub fn clean_stale_workdirs(sysroot: &Sysroot) {
     }
 }
 
+/// Removals of finished work directories still under way.
+static CLEANUPS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Wait for work directories being removed in the background (before exiting).
+pub fn finish_cleanups() {
+    let handles: Vec<_> = std::mem::take(&mut *CLEANUPS.lock().expect("cleanup list"));
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
 /// A work directory, removed when dropped.
 struct Workdir {
     path: PathBuf,
@@ -99,7 +111,10 @@ impl Drop for Workdir {
         ));
         match std::fs::rename(&self.path, &trash) {
             Ok(()) => {
-                std::thread::spawn(move || std::fs::remove_dir_all(trash));
+                let handle = std::thread::spawn(move || {
+                    let _ = std::fs::remove_dir_all(trash);
+                });
+                CLEANUPS.lock().expect("cleanup list").push(handle);
             }
             Err(_) => {
                 let _ = std::fs::remove_dir_all(&self.path);
