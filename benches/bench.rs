@@ -303,28 +303,7 @@ fn minbase_layering_bench(repo: &std::path::Path) {
             f.repo_cmd()
                 .args(["rev-parse", &format!("{REMOTE}:{image}")]),
         );
-        let work = f.path.join("ostree/repo/tmp/bench-floor");
-        let t = Instant::now();
-        run(f
-            .repo_cmd()
-            .args(["checkout", "-H", base.trim()])
-            .arg(&work));
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&work));
-        let commit = stdout(
-            f.repo_cmd()
-                .args([
-                    "commit",
-                    "--link-checkout-speedup",
-                    "--branch",
-                    "bench/layered",
-                ])
-                .arg(format!("--tree=dir={}", work.display())),
-        );
-        run(ostree()
-            .args(["admin", "deploy", "--os", OSNAME])
-            .arg(format!("--sysroot={}", f.path.display()))
-            .arg(commit.trim()));
-        floor.push(t.elapsed());
+        floor.push(layering_floor(&f, base.trim(), &deb));
     }
     let (ours, floor) = (stats(ours), stats(floor));
     row(
@@ -366,28 +345,7 @@ fn layering_bench() {
         ours.push(t.elapsed());
 
         let s = TestSysroot::at_v1();
-        let work = s.path.join("ostree/repo/tmp/bench-floor");
-        let t = Instant::now();
-        run(s
-            .repo_cmd()
-            .args(["checkout", "-H", &base_repo().v1])
-            .arg(&work));
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb_path).arg(&work));
-        let commit = stdout(
-            s.repo_cmd()
-                .args([
-                    "commit",
-                    "--link-checkout-speedup",
-                    "--branch",
-                    "bench/layered",
-                ])
-                .arg(format!("--tree=dir={}", work.display())),
-        );
-        run(ostree()
-            .args(["admin", "deploy", "--os", OSNAME])
-            .arg(format!("--sysroot={}", s.path.display()))
-            .arg(commit.trim()));
-        floor.push(t.elapsed());
+        floor.push(layering_floor(&s, &base_repo().v1, &deb_path));
     }
     let (ours, floor) = (stats(ours), stats(floor));
     row(
@@ -491,4 +449,28 @@ fn upgrade_bench() {
         "  overhead",
         (ours.median.as_secs_f64() / floor.median.as_secs_f64() - 1.0) * 100.0
     );
+}
+
+/// The floor of any layering: hard-link checkout of `base`, unpack `deb` into
+/// it, commit with --link-checkout-speedup, deploy. Returns how long it took.
+fn layering_floor(s: &TestSysroot, base: &str, deb: &std::path::Path) -> Duration {
+    let work = s.path.join("ostree/repo/tmp/bench-floor");
+    let t = Instant::now();
+    run(s.repo_cmd().args(["checkout", "-H", base]).arg(&work));
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&work));
+    let commit = stdout(
+        s.repo_cmd()
+            .args([
+                "commit",
+                "--link-checkout-speedup",
+                "--branch",
+                "bench/layered",
+            ])
+            .arg(format!("--tree=dir={}", work.display())),
+    );
+    run(ostree()
+        .args(["admin", "deploy", "--os", OSNAME])
+        .arg(format!("--sysroot={}", s.path.display()))
+        .arg(commit.trim()));
+    t.elapsed()
 }

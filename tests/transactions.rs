@@ -333,24 +333,40 @@ fn a_remote_that_is_down_fails_quickly_and_changes_nothing() {
 
 /// Start `apt-ostree upgrade` against a daemon and return once its progress
 /// says the pull is under way.
-#[allow(clippy::zombie_processes)] // the caller waits for the child it gets back
 fn start_slow_upgrade(addr: &str) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
-    let mut child = Command::new(cli())
-        .args(["--address", addr, "upgrade"])
+    let (child, err, _) =
+        start_upgrade_until_pulling(Command::new(cli()).args(["--address", addr]));
+    (child, err)
+}
+
+/// Start `CMD upgrade` and return once its progress says the pull is under
+/// way, with what it printed so far.
+#[allow(clippy::zombie_processes)] // the caller waits for the child it gets back
+fn start_upgrade_until_pulling(
+    cmd: &mut Command,
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStderr>,
+    String,
+) {
+    let mut child = cmd
+        .arg("upgrade")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
     let mut line = String::new();
     loop {
         line.clear();
         if err.read_line(&mut line).unwrap() == 0 {
             let status = child.wait().unwrap();
-            panic!("upgrade ended early: {status}");
+            panic!("upgrade ended early: {status}: {seen}");
         }
+        seen.push_str(&line);
         if line.starts_with("Pulling") {
-            return (child, err);
+            return (child, err, seen);
         }
     }
 }
@@ -659,22 +675,7 @@ fn on_a_booted_system_upgrade_stages_and_finalize_keeps_later_etc_edits() {
 
 /// Interrupt a running `apt-ostree upgrade` with SIGINT, as Ctrl-C does.
 fn interrupt_upgrade(cmd: &mut Command) -> (Option<i32>, String) {
-    let mut child = cmd
-        .arg("upgrade")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let mut line = String::new();
-    while err.read_line(&mut line).unwrap() > 0 {
-        seen.push_str(&line);
-        if line.starts_with("Pulling") {
-            break;
-        }
-        line.clear();
-    }
+    let (mut child, mut err, seen) = start_upgrade_until_pulling(cmd);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
