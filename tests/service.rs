@@ -344,6 +344,29 @@ fn bad_input_gets_errors_and_the_daemon_survives() {
     assert_eq!(replies.len(), 1, "{}", String::from_utf8_lossy(&out));
     assert!(!String::from_utf8_lossy(replies[0]).contains("deployments"));
 
+    // Arbitrary bytes (a fixed-seed generator: the same streams every run),
+    // with and without NULs, some shaped like calls.
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..60 {
+        let len = (next() % 2048) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if i % 3 == 0 {
+            let mut call = br#"{"method":"org.aptostree.Sysroot.GetStatus","parameters":"#.to_vec();
+            call.extend_from_slice(&bytes[..len.min(40)]);
+            bytes = call;
+        }
+        if i % 2 == 0 {
+            bytes.push(0);
+        }
+        raw_exchange(&d.socket, &bytes, Duration::from_secs(2));
+    }
+
     // And after all that it still answers.
     let status = status_json(Command::new(cli()).arg("--address").arg(d.address()));
     assert_eq!(status["deployments"].as_array().unwrap().len(), 2);
