@@ -28,7 +28,15 @@ pub fn init_daemon(default: LevelFilter) -> LevelHandle {
     let (level, handle) = reload::Layer::new(initial);
     let registry = tracing_subscriber::registry().with(level);
     match tracing_journald::layer() {
-        Ok(journald) => registry.with(journald).init(),
+        // No prefix: MESSAGE_ID and APT_OSTREE_TRANSACTION must reach the
+        // journal under exactly those names (the default would add "F_").
+        Ok(journald) => registry
+            .with(
+                journald
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("apt-ostreed".into()),
+            )
+            .init(),
         Err(_) => registry
             .with(
                 tracing_subscriber::fmt::layer()

@@ -540,3 +540,42 @@ fn systemd_units_pass_systemd_analyze_verify() {
     assert!(socket.contains("FileDescriptorName=varlink"));
     assert!(socket.contains("SocketMode=0666"));
 }
+
+#[test]
+fn the_journal_gets_structured_fields_and_message_ids() {
+    let s = TestSysroot::with_two_deployments();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    // journald's socket, in a private mount namespace: a stand-in that records
+    // what the daemon sends (the journal's native protocol).
+    let script = format!(
+        "mount -t tmpfs tmpfs /run/systemd && exec python3 {} {} {} --sysroot {} kargs --append quiet",
+        fixtures().join("journal-catcher.py").display(),
+        out.path().display(),
+        cli(),
+        s.path.display()
+    );
+    run(Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec", &script])
+        .env("APT_OSTREE_LOG", "info")
+        .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments"));
+    let records: Vec<Value> =
+        serde_json::from_str(&fs::read_to_string(out.path()).unwrap()).unwrap();
+    let written = records
+        .iter()
+        .find(|r| r["MESSAGE_ID"] == "9ef3cb3dc47c40c0ba406a417c2789fb")
+        .unwrap_or_else(|| panic!("no deployment-written record in {records:?}"));
+    assert!(
+        written["MESSAGE"]
+            .as_str()
+            .unwrap()
+            .starts_with("Deployment debian-"),
+        "{written}"
+    );
+    assert_eq!(written["SYSLOG_IDENTIFIER"], "apt-ostreed");
+    let tx = written["APT_OSTREE_TRANSACTION"].as_str().unwrap();
+    assert_eq!(tx.len(), 32, "{written}");
+    // Every line of that transaction carries its id.
+    assert!(records
+        .iter()
+        .any(|r| r["APT_OSTREE_TRANSACTION"] == tx && r["MESSAGE"] == "Writing deployment"));
+}
