@@ -270,7 +270,9 @@ fn connected_socket_as_accept_yes_passes_it() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    assert!(wait_until(Duration::from_secs(10), || is_listening(
+        &socket
+    )));
     let addr = format!("unix:{}", socket.display());
     for _ in 0..2 {
         let status = status_json(Command::new(cli()).arg("--address").arg(&addr));

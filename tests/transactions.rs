@@ -568,7 +568,7 @@ fn automatic_update_policy_check_then_stage() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        assert!(wait_until(Duration::from_secs(10), || sock.exists()));
+        assert!(wait_until(Duration::from_secs(10), || is_listening(&sock)));
         (child, dir, format!("unix:{}", sock.display()))
     };
     let trigger = |addr: &str| {

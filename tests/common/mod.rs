@@ -429,9 +429,11 @@ impl ActivatedDaemon {
             .stderr(Stdio::piped())
             .spawn()
             .expect("systemd-socket-activate");
+        // The file appears at bind(); wait for listen() too, or a connect
+        // in between is refused. (Not by connecting: that would activate.)
         assert!(
-            wait_until(Duration::from_secs(10), || socket.exists()),
-            "socket {} never appeared",
+            wait_until(Duration::from_secs(10), || is_listening(&socket)),
+            "socket {} never listened",
             socket.display()
         );
         // As the socket unit's SocketMode=0666 would.
@@ -463,6 +465,22 @@ impl Drop for ActivatedDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether a unix socket at `path` is listening, from /proc/net/unix
+/// (flag __SO_ACCEPTCON, 0x10000), without connecting to it.
+pub fn is_listening(path: &Path) -> bool {
+    let wanted = path.display().to_string();
+    fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 8
+                && f[7] == wanted
+                && u32::from_str_radix(f[3], 16).is_ok_and(|flags| flags & 0x10000 != 0)
+        })
 }
 
 /// The Python reference implementation of Varlink (`pip install varlink`).
