@@ -4,5 +4,6 @@ fn main() {
     varlink_generator::cargo_build_many(&[
         "interfaces/org.aptostree.Sysroot.varlink",
         "interfaces/io.systemd.service.varlink",
+        "interfaces/org.aptostree.Update.varlink",
     ]);
 }

@@ -454,6 +454,12 @@ fn unprivileged_callers_may_read_but_not_change() {
     assert!(ping.is_object() && ping.get("error").is_none(), "{ping}");
     assert!(raw("io.systemd.service.SetLogLevel", "{\"level\":7}").contains("PermissionDenied"));
     assert!(raw("io.systemd.service.GetEnvironment", "{}").contains("PermissionDenied"));
+    // The sysupdate-style interface: listing is open, the rest needs root.
+    assert!(raw("org.aptostree.Update.ListVersions", "{}").contains("\"versions\""));
+    for method in ["CheckNew", "Update", "Vacuum"] {
+        let reply = raw(&format!("org.aptostree.Update.{method}"), "{}");
+        assert!(reply.contains("PermissionDenied"), "{method}: {reply}");
+    }
     let env = python_varlink(&[
         "call",
         &format!("{}/io.systemd.service.GetEnvironment", d.address()),

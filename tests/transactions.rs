@@ -710,3 +710,80 @@ fn ctrl_c_in_the_cli_cancels_the_transaction() {
     assert_eq!(s.deployments(), before);
     s.assert_fsck_clean();
 }
+
+#[test]
+fn the_sysupdate_style_interface_lists_checks_updates_and_vacuums() {
+    let (s, _http) = served_v1();
+    let base = base_repo();
+    let d = ActivatedDaemon::start(&s.path, 60);
+    let call = |method: &str, params: &str| -> String {
+        python_varlink(&[
+            "call",
+            &format!("{}/org.aptostree.Update.{method}", d.address()),
+            params,
+        ])
+    };
+    let versions = || -> Vec<(String, bool, bool, bool)> {
+        let v: Value = serde_json::from_str(&call("ListVersions", "{}")).unwrap();
+        v["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["version"].as_str().unwrap().to_string(),
+                    v["current"].as_bool().unwrap(),
+                    v["installed"].as_bool().unwrap(),
+                    v["newer"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(versions(), [("12.1".to_string(), true, true, false)]);
+
+    let newer: Value = serde_json::from_str(&call("CheckNew", "{}")).unwrap();
+    assert_eq!(newer["newer"]["version"], "12.2");
+    assert_eq!(newer["newer"]["checksum"], base.v2.as_str());
+    assert_eq!(
+        versions(),
+        [
+            ("12.2".to_string(), false, false, true),
+            ("12.1".to_string(), true, true, false)
+        ]
+    );
+
+    let updated: Value = serde_json::from_str(&call("Update", "{}")).unwrap();
+    assert_eq!(updated["version"], "12.2");
+    assert_eq!(updated["rebootRequired"], false, "not the running system");
+    assert_eq!(
+        versions(),
+        [
+            ("12.2".to_string(), true, true, false),
+            ("12.1".to_string(), false, true, false)
+        ]
+    );
+    // Naming an older version is the explicit request to go back.
+    let back: Value = serde_json::from_str(&call("Update", r#"{"version": "12.1"}"#)).unwrap();
+    assert_eq!(back["version"], "12.1");
+    assert_eq!(s.deployments()[0].0, base.v1);
+
+    // Bad input: typed errors, nothing changes.
+    let before = s.deployments();
+    assert!(
+        call("Update", r#"{"version": "9.9"}"#).contains("org.aptostree.Sysroot.RevisionNotFound")
+    );
+    assert!(call("Update", r#"{"version": 5}"#).contains("org.varlink.service.InvalidParameter"));
+    assert_eq!(s.deployments(), before);
+
+    let vacuumed: Value = serde_json::from_str(&call("Vacuum", "{}")).unwrap();
+    assert!(
+        vacuumed["message"].as_str().unwrap().contains("removed"),
+        "{vacuumed}"
+    );
+    assert_eq!(s.deployments().len(), 1);
+    assert!(
+        versions().iter().all(|v| v.0 != "12.2" || !v.2),
+        "12.2 is no longer installed"
+    );
+    s.assert_fsck_clean();
+}

@@ -50,3 +50,12 @@ pub fn current() -> Caller {
 pub fn may_mutate() -> bool {
     current().uid == 0
 }
+
+/// The current caller as the initiator of a transaction.
+pub fn initiator() -> crate::transaction::Initiator {
+    let caller = current();
+    crate::transaction::Initiator {
+        uid: caller.uid,
+        pid: Some(caller.pid),
+    }
+}

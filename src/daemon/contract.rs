@@ -29,7 +29,11 @@ impl Contract {
         static CONTRACT: OnceLock<Contract> = OnceLock::new();
         CONTRACT.get_or_init(|| {
             let mut interfaces = HashMap::new();
-            for text in [protocol::SYSROOT_IDL, protocol::SERVICE_IDL] {
+            for text in [
+                protocol::SYSROOT_IDL,
+                protocol::SERVICE_IDL,
+                protocol::UPDATE_IDL,
+            ] {
                 let idl = IDL::try_from(text).expect("the IDL files parse (checked by tests)");
                 interfaces.insert(idl.name, idl);
             }

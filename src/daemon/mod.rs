@@ -16,6 +16,7 @@ mod server;
 mod service;
 mod socket;
 mod stream;
+mod update;
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
@@ -172,6 +173,9 @@ impl Daemon {
                 ))),
                 Box::new(protocol::service::new(Box::new(
                     service::ServiceInterface::new(self.clone()),
+                ))),
+                Box::new(protocol::update::new(Box::new(
+                    update::UpdateInterface::new(self.clone()),
                 ))),
             ],
         )

@@ -8,7 +8,7 @@ use crate::dpkg;
 use crate::error::Error;
 use crate::protocol::sysroot::*;
 use crate::sysroot::{CleanupOptions, KargsChange, PackageChange, UpgradeOptions};
-use crate::transaction::{Initiator, Job, Request};
+use crate::transaction::{Job, Request};
 
 pub struct SysrootInterface {
     daemon: Arc<Daemon>,
@@ -31,16 +31,11 @@ impl SysrootInterface {
         if !auth::may_mutate() {
             return errors::permission_denied(call);
         }
-        let caller = auth::current();
         let job = Job {
             request,
             reboot: reboot.unwrap_or(false),
         };
-        let initiator = Initiator {
-            uid: caller.uid,
-            pid: Some(caller.pid),
-        };
-        match self.daemon.transactions.start(job, initiator) {
+        match self.daemon.transactions.start(job, auth::initiator()) {
             Ok(tx) => stream::follow(call, &tx),
             Err(e) => errors::reply(call, &e),
         }

@@ -5,9 +5,12 @@ use super::{convert, errors};
 use crate::protocol::sysroot::{VarlinkCallError, Watch_Reply};
 use crate::transaction::Transaction;
 
-/// Every transaction method replies with the same shape; `Watch_Reply` is the
-/// generated type for it.
-fn send(call: &mut dyn VarlinkCallError, reply: Watch_Reply) -> varlink::Result<()> {
+/// Send a generated reply type through any call. Every transaction method
+/// replies with the same shape (`Watch_Reply` is the generated type for it).
+pub fn send<T: serde::Serialize>(
+    call: &mut dyn varlink::CallTrait,
+    reply: T,
+) -> varlink::Result<()> {
     let value = serde_json::to_value(reply).map_err(varlink::map_context!())?;
     call.reply_struct(varlink::Reply::parameters(Some(value)))
 }

@@ -25,11 +25,23 @@ pub mod service {
     include!(concat!(env!("OUT_DIR"), "/io.systemd.service.rs"));
 }
 
+#[allow(
+    dead_code,
+    unused_imports,
+    non_camel_case_types,
+    non_snake_case,
+    clippy::all
+)]
+pub mod update {
+    include!(concat!(env!("OUT_DIR"), "/org.aptostree.Update.rs"));
+}
+
 /// Name of the main interface.
 pub const SYSROOT_INTERFACE: &str = "org.aptostree.Sysroot";
 /// The IDL texts, as served by `org.varlink.service.GetInterfaceDescription`.
 pub const SYSROOT_IDL: &str = include_str!("../../interfaces/org.aptostree.Sysroot.varlink");
 pub const SERVICE_IDL: &str = include_str!("../../interfaces/io.systemd.service.varlink");
+pub const UPDATE_IDL: &str = include_str!("../../interfaces/org.aptostree.Update.varlink");
 /// Where the system service listens (named after the interface, as systemd does).
 pub const DEFAULT_ADDRESS: &str = "unix:/run/apt-ostree/org.aptostree.Sysroot";
 
@@ -42,7 +54,7 @@ mod tests {
     /// systemd's IDL round-trip test does), and documents every member.
     #[test]
     fn idl_round_trips_and_every_member_is_documented() {
-        for text in [SYSROOT_IDL, SERVICE_IDL] {
+        for text in [SYSROOT_IDL, SERVICE_IDL, UPDATE_IDL] {
             let idl = IDL::try_from(text).expect("IDL parses");
             assert!(idl.error.is_empty(), "{:?}", idl.error);
             let formatted = idl.get_multiline(0, 80);
@@ -84,7 +96,7 @@ mod tests {
              `protocol::tests::interface_reference_is_in_sync`; run it with \
              `UPDATE_DOCS=1` to refresh this file.\n",
         );
-        for text in [SYSROOT_IDL, SERVICE_IDL] {
+        for text in [SYSROOT_IDL, SERVICE_IDL, UPDATE_IDL] {
             let idl = IDL::try_from(text).unwrap();
             out.push_str(&format!("\n## {}\n\n{}\n", idl.name, plain(idl.doc)));
             let section = |out: &mut String, title: &str, items: Vec<(String, String)>| {

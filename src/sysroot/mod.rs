@@ -26,7 +26,7 @@ pub use commit::{commit_directory, keys, CommitInfo, NewCommit};
 pub use lifecycle::{CleanupOptions, KargsChange};
 pub use packages::PackageChange;
 pub use status::{DeploymentStatus, SysrootStatus};
-pub use update::UpgradeOptions;
+pub use update::{ImageVersion, UpgradeOptions};
 
 use crate::dpkg::{self, Package};
 use crate::error::Error;

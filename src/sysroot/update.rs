@@ -390,3 +390,54 @@ impl Sysroot {
         })
     }
 }
+
+/// A version of the image, as the Update interface lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageVersion {
+    pub version: String,
+    pub checksum: String,
+    pub timestamp: u64,
+    pub installed: bool,
+    pub current: bool,
+    pub newer: bool,
+}
+
+impl Sysroot {
+    /// The versions of the default deployment's ref known locally, newest first.
+    pub fn versions(&mut self) -> Result<Vec<ImageVersion>> {
+        self.reload(false)?;
+        let default = self.default_deployment()?;
+        let origin = Sysroot::origin_of(&default)?;
+        let current = self.commit_info(&default.csum())?;
+        let current_base = base_of(&current);
+        let mut installed = std::collections::BTreeSet::new();
+        for d in self.inner.deployments() {
+            installed.insert(base_of(&self.commit_info(&d.csum())?));
+        }
+        let repo = self.repo();
+        let head = repo
+            .resolve_rev(&origin.refspec, true)
+            .ok()
+            .flatten()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| current_base.clone());
+        let mut versions = Vec::new();
+        let mut next = Some(head);
+        while let Some(checksum) = next {
+            // History ends where the repository has no more commit objects.
+            let Ok(info) = self.commit_info(&checksum) else {
+                break;
+            };
+            versions.push(ImageVersion {
+                version: info.version.clone().unwrap_or_else(|| checksum.clone()),
+                installed: installed.contains(&checksum),
+                current: checksum == current_base,
+                newer: info.timestamp > current.timestamp,
+                timestamp: info.timestamp,
+                checksum,
+            });
+            next = info.parent;
+        }
+        Ok(versions)
+    }
+}
