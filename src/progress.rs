@@ -63,25 +63,6 @@ impl dyn ProgressSink + '_ {
     }
 }
 
-/// A sink that drops events; for callers that do not watch (compose, tests).
-pub struct NullProgress;
-
-impl NullProgress {
-    pub fn sink() -> Sink {
-        Arc::new(NullProgress)
-    }
-}
-
-impl ProgressSink for NullProgress {
-    fn emit(&self, _event: Event) {}
-    fn cancel_requested(&self) -> bool {
-        false
-    }
-    fn id(&self) -> &str {
-        "-"
-    }
-}
-
 /// A sink that prints progress to stderr, for work the CLI does itself (compose).
 pub struct ConsoleProgress;
 

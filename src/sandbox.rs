@@ -76,8 +76,17 @@ impl Sandbox {
     /// Run `argv` inside the sandbox, streaming each output line to `sink`
     /// as it appears, and return the status with the whole output.
     pub fn run(&self, argv: &[&str], sink: &Sink) -> Result<Ran> {
+        // A deployable tree has no top-level /etc; bubblewrap creates one as
+        // the mount point for usr/etc. It must not end up in a commit.
+        let etc = self.root.join("etc");
+        let etc_existed = std::fs::symlink_metadata(&etc).is_ok();
         let logged = crate::progress::run_logged(&mut self.command(argv), sink)
-            .context("Starting bubblewrap (is the bubblewrap package installed?)")?;
+            .context("Starting bubblewrap (is the bubblewrap package installed?)");
+        if !etc_existed {
+            // Only the empty mount point: remove_dir refuses anything else.
+            let _ = std::fs::remove_dir(&etc);
+        }
+        let logged = logged?;
         Ok(Ran {
             status: logged.status,
             output: logged.text,

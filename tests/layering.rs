@@ -80,7 +80,7 @@ fn packages() -> Vec<Deb> {
 struct Env {
     s: TestSysroot,
     _http: HttpServer,
-    _repo: tempfile::TempDir,
+    repo: tempfile::TempDir,
 }
 
 /// A sysroot at 12.1 (remote over HTTP) whose /etc/apt points at the test repository.
@@ -97,7 +97,7 @@ fn layering_env() -> Env {
     Env {
         s,
         _http: http,
-        _repo: repo,
+        repo,
     }
 }
 
@@ -515,4 +515,27 @@ fn initramfs_regeneration_needs_initramfs_tools_and_can_be_undone() {
         "apt-ostree demo initramfs placeholder\n"
     );
     s.assert_fsck_clean();
+}
+
+#[test]
+fn package_lists_are_reused_until_refresh_md_force() {
+    let env = layering_env();
+    let s = &env.s;
+    run(s.cli().args(["install", "demo-lib"]));
+    // The repository publishes a package after the lists were fetched.
+    let mut published = packages();
+    published.push(Deb::new("demo-late", "1.0").file("/usr/share/demo-late/x", "x\n"));
+    apt_repository(env.repo.path(), &published);
+    // Fresh lists are reused: the new package is not known yet...
+    let (rc, _, err) = code(s.cli().args(["install", "demo-late"]));
+    assert_eq!(rc, 1);
+    assert!(err.contains("packages not found: demo-late"), "{err}");
+    // ...nor after a refresh-md that finds the lists fresh...
+    run(s.cli().arg("refresh-md"));
+    assert_eq!(code(s.cli().args(["install", "demo-late"])).0, 1);
+    // ...but after refresh-md --force it is.
+    run(s.cli().args(["refresh-md", "--force"]));
+    let (rc, out, err) = code(s.cli().args(["install", "demo-late"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(deployment_root(s, 0).join("usr/share/demo-late/x").exists());
 }

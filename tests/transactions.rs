@@ -22,8 +22,13 @@ fn code(cmd: &mut Command) -> (i32, String, String) {
 
 /// A sysroot at 12.1 whose remote is served over HTTP.
 fn served_v1() -> (TestSysroot, HttpServer) {
+    served_v1_at(None)
+}
+
+/// Like [`served_v1`], the server trickling at `rate` bytes per second.
+fn served_v1_at(rate: Option<u64>) -> (TestSysroot, HttpServer) {
     let s = TestSysroot::at_v1();
-    let http = HttpServer::start(&base_repo().path, None);
+    let http = HttpServer::start(&base_repo().path, rate);
     s.set_remote(&http.url(), &[]);
     (s, http)
 }
@@ -37,6 +42,10 @@ fn upgrade_deploys_the_new_commit_and_keeps_the_old_one_for_rollback() {
     assert!(
         err.contains("Pulling demo:"),
         "progress lines expected: {err}"
+    );
+    assert!(
+        out.contains("Upgraded:\n  demo-base 1.0 -> 1.1"),
+        "the package diff: {out}"
     );
     assert_eq!(
         s.deployments()
@@ -100,6 +109,7 @@ fn check_preview_and_download_only() {
     let (rc, out, _) = code(s.cli().args(["upgrade", "--preview"]));
     assert_eq!(rc, 0);
     assert!(out.contains("AvailableUpdate"), "{out}");
+    assert!(out.contains("Upgraded:\n  demo-base 1.0 -> 1.1"), "{out}");
     assert_eq!(s.deployments(), before);
 
     // --download-only, then deploy with the remote gone.
@@ -373,10 +383,8 @@ fn start_upgrade_until_pulling(
 
 #[test]
 fn one_transaction_at_a_time_status_stays_fast_and_cancel_stops_it() {
-    let s = TestSysroot::at_v1();
     // Trickle: the pull takes minutes unless cancelled.
-    let http = HttpServer::start(&base_repo().path, Some(2000));
-    s.set_remote(&http.url(), &[]);
+    let (s, http) = served_v1_at(Some(2000));
     let before = s.ostree_status();
     let d = ActivatedDaemon::start(&s.path, 60);
     let addr = d.address();
@@ -469,9 +477,7 @@ fn one_transaction_at_a_time_status_stays_fast_and_cancel_stops_it() {
 
 #[test]
 fn identical_calls_attach_and_a_disconnected_client_leaves_the_work_done() {
-    let s = TestSysroot::at_v1();
-    let http = HttpServer::start(&base_repo().path, Some(200_000));
-    s.set_remote(&http.url(), &[]);
+    let (s, _http) = served_v1_at(Some(200_000));
     let d = ActivatedDaemon::start(&s.path, 60);
     let addr = d.address();
     let (mut first, _err) = start_slow_upgrade(&addr);
@@ -689,9 +695,7 @@ fn interrupt_upgrade(cmd: &mut Command) -> (Option<i32>, String) {
 
 #[test]
 fn ctrl_c_in_the_cli_cancels_the_transaction() {
-    let s = TestSysroot::at_v1();
-    let http = HttpServer::start(&base_repo().path, Some(2000));
-    s.set_remote(&http.url(), &[]);
+    let (s, _http) = served_v1_at(Some(2000));
     let before = s.deployments();
     // Against the system daemon: the CLI cancels over a second connection.
     let d = ActivatedDaemon::start(&s.path, 60);

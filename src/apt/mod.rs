@@ -16,7 +16,7 @@ use rust_apt::config::Config;
 use rust_apt::progress::{AcquireProgress, DynAcquireProgress};
 use rust_apt::{new_cache, Cache};
 
-pub use names::{deb_field, validate_package_name, verify_deb};
+pub use names::{validate_package_name, verify_deb};
 
 use crate::error::Error;
 use crate::progress::{Event, Sink};
@@ -178,7 +178,7 @@ impl AptRoot {
     }
 
     /// How long package lists are trusted before they are fetched again
-    /// (`refresh-md` always fetches).
+    /// (`refresh-md --force` always fetches).
     const LISTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
     /// A fingerprint of the apt sources, so that editing them invalidates the lists.
@@ -284,9 +284,14 @@ impl AptRoot {
                 _ => missing.push(spec.clone()),
             }
         }
-        for path in &request.local {
-            let name = names::deb_field(path, "Package")?;
-            match cache.get(&name) {
+        // Each local file's package name, read once.
+        let local: Vec<(String, &PathBuf)> = request
+            .local
+            .iter()
+            .map(|path| Ok((names::deb_field(path, "Package")?, path)))
+            .collect::<Result<_>>()?;
+        for (name, path) in &local {
+            match cache.get(name) {
                 Some(pkg) => wanted.push(pkg),
                 None => missing.push(path.display().to_string()),
             }
@@ -357,12 +362,8 @@ impl AptRoot {
                 ));
                 continue;
             }
-            let local = request
-                .local
-                .iter()
-                .find(|p| names::deb_field(p, "Package").is_ok_and(|n| n == name));
-            let origin = match local {
-                Some(path) => Origin::Local(path.clone()),
+            let origin = match local.iter().find(|(n, _)| *n == name) {
+                Some((_, path)) => Origin::Local((*path).clone()),
                 None => Origin::Repository(ver.uris().next().ok_or_else(|| {
                     Error::PackageNotFound(vec![format!(
                         "{name}={} (no download source)",

@@ -89,9 +89,10 @@ pub fn deb_field(path: &Path, field: &str) -> Result<String> {
     Ok(value)
 }
 
-/// Check a .deb completely: its control data and its whole data archive.
-pub fn verify_deb(path: &Path) -> Result<()> {
-    deb_field(path, "Package")?;
+/// Check a .deb completely (its control data and its whole data archive)
+/// and return its package name.
+pub fn verify_deb(path: &Path) -> Result<String> {
+    let name = deb_field(path, "Package")?;
     let out = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
         .arg(path)
@@ -105,7 +106,7 @@ pub fn verify_deb(path: &Path) -> Result<()> {
         }
         .into());
     }
-    Ok(())
+    Ok(name)
 }
 
 #[cfg(test)]

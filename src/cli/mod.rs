@@ -284,15 +284,12 @@ fn run(cli: Cli) -> Result<u8> {
     let mut api = client.sysroot();
     let code = match cli.command {
         Command::Status(args) => status::run(&client, &args)?,
+        // clap refuses --check/--preview/--download-only with the trigger.
         Command::Upgrade {
-            check,
-            preview,
-            download_only,
-            allow_downgrade,
             trigger_automatic_update_policy: true,
             common,
+            ..
         } => {
-            let _ = (check, preview, download_only, allow_downgrade);
             let result = follow(&client, api.automatic_update())?;
             report(&result, common.unchanged_exit_77)
         }

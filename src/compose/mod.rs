@@ -186,7 +186,6 @@ fn customize(t: &Treefile, root: &Path, scratch: &Path, sink: &Sink) -> Result<(
             );
         }
         sink.task_end("Running the postprocess script");
-        let _ = std::fs::remove_dir(root.join("etc"));
     }
     Ok(())
 }

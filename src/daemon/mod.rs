@@ -64,7 +64,6 @@ pub struct Args {
 
 /// State shared by every connection.
 pub struct Daemon {
-    pub sysroot: PathBuf,
     pub config_path: PathBuf,
     pub config: Mutex<Config>,
     pub reader: reader::Reader,
@@ -110,8 +109,7 @@ impl Daemon {
         Ok(Daemon {
             wake,
             reader,
-            transactions: transaction::Manager::new(sysroot.clone(), hook),
-            sysroot,
+            transactions: transaction::Manager::new(sysroot, hook),
             config_path,
             config: Mutex::new(config),
             log_level,
@@ -123,7 +121,7 @@ impl Daemon {
     }
 
     /// Make the main loop look at the daemon's state again.
-    pub fn wake_main_loop(&self) {
+    fn wake_main_loop(&self) {
         let _ = (&self.wake.0).write(&[1]);
     }
 

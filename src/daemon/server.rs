@@ -42,15 +42,6 @@ impl SysrootInterface {
     }
 }
 
-/// Gate for methods that change the system: root only (see `auth`).
-macro_rules! require_privileged {
-    ($call:expr) => {
-        if !auth::may_mutate() {
-            return errors::permission_denied($call);
-        }
-    };
-}
-
 impl VarlinkInterface for SysrootInterface {
     fn get_status(&self, call: &mut dyn Call_GetStatus) -> varlink::Result<()> {
         match self
@@ -150,7 +141,9 @@ impl VarlinkInterface for SysrootInterface {
         call: &mut dyn Call_Cancel,
         transaction: Option<String>,
     ) -> varlink::Result<()> {
-        require_privileged!(call);
+        if !auth::may_mutate() {
+            return errors::permission_denied(call);
+        }
         match self.daemon.transactions.cancel(transaction.as_deref()) {
             Ok(()) => call.reply(),
             Err(e) => errors::reply(call, &e),

@@ -153,9 +153,10 @@ fn apt_root(sysroot: &Sysroot, base: &str) -> Result<AptRoot> {
     })
 }
 
-/// Refresh the package lists of the default deployment's sources (refresh-md).
-pub fn refresh_lists(sysroot: &Sysroot, sink: &Sink, base: &str) -> Result<()> {
-    apt_root(sysroot, base)?.refresh(sink, true)
+/// Refresh the package lists of the default deployment's sources (refresh-md):
+/// when they are stale, or always with `force`.
+pub fn refresh_lists(sysroot: &Sysroot, sink: &Sink, base: &str, force: bool) -> Result<()> {
+    apt_root(sysroot, base)?.refresh(sink, force)
 }
 
 /// Where a requested local .deb is kept (so upgrades can re-apply it).
@@ -220,10 +221,9 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
     let apt = apt_root(sysroot, base)?;
     apt.refresh(sink, false)?;
     let request = request_for(sysroot, origin);
+    // Repository .debs are checked against the index's hashes as they are
+    // fetched; local ones were checked whole when they were requested.
     let (plan, debs) = apt.plan_and_fetch(&request, sink)?;
-    for deb in &debs {
-        apt::verify_deb(deb)?;
-    }
     sink.check_cancelled()?;
 
     sink.task_begin("Checking out the base");
@@ -269,7 +269,6 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
         var: var.clone(),
         ro_binds: vec![(debdir.clone(), "/run/apt-ostree-debs".into())],
     };
-    let top_etc_existed = root.join("etc").exists();
     // Services are not started while building a tree.
     let policy = mnt.join("usr/sbin/policy-rc.d");
     std::fs::write(&policy, "#!/bin/sh\nexit 101\n").context("Writing policy-rc.d")?;
@@ -313,9 +312,6 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
 
     sink.task_begin("Finishing the tree");
     std::fs::remove_file(&policy).ok();
-    if !top_etc_existed {
-        let _ = std::fs::remove_dir(mnt.join("etc"));
-    }
     let database = mnt.join(dpkg::DATABASE_DIR);
     for scratch in [
         "lock",

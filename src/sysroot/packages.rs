@@ -51,8 +51,7 @@ impl Sysroot {
             }
             .into());
         }
-        apt::verify_deb(path)?;
-        let name = apt::deb_field(path, "Package")?;
+        let name = apt::verify_deb(path)?;
         let bytes = std::fs::read(path).with_context(|| format!("Reading {}", path.display()))?;
         let sha = glib::compute_checksum_for_data(glib::ChecksumType::Sha256, &bytes)
             .context("Hashing the package")?

@@ -117,8 +117,28 @@ impl Sysroot {
         }
     }
 
+    /// The commits of `refspec`'s history present in the repository, newest
+    /// first (history ends where the repository has no more commit objects).
+    fn history(&mut self, refspec: &str) -> Vec<super::CommitInfo> {
+        let mut next = self
+            .repo()
+            .resolve_rev(refspec, true)
+            .ok()
+            .flatten()
+            .map(|c| c.to_string());
+        let mut commits = Vec::new();
+        while let Some(checksum) = next {
+            let Ok(info) = self.commit_info(&checksum) else {
+                break;
+            };
+            next = info.parent.clone();
+            commits.push(info);
+        }
+        commits
+    }
+
     /// Find the commit of `refspec`'s history whose version is `version`.
-    fn find_version(&self, sink: &Sink, refspec: &Refspec, version: &str) -> Result<String> {
+    fn find_version(&mut self, sink: &Sink, refspec: &Refspec, version: &str) -> Result<String> {
         let repo = self.repo();
         if let Some(remote) = &refspec.remote {
             pull(
@@ -133,19 +153,12 @@ impl Sysroot {
                 sink,
             )?;
         }
-        let mut next = repo
-            .resolve_rev(&refspec.to_string(), true)
-            .ok()
-            .flatten()
-            .map(|c| c.to_string());
-        while let Some(checksum) = next {
-            let Ok(info) = super::CommitInfo::load(&repo, &checksum) else {
-                break; // history not present beyond this point
-            };
-            if info.version.as_deref() == Some(version) {
-                return Ok(checksum);
-            }
-            next = info.parent;
+        if let Some(found) = self
+            .history(&refspec.to_string())
+            .into_iter()
+            .find(|c| c.version.as_deref() == Some(version))
+        {
+            return Ok(found.checksum);
         }
         Err(Error::RevisionNotFound {
             revision: version.to_string(),
@@ -372,12 +385,12 @@ impl Sysroot {
     }
 
     /// `refresh-md`: update what we know of the origin's remote and the
-    /// deployment's apt sources.
-    pub fn refresh_metadata(&mut self, sink: &Sink) -> Result<Outcome> {
+    /// deployment's apt sources (the lists only when stale, unless `force`).
+    pub fn refresh_metadata(&mut self, sink: &Sink, force: bool) -> Result<Outcome> {
         let (merge, origin) = self.merge_origin()?;
         let refspec = Refspec::parse(&origin.refspec)?;
         let current_base = base_of(&self.commit_info(&merge.csum())?);
-        crate::layering::refresh_lists(self, sink, &current_base)?;
+        crate::layering::refresh_lists(self, sink, &current_base, force)?;
         let head = self.fetch(sink, &refspec, None, true)?;
         let info = self.commit_info(&head)?;
         Ok(Outcome {
@@ -414,30 +427,25 @@ impl Sysroot {
         for d in self.inner.deployments() {
             installed.insert(base_of(&self.commit_info(&d.csum())?));
         }
-        let repo = self.repo();
-        let head = repo
-            .resolve_rev(&origin.refspec, true)
-            .ok()
-            .flatten()
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| current_base.clone());
-        let mut versions = Vec::new();
-        let mut next = Some(head);
-        while let Some(checksum) = next {
-            // History ends where the repository has no more commit objects.
-            let Ok(info) = self.commit_info(&checksum) else {
-                break;
-            };
-            versions.push(ImageVersion {
-                version: info.version.clone().unwrap_or_else(|| checksum.clone()),
-                installed: installed.contains(&checksum),
-                current: checksum == current_base,
+        let mut history = self.history(&origin.refspec);
+        if history.is_empty() {
+            // A local origin without its ref any more: the base itself.
+            history = self.history(&current_base);
+        }
+        let versions = history
+            .into_iter()
+            .map(|info| ImageVersion {
+                version: info
+                    .version
+                    .clone()
+                    .unwrap_or_else(|| info.checksum.clone()),
+                installed: installed.contains(&info.checksum),
+                current: info.checksum == current_base,
                 newer: info.timestamp > current.timestamp,
                 timestamp: info.timestamp,
-                checksum,
-            });
-            next = info.parent;
-        }
+                checksum: info.checksum,
+            })
+            .collect();
         Ok(versions)
     }
 }

@@ -82,7 +82,7 @@ fn dispatch(sysroot: &mut Sysroot, job: &Job, sink: &Sink) -> Result<Outcome> {
         Request::Rollback => sysroot.rollback(sink),
         Request::Cleanup(opts) => sysroot.cleanup(sink, opts),
         Request::KernelArguments(change) => sysroot.change_kernel_arguments(sink, change),
-        Request::RefreshMetadata { .. } => sysroot.refresh_metadata(sink),
+        Request::RefreshMetadata { force } => sysroot.refresh_metadata(sink, *force),
         Request::Packages(change) => sysroot.change_packages(sink, change),
         Request::Initramfs { enable, arguments } => sysroot.set_initramfs(sink, *enable, arguments),
     }

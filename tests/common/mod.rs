@@ -106,6 +106,7 @@ impl Drop for Tmpfs {
 pub struct BaseRepo {
     pub path: PathBuf,
     pub v1: String,
+    /// Version 12.2: demo-base 1.0 -> 1.1 against v1.
     pub v2: String,
     /// Head of NEXT_REF (version 13.0): base-files upgraded, mawk removed,
     /// apt-ostree-demo-extra added, relative to v2.
@@ -149,7 +150,7 @@ pub fn base_repo() -> &'static BaseRepo {
         fs::create_dir_all(&cache).unwrap();
         let script = fixtures().join("host-tree.py");
         // Rebuild when the image builder or this recipe changes.
-        let recipe = [fs::read(&script).unwrap(), b"recipe-3".to_vec()].concat();
+        let recipe = [fs::read(&script).unwrap(), b"recipe-4".to_vec()].concat();
         let stamp = format!("{:x}", fnv(&recipe));
         let repo = cache.join(format!("repo-{stamp}"));
         // One builder at a time across test processes.
@@ -174,9 +175,11 @@ pub fn base_repo() -> &'static BaseRepo {
                     .arg(&script)
                     .arg(&tree)
                     .args(["--version", version]));
-                // A package of our own in the base, for override tests.
-                let deb = debs::Deb::new("demo-base", "1.0")
-                    .file("/usr/share/demo-base/version", "1.0\n")
+                // A package of our own in the base, for override tests; 12.2
+                // carries a newer one, so that upgrades change a package.
+                let demo_base = if version == "12.2" { "1.1" } else { "1.0" };
+                let deb = debs::Deb::new("demo-base", demo_base)
+                    .file("/usr/share/demo-base/version", &format!("{demo_base}\n"))
                     .build(&work);
                 run(Command::new("dpkg")
                     .arg(format!("--root={}", tree.display()))
