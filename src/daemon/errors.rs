@@ -153,11 +153,14 @@ pub fn to_reply(err: &Error) -> Reply {
 }
 
 /// Reply to `call` with the IDL error for `err`.
-pub fn reply(call: &mut dyn CallTrait, err: &Error) -> varlink::Result<()> {
+/// Generic over the call rather than taking `&mut dyn CallTrait`, because
+/// coercing one trait object into its supertrait's needs Rust 1.86 and
+/// `rust-version` is Debian 13's 1.85.
+pub fn reply<C: CallTrait + ?Sized>(call: &mut C, err: &Error) -> varlink::Result<()> {
     call.reply_struct(to_reply(err))
 }
 
 /// `org.varlink.service.PermissionDenied`, which the varlink crate does not define.
-pub fn permission_denied(call: &mut dyn CallTrait) -> varlink::Result<()> {
+pub fn permission_denied<C: CallTrait + ?Sized>(call: &mut C) -> varlink::Result<()> {
     call.reply_struct(Reply::error("org.varlink.service.PermissionDenied", None))
 }

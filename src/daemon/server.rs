@@ -22,9 +22,9 @@ impl SysrootInterface {
 
 impl SysrootInterface {
     /// Start (or attach to) a transaction for `request` and follow it on `call`.
-    fn run(
+    fn run<C: VarlinkCallError + ?Sized>(
         &self,
-        call: &mut dyn VarlinkCallError,
+        call: &mut C,
         request: Request,
         reboot: Option<bool>,
     ) -> varlink::Result<()> {

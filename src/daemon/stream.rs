@@ -7,8 +7,8 @@ use crate::transaction::Transaction;
 
 /// Send a generated reply type through any call. Every transaction method
 /// replies with the same shape (`Watch_Reply` is the generated type for it).
-pub fn send<T: serde::Serialize>(
-    call: &mut dyn varlink::CallTrait,
+pub fn send<C: varlink::CallTrait + ?Sized, T: serde::Serialize>(
+    call: &mut C,
     reply: T,
 ) -> varlink::Result<()> {
     let value = serde_json::to_value(reply).map_err(varlink::map_context!())?;
@@ -17,7 +17,7 @@ pub fn send<T: serde::Serialize>(
 
 /// Follow `tx` to its end on `call`. If the client goes away, this returns an
 /// error and the transaction carries on undisturbed.
-pub fn follow(call: &mut dyn VarlinkCallError, tx: &Transaction) -> varlink::Result<()> {
+pub fn follow<C: VarlinkCallError + ?Sized>(call: &mut C, tx: &Transaction) -> varlink::Result<()> {
     let more = call.wants_more();
     let mut position = 0;
     loop {

@@ -22,11 +22,11 @@ impl UpdateInterface {
 
     /// Run `request` as a transaction, wait for it, and hand its outcome to
     /// `done`; an error (starting or from the transaction) is the reply.
-    fn transact(
+    fn transact<C: varlink::CallTrait + ?Sized>(
         &self,
-        call: &mut dyn varlink::CallTrait,
+        call: &mut C,
         request: Request,
-        done: impl FnOnce(&mut dyn varlink::CallTrait, &Outcome) -> varlink::Result<()>,
+        done: impl FnOnce(&mut C, &Outcome) -> varlink::Result<()>,
     ) -> varlink::Result<()> {
         if !auth::may_mutate() {
             return errors::permission_denied(call);
