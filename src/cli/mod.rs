@@ -7,6 +7,7 @@
 
 mod client;
 mod db;
+mod docs;
 mod errors;
 mod status;
 mod transaction;
@@ -176,13 +177,14 @@ pub enum Command {
         #[command(subcommand)]
         command: db::DbCommand,
     },
-    /// Build base images (`compose tree TREEFILE --repo REPO`; runs here, without the daemon).
-    #[command(disable_help_flag = true)]
+    /// Build base images and bootable disks (runs here, as root, without the daemon).
     Compose {
-        /// Arguments of apt-ostree-compose.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        command: crate::compose::command::ComposeCommand,
     },
+    /// Write man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
     /// Regenerate the initramfs locally, or go back to the image's.
     #[command(group(clap::ArgGroup::new("mode").required(true).args(["enable", "disable"])))]
     Initramfs {
@@ -274,11 +276,18 @@ fn split_local_packages(args: Vec<String>) -> Result<(Vec<String>, Vec<String>)>
 }
 
 fn run(cli: Cli) -> Result<u8> {
-    if let Command::Compose { args } = &cli.command {
+    if let Command::Compose { .. } = &cli.command {
+        // Parsed here (for --help, completions and man pages), run by the
+        // helper binary with the same arguments: it loads libostree, we don't.
         use std::os::unix::process::CommandExt;
+        let args = std::env::args_os().skip_while(|a| a != "compose").skip(1);
         let helper = client::helper_path("apt-ostree-compose");
         let err = std::process::Command::new(&helper).args(args).exec();
         return Err(anyhow::Error::new(err).context(format!("Running {}", helper.display())));
+    }
+    if let Command::GenerateDocs { dir } = &cli.command {
+        docs::generate(dir)?;
+        return Ok(0);
     }
     let client = Client::connect(cli.address.as_deref(), cli.sysroot.as_deref())?;
     let mut api = client.sysroot();
@@ -447,7 +456,9 @@ fn run(cli: Cli) -> Result<u8> {
             }
         }
         Command::Db { command } => db::run(&client, command)?,
-        Command::Compose { .. } => unreachable!("handled before connecting"),
+        Command::Compose { .. } | Command::GenerateDocs { .. } => {
+            unreachable!("handled before connecting")
+        }
         Command::Initramfs {
             enable,
             disable: _,

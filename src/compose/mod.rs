@@ -12,7 +12,7 @@
 //! An unchanged input (same treefile, files and script) makes no new commit.
 //! Any failure leaves the ref where it was.
 
-mod command;
+pub mod command;
 pub mod treefile;
 
 use std::path::{Path, PathBuf};
