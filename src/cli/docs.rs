@@ -17,7 +17,12 @@ pub fn generate(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(&man).with_context(|| format!("Creating {}", man.display()))?;
     let cli = Cli::command();
     write_man_pages(&cli, "apt-ostree", "apt-ostree", &man)?;
-    write_man_pages(&crate::daemon::Args::command(), "apt-ostreed", "apt-ostreed", &man)?;
+    write_man_pages(
+        &crate::daemon::Args::command(),
+        "apt-ostreed",
+        "apt-ostreed",
+        &man,
+    )?;
 
     for (shell, subdir, file) in [
         (Shell::Bash, "bash", "apt-ostree"),
@@ -27,8 +32,8 @@ pub fn generate(dir: &Path) -> Result<()> {
         let out = dir.join("completions").join(subdir);
         std::fs::create_dir_all(&out).with_context(|| format!("Creating {}", out.display()))?;
         let path = out.join(file);
-        let mut f = std::fs::File::create(&path)
-            .with_context(|| format!("Creating {}", path.display()))?;
+        let mut f =
+            std::fs::File::create(&path).with_context(|| format!("Creating {}", path.display()))?;
         clap_complete::generate(shell, &mut cli.clone(), "apt-ostree", &mut f);
     }
     Ok(())
@@ -38,7 +43,10 @@ pub fn generate(dir: &Path) -> Result<()> {
 /// per visible subcommand, named as git names its pages (`apt-ostree-kargs`
 /// documents `apt-ostree kargs`).
 fn write_man_pages(cmd: &clap::Command, page: &str, usage: &str, dir: &Path) -> Result<()> {
-    let cmd = cmd.clone().name(page.to_string()).bin_name(usage.to_string());
+    let cmd = cmd
+        .clone()
+        .name(page.to_string())
+        .bin_name(usage.to_string());
     let path = dir.join(format!("{page}.8"));
     let mut text = Vec::new();
     clap_mangen::Man::new(cmd.clone())
@@ -50,7 +58,12 @@ fn write_man_pages(cmd: &clap::Command, page: &str, usage: &str, dir: &Path) -> 
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = sub.get_name();
         if name != "help" {
-            write_man_pages(sub, &format!("{page}-{name}"), &format!("{usage} {name}"), dir)?;
+            write_man_pages(
+                sub,
+                &format!("{page}-{name}"),
+                &format!("{usage} {name}"),
+                dir,
+            )?;
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use crate::compose::image::{compose_image, parse_size, ImageFormat, ImageOptions};
 use crate::compose::{compose_tree, ComposeOptions};
 use crate::progress::ConsoleProgress;
 
@@ -60,9 +61,88 @@ pub enum ComposeCommand {
         #[arg(long, value_name = "DIR", requires = "gpg_sign")]
         gpg_homedir: Option<PathBuf>,
     },
+    /// Make a disk image that boots (UEFI and BIOS) from a commit.
+    Image {
+        /// The OSTree repository holding the commit.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The ref (branch) to install.
+        #[arg(long = "ref", value_name = "REF")]
+        reference: String,
+        /// The disk image to write, or a block device (with --wipe).
+        #[arg(long)]
+        output: PathBuf,
+        /// The image format (qcow2 needs qemu-img).
+        #[arg(long, value_enum, default_value = "raw")]
+        format: ImageFormat,
+        /// Disk size, e.g. 8G (default: twice what the commit needs, at least 4G).
+        #[arg(long, value_parser = parse_size)]
+        size: Option<u64>,
+        /// A kernel argument for the installed system (repeatable).
+        #[arg(long = "karg", value_name = "ARG")]
+        kargs: Vec<String>,
+        /// The remote the installed system upgrades from (default: the treefile's [remote]).
+        #[arg(long, value_name = "NAME=URL", value_parser = parse_remote)]
+        remote: Option<(String, String)>,
+        /// Overwrite an existing output file.
+        #[arg(long)]
+        force: bool,
+        /// Erase the block device given as --output.
+        #[arg(long)]
+        wipe: bool,
+    },
+}
+
+fn parse_remote(text: &str) -> Result<(String, String), String> {
+    let (name, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=URL"))?;
+    if !crate::sysroot::refspec::is_remote_name(name) {
+        return Err(format!("{name:?} is not a remote name"));
+    }
+    if !url.contains("://") {
+        return Err(format!("{url:?} is not a URL"));
+    }
+    Ok((name.to_string(), url.to_string()))
 }
 
 fn run(command: &ComposeCommand) -> Result<u8> {
+    if let ComposeCommand::Image {
+        repo,
+        reference,
+        output,
+        format,
+        size,
+        kargs,
+        remote,
+        force,
+        wipe,
+    } = command
+    {
+        let opts = ImageOptions {
+            repo: repo.clone(),
+            reference: reference.clone(),
+            output: output.clone(),
+            format: *format,
+            size: *size,
+            kargs: kargs.clone(),
+            remote: remote.clone(),
+            force: *force,
+            wipe: *wipe,
+        };
+        let image = compose_image(&opts, &ConsoleProgress::sink())?;
+        println!(
+            "{} => {} ({} MiB, UEFI{}) in {:.1} s\n  commit: {}\n  origin: {}",
+            reference,
+            output.display(),
+            image.size >> 20,
+            if image.bios { " and BIOS" } else { "" },
+            image.elapsed.as_secs_f64(),
+            image.commit,
+            image.origin
+        );
+        return Ok(0);
+    }
     let ComposeCommand::Tree {
         treefile,
         repo,
@@ -71,7 +151,10 @@ fn run(command: &ComposeCommand) -> Result<u8> {
         unchanged_exit_77,
         gpg_sign,
         gpg_homedir,
-    } = command;
+    } = command
+    else {
+        unreachable!("compose image is handled above");
+    };
     let opts = ComposeOptions {
         repo: repo.clone(),
         static_delta: *static_delta,

@@ -13,6 +13,7 @@
 //! Any failure leaves the ref where it was.
 
 pub mod command;
+pub mod image;
 pub mod treefile;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +72,12 @@ fn input_hash(text: &str, t: &Treefile) -> Result<String> {
             std::fs::read(p).with_context(|| format!("postprocess: reading {}", p.display()))?,
         );
     }
+    for deb in local_debs(&t.local_packages)? {
+        data.extend(
+            std::fs::read(&deb)
+                .with_context(|| format!("local-packages: reading {}", deb.display()))?,
+        );
+    }
     if let Ok(Source::Debootstrap { mirrors, .. }) = t.source() {
         for m in mirrors {
             data.extend(std::fs::read(&m).unwrap_or_else(|_| m.into_bytes()));
@@ -107,7 +114,35 @@ fn next_version(previous: Option<&str>) -> String {
     format!("{today}.{n}")
 }
 
-fn build_rootfs(t: &Treefile, dest: &Path, sink: &Sink) -> Result<()> {
+/// The `.deb` files `local-packages` names: files, and the `.deb`s of directories.
+fn local_debs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut debs = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("local-packages: reading {}", path.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+                .collect();
+            if found.is_empty() {
+                bail!("local-packages: {} holds no .deb file", path.display());
+            }
+            found.sort();
+            debs.extend(found);
+        } else if path.extension().is_some_and(|e| e == "deb") && path.is_file() {
+            debs.push(path.clone());
+        } else {
+            bail!(
+                "local-packages: {} is neither a .deb file nor a directory",
+                path.display()
+            );
+        }
+    }
+    Ok(debs)
+}
+
+fn build_rootfs(t: &Treefile, dest: &Path, scratch: &Path, sink: &Sink) -> Result<()> {
     match t.source()? {
         Source::Rootfs(src) => {
             if !src.is_dir() {
@@ -136,6 +171,29 @@ fn build_rootfs(t: &Treefile, dest: &Path, sink: &Sink) -> Result<()> {
                 .arg("--dpkgopt=path-exclude=/usr/share/locale/*");
             if !t.packages.is_empty() {
                 cmd.arg(format!("--include={}", t.packages.join(",")));
+            }
+            let debs = local_debs(&t.local_packages)?;
+            if !debs.is_empty() {
+                // mmdebstrap's root mode cannot install a host path given to
+                // --include (dpkg runs chrooted); copy the packages in and let
+                // apt in the chroot install them with their dependencies.
+                let staged = scratch.join("local-packages");
+                std::fs::create_dir_all(&staged)?;
+                for deb in &debs {
+                    let name = deb.file_name().expect("a file").to_string_lossy();
+                    std::fs::copy(deb, staged.join(&*name))
+                        .with_context(|| format!("local-packages: copying {}", deb.display()))?;
+                }
+                let staged = staged.display().to_string();
+                if staged.chars().any(char::is_whitespace) {
+                    bail!("local-packages: the work directory {staged:?} must not contain spaces");
+                }
+                cmd.arg(format!("--customize-hook=copy-in {staged} /tmp"))
+                    .arg(
+                        "--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive sh -c \
+                         'apt-get install --yes --no-install-recommends /tmp/local-packages/*.deb'",
+                    )
+                    .arg("--customize-hook=rm -rf \"$1\"/tmp/local-packages");
             }
             cmd.arg(&suite).arg(dest).args(&mirrors);
             let output =
@@ -236,7 +294,7 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
 
     let started = Instant::now();
     sink.task("Building the root file system", || {
-        build_rootfs(&t, &root, sink)
+        build_rootfs(&t, &root, scratch.path(), sink)
     })?;
     let rootfs_time = started.elapsed();
 
@@ -268,6 +326,14 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
     metadata.insert(keys::VERSION, &version);
     metadata.insert(keys::PACKAGES, packages.clone());
     metadata.insert(INPUT_HASH, &hash);
+    if !t.kargs.is_empty() {
+        metadata.insert(keys::KARGS, t.kargs.clone());
+    }
+    if let Some(remote) = &t.remote {
+        metadata.insert(keys::REMOTE_NAME, &remote.name);
+        metadata.insert(keys::REMOTE_URL, &remote.url);
+        metadata.insert(keys::REMOTE_GPG_VERIFY, remote.gpg_verify);
+    }
     let commit = sink.task("Committing", || {
         commit_directory(
             &repo,

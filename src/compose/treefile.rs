@@ -15,10 +15,15 @@
 //! # rootfs = "path/to/tree"          # an existing root file system instead
 //! variant = "minbase"                # mmdebstrap variant
 //! packages = ["systemd", "linux-image-amd64"]
+//! local-packages = ["debs/"]         # .deb files, or directories of them
+//! kargs = ["console=ttyS0"]          # default kernel arguments of installed systems
 //! placeholder-kernel = false         # true: no kernel needed (not booted on hardware)
 //! postprocess = "postprocess.sh"     # run in the sandbox, the tree as /
 //! [files]                            # destination in the image = source next to the treefile
 //! "/etc/motd" = "files/motd"
+//! [remote]                           # where installed systems upgrade from
+//! name = "debian"
+//! url = "https://example.com/repo"
 //! ```
 
 use std::collections::BTreeMap;
@@ -53,10 +58,26 @@ pub struct Treefile {
     #[serde(default)]
     pub packages: Vec<String>,
     #[serde(default)]
+    pub local_packages: Vec<PathBuf>,
+    #[serde(default)]
+    pub kargs: Vec<String>,
+    pub remote: Option<Remote>,
+    #[serde(default)]
     pub placeholder_kernel: bool,
     pub postprocess: Option<PathBuf>,
     #[serde(default)]
     pub files: BTreeMap<String, PathBuf>,
+}
+
+/// The remote that machines installed from the image upgrade from
+/// (`compose image` adds it and makes `NAME:REF` the origin).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Remote {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub gpg_verify: bool,
 }
 
 fn default_variant() -> String {
@@ -107,6 +128,21 @@ impl Treefile {
         };
         t.rootfs = t.rootfs.as_deref().map(resolve);
         t.postprocess = t.postprocess.as_deref().map(resolve);
+        t.local_packages = t.local_packages.iter().map(|p| resolve(p)).collect();
+        if !t.local_packages.is_empty() && t.rootfs.is_some() {
+            bail!("local-packages needs mmdebstrap (suite), not rootfs");
+        }
+        for arg in &t.kargs {
+            crate::sysroot::kargs::validate(arg).map_err(|e| anyhow::anyhow!("kargs: {e}"))?;
+        }
+        if let Some(r) = &t.remote {
+            if !crate::sysroot::refspec::is_remote_name(&r.name) {
+                bail!("remote: {:?} is not a remote name", r.name);
+            }
+            if !r.url.contains("://") {
+                bail!("remote: url {:?} is not a URL", r.url);
+            }
+        }
         for (dest, src) in t.files.iter_mut() {
             if !dest.starts_with('/') || dest.split('/').any(|c| c == "..") {
                 bail!("files: destination {dest:?} must be an absolute path without ..");

@@ -17,6 +17,13 @@ pub mod keys {
     pub const REQUESTED_PACKAGES: &str = "apt-ostree.requested-packages";
     /// Every package of the tree as (name, version, architecture).
     pub const PACKAGES: &str = "apt-ostree.packages";
+    /// Kernel arguments for systems installed from the image (treefile `kargs`).
+    pub const KARGS: &str = "apt-ostree.kargs";
+    /// The remote installed systems upgrade from (treefile `[remote]`):
+    /// name, URL, and whether it verifies signatures.
+    pub const REMOTE_NAME: &str = "apt-ostree.remote-name";
+    pub const REMOTE_URL: &str = "apt-ostree.remote-url";
+    pub const REMOTE_GPG_VERIFY: &str = "apt-ostree.remote-gpg-verify";
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

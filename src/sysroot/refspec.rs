@@ -2,6 +2,14 @@
 
 use crate::error::Error;
 
+/// What ostree accepts as a remote's name.
+pub fn is_remote_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refspec {
     pub remote: Option<String>,
@@ -22,11 +30,7 @@ impl Refspec {
             None => (None, text),
         };
         if let Some(r) = remote {
-            if r.is_empty()
-                || !r
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
+            if !is_remote_name(r) {
                 return Err(invalid("invalid remote name"));
             }
         }
