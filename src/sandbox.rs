@@ -51,13 +51,9 @@ impl Sandbox {
             "--unshare-net",
             "--unshare-uts",
         ])
-        .args([
-            "--hostname",
-            "apt-ostree-sandbox",
-            "--die-with-parent",
-            "--chdir",
-            "/",
-        ])
+        // No --hostname: under systemd's ProtectHostname= (as apt-ostreed
+        // runs) sethostname() is refused even in a new UTS namespace.
+        .args(["--die-with-parent", "--chdir", "/"])
         .arg("--")
         .args(argv)
         .env_clear()

@@ -48,11 +48,15 @@ impl Sysroot {
         Origin::from_keyfile(&origin)
     }
 
-    /// The origin of the merge deployment.
+    /// The deployment whose origin (refspec, packages, overrides) a change
+    /// starts from, with that origin: the default one, which is the pending
+    /// one when a change is staged, so that changes made before a reboot
+    /// compose (rpm-ostree's rule). Its /etc still comes from
+    /// [`Sysroot::merge_deployment`], the booted one.
     pub fn merge_origin(&self) -> Result<(ostree::Deployment, Origin)> {
-        let merge = self.merge_deployment()?;
-        let origin = Sysroot::origin_of(&merge)?;
-        Ok((merge, origin))
+        let default = self.default_deployment()?;
+        let origin = Sysroot::origin_of(&default)?;
+        Ok((default, origin))
     }
 
     /// True when changes are staged rather than written (a booted system).
@@ -116,6 +120,7 @@ impl Sysroot {
             )
             .with_context(|| format!("Writing the deployment of {commit}"))?;
         }
+        reap_exited_children();
         sink.task_end(title);
         self.reload(true)?;
         let status = self.status()?;
@@ -166,6 +171,21 @@ impl Sysroot {
         self.inner
             .write_deployments(deployments, gio::Cancellable::NONE)
             .context("Writing the deployment list")?;
+        reap_exited_children();
         self.reload(true)
+    }
+}
+
+/// libostree's freeze watchdog (forked around every deployment write)
+/// daemonizes by forking again; the intermediate child exits at once and is
+/// ours to reap, or it stays a zombie for as long as the daemon runs. Called
+/// right after libostree returns, on the transaction's thread: no other
+/// thread waits for a child then (one transaction at a time).
+fn reap_exited_children() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
     }
 }
