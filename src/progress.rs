@@ -54,11 +54,14 @@ impl dyn ProgressSink + '_ {
         }
         Ok(())
     }
-    /// Run `f` as a task with a title, emitting begin and end events.
-    pub fn task<T>(&self, title: &str, f: impl FnOnce() -> T) -> T {
+    /// Run `f` as a task with a title: a begin event, and an end event only
+    /// when it succeeds (a failed step is not "done"; its error says why).
+    pub fn task<T, E>(&self, title: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         self.task_begin(title);
         let r = f();
-        self.task_end(title);
+        if r.is_ok() {
+            self.task_end(title);
+        }
         r
     }
 }
@@ -74,11 +77,12 @@ impl ConsoleProgress {
 
 impl ProgressSink for ConsoleProgress {
     fn emit(&self, event: Event) {
+        // One line per step, when it starts: the next step (or the final
+        // summary) is what says it finished, and a failure prints its error.
         match event {
             Event::TaskBegin(t) => eprintln!("{t}..."),
-            Event::TaskEnd(t) => eprintln!("{t}... done"),
             Event::Log(l) => eprintln!("{l}"),
-            Event::Percent(_) | Event::Download { .. } => {}
+            Event::TaskEnd(_) | Event::Percent(_) | Event::Download { .. } => {}
         }
     }
     fn cancel_requested(&self) -> bool {

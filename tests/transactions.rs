@@ -679,6 +679,40 @@ fn on_a_booted_system_upgrade_stages_and_finalize_keeps_later_etc_edits() {
     assert_eq!(rolled["deployments"][1]["booted"], true);
 }
 
+/// Regression (seen on a real boot): a deployment staged without a change of
+/// kernel arguments records none, and `kargs --append` on top of it wrote
+/// only the new argument, dropping root= and console= from the next boot.
+#[test]
+fn on_a_booted_system_kargs_on_top_of_a_staged_change_keep_the_booted_arguments() {
+    let (s, _http) = served_v1();
+    run(s.cli().args(["kargs", "--append", "console=ttyS0"]));
+    let (booted, serial) = s.deployments()[0].clone();
+    let bindir = std::path::Path::new(cli()).parent().unwrap().to_path_buf();
+    let out = stdout(
+        Command::new(fixtures().join("enter-deployment.sh"))
+            .arg(&s.path)
+            .arg(s.deployment_dir(&booted, serial))
+            .arg(&bindir)
+            .args([
+                "/bin/sh",
+                "-ec",
+                "/run/bin/apt-ostree --sysroot / upgrade >&2
+                 /run/bin/apt-ostree --sysroot / kargs --append quiet >&2
+                 /run/bin/apt-ostree --sysroot / status --json",
+            ])
+            .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments"),
+    );
+    let status: Value = serde_json::from_str(&out).unwrap();
+    let pending = &status["deployments"][0];
+    assert_eq!(pending["staged"], true, "{status}");
+    assert_eq!(
+        pending["kernelArguments"],
+        serde_json::json!(["console=ttyS0", "quiet"]),
+        "{status}"
+    );
+    assert_eq!(pending["checksum"], base_repo().v2.as_str());
+}
+
 /// Interrupt a running `apt-ostree upgrade` with SIGINT, as Ctrl-C does.
 fn interrupt_upgrade(cmd: &mut Command) -> (Option<i32>, String) {
     let (mut child, mut err, seen) = start_upgrade_until_pulling(cmd);

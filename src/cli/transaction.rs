@@ -70,30 +70,31 @@ impl Renderer {
         match p.kind {
             Progress_kind::taskBegin => {
                 let task = p.task.unwrap_or_default();
+                self.finish();
                 if self.tty {
+                    // A spinner until there is something to count.
                     let bar = ProgressBar::new_spinner();
                     bar.set_style(
-                        ProgressStyle::with_template(
-                            "{spinner} {msg} {prefix} {wide_bar} {percent:>3}%",
-                        )
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        ProgressStyle::with_template("{spinner} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                     );
                     bar.enable_steady_tick(Duration::from_millis(120));
                     bar.set_message(task);
                     self.bar = Some(bar);
                 } else {
+                    // One line per step; the next one says this one ended.
                     eprintln!("{task}...");
                 }
             }
             Progress_kind::taskEnd => {
-                let task = p.task.unwrap_or_default();
-                match self.bar.take() {
-                    Some(bar) => bar.finish_with_message(format!("{task}... done")),
-                    None => eprintln!("{task}... done"),
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                    eprintln!("{}... done", p.task.unwrap_or_default());
                 }
             }
             Progress_kind::percent => {
                 if let (Some(bar), Some(pct)) = (&self.bar, p.percent) {
+                    counting(bar);
                     bar.set_length(100);
                     bar.set_position(pct.clamp(0, 100) as u64);
                 }
@@ -116,6 +117,7 @@ impl Renderer {
                 };
                 if let Some(bar) = &self.bar {
                     if let Some(total) = p.bytesTotal.filter(|t| *t > 0) {
+                        counting(bar);
                         bar.set_length(100);
                         bar.set_position((done * 100 / total as u64).min(100));
                     }
@@ -134,6 +136,16 @@ impl Renderer {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// Turn a spinner into a bar once there is something to count.
+fn counting(bar: &ProgressBar) {
+    if bar.length().is_none() {
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {prefix} {wide_bar} {percent:>3}%")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
     }
 }
 

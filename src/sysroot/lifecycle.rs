@@ -140,9 +140,7 @@ impl Sysroot {
 
     /// The kernel arguments of the default deployment, without ostree's own.
     pub fn kernel_arguments(&self) -> Result<Vec<String>> {
-        Ok(super::status::kernel_arguments_of(
-            &self.default_deployment()?,
-        ))
+        Ok(self.kernel_arguments_of(&self.default_deployment()?))
     }
 
     /// `kargs --append/--delete/--replace`: a new deployment of the same

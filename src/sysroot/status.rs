@@ -7,18 +7,36 @@ use anyhow::Result;
 use super::Sysroot;
 use crate::origin::Origin;
 
-/// The kernel arguments of a deployment. `ostree=` is ostree's own, rewritten
-/// on every deploy: not the administrator's to change, so not shown.
-pub(super) fn kernel_arguments_of(d: &ostree::Deployment) -> Vec<String> {
-    d.bootconfig()
-        .and_then(|b| b.get("options"))
-        .map(|o| {
-            o.split_whitespace()
-                .filter(|a| !a.starts_with("ostree="))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+/// The kernel arguments a deployment records, split by libostree's own
+/// parser (a quoted value keeps its spaces). `ostree=` is ostree's own,
+/// rewritten on every deploy: not the administrator's to change, so not
+/// shown. None when the deployment records none.
+fn recorded_kernel_arguments(d: &ostree::Deployment) -> Option<Vec<String>> {
+    let options = d.bootconfig()?.get("options")?;
+    Some(
+        ostree::KernelArgs::from_string(&options)
+            .to_strv()
+            .iter()
+            .map(|a| a.to_string())
+            .filter(|a| !a.starts_with("ostree="))
+            .collect(),
+    )
+}
+
+impl Sysroot {
+    /// The kernel arguments `d` boots with. A deployment staged without a
+    /// change of arguments records none: libostree gives it the booted
+    /// deployment's when it finalizes it, and so does this.
+    pub(super) fn kernel_arguments_of(&self, d: &ostree::Deployment) -> Vec<String> {
+        recorded_kernel_arguments(d)
+            .or_else(|| {
+                d.is_staged()
+                    .then(|| self.inner.booted_deployment())
+                    .flatten()
+                    .and_then(|b| recorded_kernel_arguments(&b))
+            })
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +107,7 @@ impl Sysroot {
                 tracing::warn!("Origin of deployment {checksum}: {e:#}");
                 None
             });
-            let kernel_arguments = kernel_arguments_of(&d);
+            let kernel_arguments = self.kernel_arguments_of(&d);
             let origin = origin.unwrap_or_default();
             deployments.push(DeploymentStatus {
                 id: format!("{}-{}.{}", d.osname(), checksum, d.deployserial()),

@@ -1,0 +1,94 @@
+#!/bin/sh
+# One phase of the VM suite per boot, then reboot (or power off at the end).
+# Results go to the serial console as "VMTEST ..." lines, which the harness
+# (scripts/test-vm) reads, and to /var/lib/vmtest/log.
+set -u
+STATE=/var/lib/vmtest
+mkdir -p $STATE
+PHASE=$(cat $STATE/phase 2>/dev/null || echo 1)
+SOCKET=/run/apt-ostree/org.aptostree.Sysroot
+
+say() { echo "VMTEST $*" | tee -a $STATE/log > /dev/ttyS0; }
+fail() {
+    say "phase $PHASE: FAIL: $*"
+    apt-ostree status -v 2>&1 | sed 's/^/VMTEST   /' > /dev/ttyS0
+    systemctl --no-pager --failed 2>&1 | sed 's/^/VMTEST   /' > /dev/ttyS0
+    journalctl -b -u apt-ostreed --no-pager -n 40 2>&1 | sed 's/^/VMTEST   /' > /dev/ttyS0
+    systemctl poweroff
+    exit 1
+}
+check() { # check DESCRIPTION COMMAND...
+    what=$1; shift
+    if out=$("$@" 2>&1); then
+        say "  ok: $what"
+    else
+        echo "$out" | tail -n 20 | sed 's/^/VMTEST   /' > /dev/ttyS0
+        fail "$what"
+    fi
+}
+next() { echo $((PHASE + 1)) > $STATE/phase; say "phase $PHASE: PASS"; systemctl reboot; exit 0; }
+has() { grep -q -- "$1"; }
+
+# The boot itself must have gone well: wait for every other start-up job
+# (`is-system-running --wait` would wait for this one too), then no unit
+# may have failed.
+while systemctl list-jobs --no-legend | grep -v -q vmtest.service; do sleep 1; done
+failed=$(systemctl --failed --no-legend --plain | cut -d' ' -f1 | tr '\n' ' ')
+say "phase $PHASE: booted, cmdline: $(cat /proc/cmdline)"
+[ -z "$failed" ] || fail "failed units: $failed"
+
+case $PHASE in
+1)
+    check "status marks a booted deployment" sh -c 'apt-ostree status --json | grep -q "\"booted\": true"'
+    check "ostree agrees" sh -c 'ostree admin status | grep -q "^\* debian"'
+    check "varlinkctl introspect" sh -c "varlinkctl introspect $SOCKET org.aptostree.Sysroot | grep -q 'method GetStatus'"
+    check "varlinkctl call" sh -c "varlinkctl call $SOCKET org.aptostree.Sysroot.GetStatus '{}' | grep -q deployments"
+    check "install vmtest-hello" apt-ostree install vmtest-hello
+    check "the install is pending" sh -c 'apt-ostree status --json | grep -q vmtest-hello'
+    check "kargs --append" apt-ostree kargs --append=vmtest.marker=1
+    next
+    ;;
+2)
+    check "the karg reached the kernel" grep -q "vmtest.marker=1" /proc/cmdline
+    check "the image's kernel arguments stayed" grep -q "root=UUID=" /proc/cmdline
+    check "the layered program runs" sh -c 'vmtest-hello | grep -q "hello from a layered package"'
+    check "postinst ran at layering" test -f /usr/share/vmtest-hello/postinst-ran
+    check "conffile in /etc" grep -q "greeting=" /etc/vmtest-hello.conf
+    check "file under /var" test -f /var/lib/vmtest-hello/state
+    check "system user" getent passwd vmtest-hello
+    check "layered packages in status" sh -c 'apt-ostree status --booted | grep LayeredPackages | grep -q vmtest-hello'
+    check "install vmtest-extra" apt-ostree install vmtest-extra
+    check "upgrade to the new base" apt-ostree upgrade
+    # The first LayeredPackages line is the pending deployment's.
+    check "the pending deployment keeps both packages" sh -c \
+        'apt-ostree status | grep -m1 LayeredPackages | grep vmtest-hello | grep -q vmtest-extra'
+    next
+    ;;
+3)
+    check "booted the new base" grep -q "vmtest base 2" /usr/share/vmtest/base
+    check "first package kept across the upgrade" sh -c 'vmtest-hello | grep -q hello'
+    check "second package there" test -x /usr/bin/vmtest-extra
+    check "conffile kept" grep -q "greeting=" /etc/vmtest-hello.conf
+    # Four so far: install and kargs in phase 1, install and upgrade in 2.
+    n=$(journalctl MESSAGE_ID=9ef3cb3dc47c40c0ba406a417c2789fb -o cat --no-pager | grep -c "Deployment .* written")
+    check "journal lists the deployments written ($n)" test "$n" -ge 4
+    check "rollback" apt-ostree rollback
+    next
+    ;;
+4)
+    check "booted the previous deployment" sh -c '! test -e /usr/bin/vmtest-extra && test -x /usr/bin/vmtest-hello'
+    check "old base" grep -q "vmtest base 1" /usr/share/vmtest/base
+    sed -i 's/^AutomaticUpdatePolicy=.*/AutomaticUpdatePolicy=stage/' /etc/apt-ostree/apt-ostreed.conf
+    check "automatic update runs" systemctl start apt-ostreed-automatic.service
+    check "an update is staged" sh -c 'apt-ostree status --json | grep -q "\"staged\": true"'
+    check "no failed units" sh -c '[ -z "$(systemctl --failed --no-legend --plain)" ]'
+    say "phase $PHASE: PASS"
+    say "ALL PASSED"
+    echo done > $STATE/phase
+    systemctl poweroff
+    ;;
+*)
+    say "nothing to do in phase $PHASE"
+    systemctl poweroff
+    ;;
+esac
