@@ -8,4 +8,4 @@ dracut --force --no-hostonly --kver "$kver" "/usr/lib/modules/$kver/initramfs.im
 # Per-machine identity is made on first boot, never shipped.
 rm -f /etc/ssh/ssh_host_*
 : > /etc/machine-id
-systemctl enable systemd-networkd.service systemd-resolved.service
+systemctl enable systemd-networkd.service systemd-resolved.service root-credentials.service
