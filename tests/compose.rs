@@ -10,15 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-fn code(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 const IMAGE_REF: &str = "debian/12/x86_64/composed";
 
 /// A directory with a raw Debian tree (as debootstrap leaves one), a treefile
@@ -353,4 +344,115 @@ fn signed_composes_pass_a_verifying_remote_and_unsigned_ones_do_not() {
         .arg(&home)
         .args(["--kill", "gpg-agent"])
         .status();
+}
+
+/// Loop devices attached and mounts in this mount namespace, to show that a
+/// refused `compose image` leaves none behind.
+fn loops_and_mounts() -> (String, usize) {
+    let loops = stdout(Command::new("losetup").arg("--list").arg("--noheadings"));
+    let mounts = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count();
+    (loops, mounts)
+}
+
+#[test]
+fn compose_image_refuses_bad_input_and_leaves_nothing_behind() {
+    let base = base_repo();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("disk.img");
+    let before = loops_and_mounts();
+    let image = |repo: &Path, reference: &str, extra: &[&str]| {
+        let mut c = Command::new(cli());
+        c.args(["compose", "image", "--repo"])
+            .arg(repo)
+            .args(["--ref", reference, "--output"])
+            .arg(&output)
+            .args(extra);
+        c
+    };
+
+    let (rc, _, err) = code(&mut image(&base.path, "no/such/ref", &[]));
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("no/such/ref: no such ref"), "{err}");
+
+    // The test images carry a placeholder kernel: not bootable.
+    let (rc, _, err) = code(&mut image(&base.path, REF, &[]));
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("placeholder"), "{err}");
+
+    // A commit that looks bootable (a PE kernel, GRUB, ostree-boot) but is
+    // far larger than the size asked for.
+    let tree = dir.path().join("tree");
+    for d in [
+        "usr/lib/modules/6.1",
+        "usr/sbin",
+        "usr/lib/grub/x86_64-efi",
+        "usr/lib/dracut/modules.d/98ostree",
+        "usr/etc",
+    ] {
+        fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    let mut kernel = b"MZ".to_vec();
+    kernel.resize(1 << 20, 0);
+    fs::write(tree.join("usr/lib/modules/6.1/vmlinuz"), kernel).unwrap();
+    fs::write(tree.join("usr/lib/modules/6.1/initramfs.img"), "initramfs").unwrap();
+    for tool in ["grub-install", "grub-mkconfig"] {
+        fs::write(tree.join("usr/sbin").join(tool), "#!/bin/sh\n").unwrap();
+    }
+    let repo = dir.path().join("repo");
+    run(ostree()
+        .arg("init")
+        .arg(format!("--repo={}", repo.display()))
+        .arg("--mode=archive"));
+    run(ostree()
+        .arg("commit")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["--branch=test/bootable", "--tree"])
+        .arg(format!("dir={}", tree.display())));
+    let (rc, _, err) = code(&mut image(&repo, "test/bootable", &["--size", "64M"]));
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("--size 64 MiB is too small"), "{err}");
+
+    // An existing output is kept unless --force.
+    fs::write(&output, "precious").unwrap();
+    let (rc, _, err) = code(&mut image(&repo, "test/bootable", &[]));
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("exists: pass --force"), "{err}");
+    assert_eq!(fs::read_to_string(&output).unwrap(), "precious");
+
+    // Only root may partition and mount.
+    let (rc, _, err) = code(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", cli()])
+            .args(["compose", "image", "--repo"])
+            .arg(&repo)
+            .args(["--ref", "test/bootable", "--output", "/tmp/never.img"]),
+    );
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("needs root"), "{err}");
+    assert!(!Path::new("/tmp/never.img").exists());
+
+    // Nonsense options are refused by the parser.
+    for (args, needle) in [
+        (vec!["--size", "ten"], "not a size"),
+        (vec!["--remote", "nourl"], "NAME=URL"),
+        (vec!["--remote", "bad name=http://x"], "not a remote name"),
+        (vec!["--format", "vmdk"], "vmdk"),
+        (vec!["--karg", "a\nb"], "invalid kernel argument"),
+    ] {
+        let (rc, _, err) = code(&mut image(&repo, "test/bootable", &args));
+        assert_ne!(rc, 0, "{args:?}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+
+    assert_eq!(loops_and_mounts(), before);
+    let left: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, ["disk.img", "repo", "tree"], "no half-written image");
 }

@@ -11,15 +11,6 @@ use common::debs::{apt_repository, Deb};
 use common::*;
 use serde_json::Value;
 
-fn code(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 /// The test packages: each exercises one thing Debian packages really do.
 fn packages() -> Vec<Deb> {
     vec![

@@ -478,6 +478,56 @@ fn unprivileged_callers_may_read_but_not_change() {
     assert!(!set.contains("error"), "{set}");
 }
 
+/// Regression: both used to print only "IO error".
+#[test]
+fn connection_errors_say_why_and_what_to_do() {
+    let (rc, _, err) = code(Command::new(cli()).args([
+        "--address",
+        "unix:/run/apt-ostree-test-nothing-here/socket",
+        "status",
+    ]));
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(
+        err.contains("systemctl enable --now apt-ostreed.socket") && err.contains("--sysroot"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_bindir, bin) = cli_for_nobody();
+    let out = as_nobody(&bin)
+        .arg("--address")
+        .arg(format!("unix:{}", socket.display()))
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(err.contains("SocketMode=0666"), "{err}");
+}
+
+/// As rpm-ostree: cancelling when nothing runs is a note, not an error.
+#[test]
+fn cancel_with_nothing_running_succeeds_with_a_note() {
+    let s = TestSysroot::with_two_deployments();
+    let d = ActivatedDaemon::start(&s.path, 30);
+    let out = Command::new(cli())
+        .args(["--address", &d.address(), "cancel"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "No transaction is running."
+    );
+}
+
 #[test]
 fn a_path_that_is_not_a_sysroot_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();

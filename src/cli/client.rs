@@ -55,9 +55,19 @@ impl Client {
             (_, Some(sysroot)) => Client::private(sysroot),
             (address, None) => {
                 let address = address.unwrap_or(protocol::DEFAULT_ADDRESS);
-                let connection = Connection::with_address(address)
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                    .with_context(|| format!("Connecting to apt-ostreed at {address}"))?;
+                let connection = match address.strip_prefix("unix:") {
+                    // Connected here, not by the varlink crate, whose error
+                    // hides the operating system's reason.
+                    Some(path) => {
+                        let path = path.split(';').next().unwrap_or(path);
+                        let stream =
+                            UnixStream::connect(path).map_err(|e| connect_error(address, &e))?;
+                        from_stream(stream)?
+                    }
+                    None => Connection::with_address(address).map_err(|e| {
+                        anyhow::anyhow!("Connecting to apt-ostreed at {address}: {e}")
+                    })?,
+                };
                 Ok(Client {
                     connection,
                     daemon: None,
@@ -106,11 +116,7 @@ impl Client {
             .spawn()
             .with_context(|| format!("Starting {}", daemon_path().display()))?;
         drop(theirs);
-        let reader = ours.try_clone().context("Cloning the socket")?;
-        let mut connection = Connection::default();
-        connection.reader = Some(BufReader::new(Box::new(reader)));
-        connection.writer = Some(Box::new(ours));
-        let connection = Arc::new(RwLock::new(connection));
+        let connection = from_stream(ours)?;
         Ok(Client {
             connection,
             daemon: Some(child),
@@ -131,6 +137,32 @@ impl Client {
     pub fn private_daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Child::id)
     }
+}
+
+/// A varlink connection over a connected socket.
+fn from_stream(stream: UnixStream) -> Result<Arc<RwLock<Connection>>> {
+    let reader = stream.try_clone().context("Cloning the socket")?;
+    let mut connection = Connection::default();
+    connection.reader = Some(BufReader::new(Box::new(reader)));
+    connection.writer = Some(Box::new(stream));
+    Ok(Arc::new(RwLock::new(connection)))
+}
+
+/// What went wrong connecting to the system daemon, and what to do about it.
+fn connect_error(address: &str, e: &std::io::Error) -> anyhow::Error {
+    let advice = match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            "is apt-ostreed.socket running? On an OSTree-booted system: \
+             `systemctl enable --now apt-ostreed.socket`; for a sysroot that is \
+             not booted, pass --sysroot DIR"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "the socket should be open to every user (apt-ostreed.socket sets \
+             SocketMode=0666); check its mode, or run as root"
+        }
+        _ => "is apt-ostreed running?",
+    };
+    anyhow::anyhow!("Connecting to apt-ostreed at {address}: {e}; {advice}")
 }
 
 /// Write `n` as a NUL-terminated decimal string into `buf`, without allocating

@@ -21,7 +21,7 @@ use clap::{Args, Parser, Subcommand};
 pub use client::Client;
 use transaction::{follow, report};
 
-use crate::protocol::sysroot::VarlinkClientInterface;
+use crate::protocol::sysroot::{ErrorKind, VarlinkClientInterface};
 
 /// Exit code for "nothing to do" (`upgrade --check` without an update, `--unchanged-exit-77`).
 pub const EXIT_UNCHANGED: u8 = 77;
@@ -355,11 +355,18 @@ fn run(cli: Cli) -> Result<u8> {
             )?,
             false,
         ),
-        Command::Cancel => {
-            api.cancel(None).call()?;
-            println!("Cancellation requested");
-            0
-        }
+        Command::Cancel => match api.cancel(None).call() {
+            Ok(_) => {
+                println!("Cancellation requested");
+                0
+            }
+            // As rpm-ostree: nothing to cancel is not a failure.
+            Err(e) if matches!(e.kind(), ErrorKind::NoTransaction(_)) => {
+                println!("No transaction is running.");
+                0
+            }
+            Err(e) => return Err(e.into()),
+        },
         Command::Reload => {
             api.reload().call()?;
             0

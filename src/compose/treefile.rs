@@ -246,6 +246,79 @@ mod tests {
     }
 
     #[test]
+    fn the_examples_parse() {
+        let dir = Path::new("/src/examples/treefiles");
+        for text in [
+            include_str!("../../examples/treefiles/debian-minimal.toml"),
+            include_str!("../../examples/treefiles/bootable.toml"),
+            include_str!("../../examples/treefiles/bootable-bookworm.toml"),
+        ] {
+            let t = Treefile::parse(text, dir).unwrap();
+            assert!(t.reference.starts_with("debian/"), "{t:?}");
+        }
+        let t =
+            Treefile::parse(include_str!("../../examples/treefiles/bootable.toml"), dir).unwrap();
+        assert_eq!(
+            t.local_packages,
+            [Path::new(
+                "/src/examples/treefiles/../../target/debian/trixie"
+            )]
+        );
+        assert!(t.kargs.contains(&"console=ttyS0,115200n8".to_string()));
+    }
+
+    /// The names serde accepts for a struct, as its derived Deserialize
+    /// announces them.
+    fn field_names<'de, T: Deserialize<'de>>() -> Vec<&'static str> {
+        use serde::de::{Error as _, Visitor};
+        struct Capture(Vec<&'static str>);
+        impl<'de> serde::Deserializer<'de> for &mut Capture {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+                Err(Self::Error::custom("not a struct"))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0 = fields.to_vec();
+                Err(Self::Error::custom("captured"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 u8 u16 u32 u64 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut capture = Capture(Vec::new());
+        let _ = T::deserialize(&mut capture);
+        capture.0
+    }
+
+    #[test]
+    fn the_manual_page_documents_every_key() {
+        let page = include_str!("../../docs/man/apt-ostree-treefile.5");
+        let keys: Vec<_> = field_names::<Treefile>()
+            .into_iter()
+            .chain(field_names::<Remote>())
+            .collect();
+        assert!(keys.contains(&"local-packages"), "{keys:?}");
+        for key in keys {
+            let roff = key.replace('-', "\\-");
+            let documented = page.contains(&format!(".BR {key} "))
+                || page.contains(&format!(".BR {roff} "))
+                || page.contains(&format!(".B {key}\n"))
+                || page.contains(&format!(".BR [{key}] "));
+            assert!(
+                documented,
+                "apt-ostree-treefile(5) does not document {key:?}"
+            );
+        }
+    }
+
+    #[test]
     fn refuses_unknown_keys_and_inconsistent_sources() {
         let dir = Path::new("/src");
         for (text, needle) in [

@@ -47,6 +47,16 @@ pub fn run(cmd: &mut Command) -> Output {
 }
 
 #[track_caller]
+/// Run `cmd` and return its exit code (-1 if killed), stdout and stderr.
+pub fn code(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 pub fn stdout(cmd: &mut Command) -> String {
     String::from_utf8(run(cmd).stdout).expect("utf-8 output")
 }
