@@ -217,9 +217,11 @@ fn a_composed_repository_served_over_http_updates_a_sysroot() {
     let image_status = i.cat("/usr/share/dpkg/database/status");
     let image_pkgs = apt_ostree::dpkg::parse_status(&image_status);
     assert_eq!(listed.lines().count() - 1, image_pkgs.len(), "{listed}");
+    let rows = db_rows(&listed);
     for p in &image_pkgs {
         assert!(
-            listed.contains(&format!(" {} {} ", p.name, p.version)),
+            rows.iter()
+                .any(|(name, version, _)| *name == p.name && *version == p.version),
             "{} missing",
             p.name
         );

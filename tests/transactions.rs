@@ -278,8 +278,39 @@ fn rebase_switches_branch_and_db_diff_shows_the_package_changes() {
     assert_eq!(reply["diff"]["removed"][0]["name"], "mawk");
     assert_eq!(reply["diff"]["upgraded"][0]["toVersion"], "99.0");
     let list = stdout(s.cli().args(["db", "list", &base.next]));
-    assert!(list.contains(" apt-ostree-demo-extra 1.0 all"), "{list}");
-    assert!(!list.contains(" mawk "), "{list}");
+    let rows = db_rows(&list);
+    assert!(
+        rows.contains(&("apt-ostree-demo-extra".into(), "1.0".into(), "all".into())),
+        "{list}"
+    );
+    assert!(!rows.iter().any(|r| r.0 == "mawk"), "{list}");
+    // Columns line up: every version starts in the same column.
+    let starts: std::collections::BTreeSet<usize> = list
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.find(&format!(" {} ", l.split_whitespace().nth(1).unwrap()))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(starts.len(), 1, "{list}");
+    // Package names filter (prefixes or globs), and revisions and names mix.
+    let filtered = stdout(
+        s.cli()
+            .args(["db", "list", "apt-ostree-demo", &base.next, "base-fi*"]),
+    );
+    let names: Vec<String> = db_rows(&filtered).into_iter().map(|r| r.0).collect();
+    assert_eq!(names, ["apt-ostree-demo-extra", "base-files"], "{filtered}");
+    // db version: the commit, its version and its dpkg database.
+    let version = stdout(s.cli().args(["db", "version", &base.next]));
+    assert!(
+        version.starts_with(&format!("ostree commit: {} (13.0)\n", base.next)),
+        "{version}"
+    );
+    assert!(version.contains("  dpkg database: "), "{version}");
+    let (rc, _, err) = code(s.cli().args(["db", "version", "no-such-rev"]));
+    assert_eq!(rc, 1);
+    assert!(err.contains("no-such-rev"), "{err}");
 }
 
 #[test]

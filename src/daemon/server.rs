@@ -73,12 +73,15 @@ impl VarlinkInterface for SysrootInterface {
                 None => s.default_revision()?,
             };
             let packages = s.packages(&checksum)?;
-            Ok((checksum, packages))
+            let version = s.commit_info(&checksum)?.version;
+            Ok((checksum, version, packages))
         });
         match result {
-            Ok((checksum, packages)) => {
-                call.reply(checksum, packages.iter().map(convert::package).collect())
-            }
+            Ok((checksum, version, packages)) => call.reply(
+                checksum,
+                version,
+                packages.iter().map(convert::package).collect(),
+            ),
             Err(e) => errors::reply(call, &e),
         }
     }

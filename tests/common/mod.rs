@@ -47,6 +47,19 @@ pub fn run(cmd: &mut Command) -> Output {
 }
 
 #[track_caller]
+/// The `(name, version, architecture)` rows `apt-ostree db list` prints.
+pub fn db_rows(listed: &str) -> Vec<(String, String, String)> {
+    listed
+        .lines()
+        .filter(|l| !l.starts_with("ostree commit:"))
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(cols.len(), 3, "{l:?}");
+            (cols[0].into(), cols[1].into(), cols[2].into())
+        })
+        .collect()
+}
+
 /// Run `cmd` and return its exit code (-1 if killed), stdout and stderr.
 pub fn code(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().unwrap();
