@@ -4,6 +4,7 @@
 //! the transaction id become journal fields) and to stderr otherwise; the CLI
 //! logs warnings to stderr. Audit-worthy events carry a fixed `MESSAGE_ID`.
 
+use std::io::IsTerminal;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{filter::LevelFilter, reload, EnvFilter, Registry};
 
@@ -41,6 +42,8 @@ pub fn init_daemon(default: LevelFilter) -> LevelHandle {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    // Colour only for a person at a terminal, not in a log file.
+                    .with_ansi(std::io::stderr().is_terminal())
                     .with_target(false),
             )
             .init(),
@@ -54,6 +57,7 @@ pub fn init_cli() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
         .try_init();

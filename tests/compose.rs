@@ -424,6 +424,24 @@ fn compose_image_refuses_bad_input_and_leaves_nothing_behind() {
     assert!(err.contains("exists: pass --force"), "{err}");
     assert_eq!(fs::read_to_string(&output).unwrap(), "precious");
 
+    // Only root composes: said at once, before any step starts.
+    let (rc, _, err) = code(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", cli()])
+            .args([
+                "compose",
+                "tree",
+                "/nonexistent.toml",
+                "--repo",
+                "/tmp/never",
+            ]),
+    );
+    assert_eq!(rc, 1, "{err}");
+    assert_eq!(
+        err.trim(),
+        "error: compose tree needs root (mmdebstrap, file ownership, bubblewrap)"
+    );
+
     // Only root may partition and mount.
     let (rc, _, err) = code(
         Command::new("setpriv")

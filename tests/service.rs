@@ -512,6 +512,25 @@ fn connection_errors_say_why_and_what_to_do() {
     assert!(err.contains("SocketMode=0666"), "{err}");
 }
 
+/// Regression: the daemon's log carried colour codes into files.
+#[test]
+fn the_daemon_log_has_no_colour_codes_when_not_a_terminal() {
+    let s = TestSysroot::with_two_deployments();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(daemon())
+        .arg("--address")
+        .arg(format!("unix:{}", dir.path().join("socket").display()))
+        .arg("--sysroot")
+        .arg(&s.path)
+        .args(["--idle-timeout", "1"])
+        .env("APT_OSTREE_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ready"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}
+
 /// As rpm-ostree: cancelling when nothing runs is a note, not an error.
 #[test]
 fn cancel_with_nothing_running_succeeds_with_a_note() {

@@ -34,10 +34,20 @@ pub const EXIT_UNCHANGED: u8 = 77;
 )]
 pub struct Cli {
     /// Address of apt-ostreed (default: the system socket).
-    #[arg(long, global = true, env = "APT_OSTREE_ADDRESS")]
+    #[arg(
+        long,
+        global = true,
+        env = "APT_OSTREE_ADDRESS",
+        help_heading = "Global options"
+    )]
     pub address: Option<String>,
     /// Operate on this sysroot through a private apt-ostreed instead of the system one.
-    #[arg(long, global = true, env = "APT_OSTREE_SYSROOT")]
+    #[arg(
+        long,
+        global = true,
+        env = "APT_OSTREE_SYSROOT",
+        help_heading = "Global options"
+    )]
     pub sysroot: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -80,6 +90,7 @@ pub enum Command {
     },
     /// Switch to another refspec (REMOTE:REF, REF, or REMOTE: to keep the ref).
     Rebase {
+        /// REMOTE:REF, REF (on the current remote), or REMOTE: (the current ref).
         refspec: String,
         /// A checksum or version on the new ref.
         revision: Option<String>,
@@ -88,6 +99,7 @@ pub enum Command {
     },
     /// Deploy a version or commit of the current ref.
     Deploy {
+        /// A version or a checksum of the current ref.
         revision: String,
         /// Accept a commit older than the current one.
         #[arg(long)]
@@ -128,6 +140,7 @@ pub enum Command {
     },
     /// Layer packages (names, or paths of .deb files) on the base image.
     Install {
+        /// Package names, or paths of .deb files.
         #[arg(required = true)]
         packages: Vec<String>,
         /// Show what would be installed; change nothing.
@@ -141,13 +154,16 @@ pub enum Command {
     },
     /// Remove layered packages.
     Uninstall {
+        /// Layered packages to remove.
         #[arg(required_unless_present = "all")]
         packages: Vec<String>,
         /// Remove all layered packages.
         #[arg(long)]
         all: bool,
+        /// Show what would be removed; change nothing.
         #[arg(short = 'n', long)]
         dry_run: bool,
+        /// Do not fail when a package is not layered.
         #[arg(long)]
         idempotent: bool,
         #[command(flatten)]
@@ -184,7 +200,10 @@ pub enum Command {
     },
     /// Write man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
-    GenerateDocs { dir: PathBuf },
+    GenerateDocs {
+        /// Where to write man/ and completions/.
+        dir: PathBuf,
+    },
     /// Regenerate the initramfs locally, or go back to the image's.
     #[command(group(clap::ArgGroup::new("mode").required(true).args(["enable", "disable"])))]
     Initramfs {
@@ -206,8 +225,10 @@ pub enum Command {
 pub enum OverrideCommand {
     /// Hide base packages.
     Remove {
+        /// Packages of the base image to remove.
         #[arg(required = true)]
         packages: Vec<String>,
+        /// Show what would change; change nothing.
         #[arg(short = 'n', long)]
         dry_run: bool,
         #[command(flatten)]
@@ -215,8 +236,10 @@ pub enum OverrideCommand {
     },
     /// Replace base packages with the versions the apt sources offer.
     Replace {
+        /// Packages of the base image to replace (NAME, or NAME=VERSION).
         #[arg(required = true)]
         packages: Vec<String>,
+        /// Show what would change; change nothing.
         #[arg(short = 'n', long)]
         dry_run: bool,
         #[command(flatten)]
@@ -224,6 +247,7 @@ pub enum OverrideCommand {
     },
     /// Undo overrides.
     Reset {
+        /// Packages whose override to undo.
         #[arg(required_unless_present = "all")]
         packages: Vec<String>,
         /// Undo every override.
@@ -481,4 +505,32 @@ fn run(cli: Cli) -> Result<u8> {
         }
     };
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command, argument and option says what it is: help, man pages
+    /// and completions are generated from these texts.
+    #[test]
+    fn everything_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() && path != "apt-ostree" {
+                missing.push(path.to_string());
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "apt-ostree", &mut missing);
+        assert!(missing.is_empty(), "undescribed: {missing:?}");
+    }
 }

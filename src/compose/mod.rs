@@ -250,6 +250,9 @@ fn customize(t: &Treefile, root: &Path, scratch: &Path, sink: &Sink) -> Result<(
 
 /// Compose the image described by the treefile at `path`.
 pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<Composed> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("compose tree needs root (mmdebstrap, file ownership, bubblewrap)");
+    }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("Reading {}", path.display()))?;
     let t = Treefile::load(path)?;
