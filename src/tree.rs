@@ -52,6 +52,33 @@ fn owner(uid: u32, gid: u32, passwd: &str, group: &str) -> (String, String) {
     (name(passwd, uid), name(group, gid))
 }
 
+/// Escape for a tmpfiles.d field: `%` starts a specifier, and backslashes,
+/// quotes and control characters are C-style escapes (tmpfiles.d(5)).
+fn tmpfiles_escape(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%%"),
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A path as the first field of a tmpfiles.d line: quoted when it holds
+/// anything that would split or end the field.
+fn tmpfiles_path(path: &str) -> String {
+    let escaped = tmpfiles_escape(path);
+    if path.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\' || c.is_control()) {
+        format!("\"{escaped}\"")
+    } else {
+        escaped
+    }
+}
+
 /// Write tmpfiles.d lines (and factory copies of files) for everything
 /// packages put under the scratch `/var`; returns the tmpfiles.d text.
 pub fn var_to_tmpfiles(var: &Path, root: &Path) -> Result<String> {
@@ -89,11 +116,13 @@ pub fn var_to_tmpfiles(var: &Path, root: &Path) -> Result<String> {
     for (rel, path, meta) in entries {
         let (user, grp) = owner(meta.uid(), meta.gid(), &passwd, &group);
         let mode = meta.permissions().mode() & 0o7777;
+        let var_path = tmpfiles_path(&format!("/var/{rel}"));
         if meta.is_dir() {
-            writeln!(lines, "d /var/{rel} {mode:04o} {user} {grp} - -")?;
+            writeln!(lines, "d {var_path} {mode:04o} {user} {grp} - -")?;
         } else if meta.file_type().is_symlink() {
             let target = std::fs::read_link(&path)?;
-            writeln!(lines, "L /var/{rel} - - - - {}", target.display())?;
+            let target = tmpfiles_escape(&target.to_string_lossy());
+            writeln!(lines, "L {var_path} - - - - {target}")?;
         } else if meta.is_file() {
             let factory = root.join(FACTORY).join(&rel);
             if let Some(parent) = factory.parent() {
@@ -104,10 +133,8 @@ pub fn var_to_tmpfiles(var: &Path, root: &Path) -> Result<String> {
             let tmp = factory.with_extension("apt-ostree-tmp");
             std::fs::copy(&path, &tmp).with_context(|| format!("Keeping /var/{rel}"))?;
             std::fs::rename(&tmp, &factory).with_context(|| format!("Keeping /var/{rel}"))?;
-            writeln!(
-                lines,
-                "C /var/{rel} {mode:04o} {user} {grp} - /{FACTORY}/{rel}"
-            )?;
+            let source = tmpfiles_escape(&format!("/{FACTORY}/{rel}"));
+            writeln!(lines, "C {var_path} {mode:04o} {user} {grp} - {source}")?;
         }
     }
     Ok(lines)
@@ -285,6 +312,41 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         let c = make_deployable(dir.path(), true).unwrap();
         assert_eq!(c.kernels, ["0.0.0-placeholder"]);
+    }
+
+    /// Regression: a path with a space split the line, and `%` was taken
+    /// for a specifier. systemd-tmpfiles itself reads the lines back.
+    #[test]
+    fn tmpfiles_lines_survive_spaces_quotes_and_percent_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (var, root) = (dir.path().join("var"), dir.path().join("root"));
+        let odd = "lib/my app/50% \"done\"";
+        std::fs::create_dir_all(var.join(odd)).unwrap();
+        std::fs::write(var.join(odd).join("state file"), "kept\n").unwrap();
+        std::os::unix::fs::symlink("state file", var.join(odd).join("link")).unwrap();
+        std::fs::create_dir_all(root.join("usr/etc")).unwrap();
+        std::fs::write(root.join("usr/etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::write(root.join("usr/etc/group"), "root:x:0:\n").unwrap();
+        let text = var_to_tmpfiles(&var, &root).unwrap();
+        let conf = dir.path().join("test.conf");
+        std::fs::write(&conf, &text).unwrap();
+        let out = std::process::Command::new("systemd-tmpfiles")
+            .arg("--create")
+            .arg(format!("--root={}", root.display()))
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{text}\n{out:?}");
+        let made = root.join("var").join(odd);
+        assert_eq!(
+            std::fs::read_to_string(made.join("state file")).unwrap(),
+            "kept\n",
+            "{text}"
+        );
+        assert_eq!(
+            std::fs::read_link(made.join("link")).unwrap(),
+            Path::new("state file")
+        );
     }
 
     #[test]
