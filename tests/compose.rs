@@ -334,8 +334,39 @@ fn signed_composes_pass_a_verifying_remote_and_unsigned_ones_do_not() {
     let (rc, out, err) = code(s.cli().arg("upgrade"));
     assert_eq!(rc, 0, "{out}{err}");
     assert_eq!(s.status()["deployments"][0]["version"], "1.1");
+    // Regression: a signing failure left the unsigned commit on the ref, and
+    // the retry took the unchanged-input shortcut and never signed.
+    let head = i.rev();
+    let compose_with_key = |version: &str, key: &str| {
+        let tf = fs::read_to_string(i.path().join("image.toml")).unwrap();
+        let tf: Vec<&str> = tf.lines().filter(|l| !l.starts_with("version")).collect();
+        fs::write(
+            i.path().join("image.toml"),
+            format!("version = \"{version}\"\n{}\n", tf.join("\n")),
+        )
+        .unwrap();
+        code(
+            Command::new(cli())
+                .args(["compose", "tree"])
+                .arg(i.path().join("image.toml"))
+                .arg("--repo")
+                .arg(i.repo())
+                .args(["--gpg-sign", key])
+                .arg("--gpg-homedir")
+                .arg(&home),
+        )
+    };
+    let (rc, _, err) = compose_with_key("1.2", "0000000000000000DEADBEEF");
+    assert_eq!(rc, 1, "{err}");
+    assert_eq!(i.rev(), head, "a failed signing moved the ref");
+    let (rc, out, err) = compose_with_key("1.2", &fpr);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_ne!(i.rev(), head, "the retry was skipped as unchanged");
+    let (rc, out, err) = code(s.cli().arg("upgrade"));
+    assert_eq!(rc, 0, "the retry's commit is signed: {out}{err}");
+    assert_eq!(s.status()["deployments"][0]["version"], "1.2");
     // ...an unsigned one is refused and changes nothing.
-    assert_eq!(compose("1.2", false).0, 0);
+    assert_eq!(compose("1.3", false).0, 0);
     let before = s.deployments();
     let (rc, _, err) = code(s.cli().arg("upgrade"));
     assert_eq!(rc, 1);

@@ -58,9 +58,15 @@ pub struct Composed {
     pub commit_time: Duration,
 }
 
-/// The hash of everything that goes into the image: treefile, files, script.
-fn input_hash(text: &str, t: &Treefile) -> Result<String> {
+/// The hash of everything that goes into the image: treefile, files,
+/// script, local packages, apt sources, and the signing key (a commit made
+/// unsigned is not the one asked for with a key).
+fn input_hash(text: &str, t: &Treefile, signing_key: Option<&str>) -> Result<String> {
     let mut data = text.as_bytes().to_vec();
+    if let Some(key) = signing_key {
+        data.extend(b"\0gpg-sign\0");
+        data.extend(key.as_bytes());
+    }
     for (dest, src) in &t.files {
         data.extend(dest.as_bytes());
         data.extend(
@@ -256,7 +262,7 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
     let text =
         std::fs::read_to_string(path).with_context(|| format!("Reading {}", path.display()))?;
     let t = Treefile::load(path)?;
-    let hash = input_hash(&text, &t)?;
+    let hash = input_hash(&text, &t, opts.gpg_sign.as_deref())?;
     let repo = open_repo(&opts.repo)?;
     let previous = repo
         .resolve_rev(&t.reference, true)
@@ -347,7 +353,9 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
                 metadata,
                 devino: None,
                 refs: Vec::new(),
-                set_ref: Some(&t.reference),
+                // The ref moves last, once the commit is signed and its
+                // delta written: a failure before leaves it where it was.
+                set_ref: None,
             },
         )
     })?;
@@ -358,8 +366,6 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
                 .with_context(|| format!("Signing {commit} with key {key}"))
         })?;
     }
-    repo.regenerate_summary(None, gio::Cancellable::NONE)
-        .context("Updating the summary")?;
     if let (true, Some(prev)) = (opts.static_delta, &previous) {
         sink.task("Writing a static delta", || -> Result<()> {
             let status = Command::new("ostree")
@@ -370,10 +376,13 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
             if !status.success() {
                 bail!("ostree static-delta generate failed ({status})");
             }
-            repo.regenerate_summary(None, gio::Cancellable::NONE)?;
             Ok(())
         })?;
     }
+    repo.set_ref_immediate(None, &t.reference, Some(&commit), gio::Cancellable::NONE)
+        .with_context(|| format!("Moving {} to {commit}", t.reference))?;
+    repo.regenerate_summary(None, gio::Cancellable::NONE)
+        .context("Updating the summary")?;
     let commit_time = started.elapsed();
     Ok(Composed {
         reference: t.reference.clone(),
