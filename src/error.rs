@@ -54,6 +54,8 @@ pub enum Error {
     PackageInBase(Vec<String>),
     #[error("packages not requested: {}", .0.join(", "))]
     PackageNotRequested(Vec<String>),
+    #[error("packages not in the base image: {}", .0.join(", "))]
+    PackageNotInBase(Vec<String>),
     #[error("dependency problem: {0}")]
     DependencyProblem(String),
     #[error("invalid package file {path}: {reason}")]

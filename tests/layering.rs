@@ -264,6 +264,13 @@ fn layers_follow_upgrades_keep_conffile_edits_and_reuse_downloads() {
     let etc = deployment_root(s, 0).join("etc");
     fs::write(etc.join("demo-app.conf"), "setting=mine\n").unwrap();
 
+    // Regression: the preview listed the layered packages as removed.
+    let (rc, out, err) = code(s.cli().args(["upgrade", "--preview"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("Upgraded:\n  demo-base 1.0 -> 1.1"), "{out}");
+    assert!(!out.contains("Removed:"), "{out}");
+    assert!(out.contains("Layered packages kept: demo-app"), "{out}");
+
     let (rc, out, err) = code(s.cli().arg("upgrade"));
     assert_eq!(rc, 0, "{out}{err}");
     let again = fetched(&err);
@@ -420,6 +427,27 @@ fn override_remove_replace_and_reset_base_packages() {
 
     run(s.cli().args(["override", "reset", "demo-base"]));
     assert_eq!(version(&deployment_root(s, 0)).as_deref(), Some("1.0\n"));
+
+    // Regressions: a dry run showed no removals; a replacement by the
+    // version the base already has wrote a deployment of the same content
+    // (pushing out the rollback); a name not in the base was "not requested".
+    let before = s.deployments();
+    let (rc, out, err) = code(
+        s.cli()
+            .args(["override", "remove", "--dry-run", "demo-base"]),
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("Removed:\n  demo-base 1.0"), "{out}");
+    let (rc, out, err) = code(
+        s.cli()
+            .args(["override", "replace", "dpkg", "--unchanged-exit-77"]),
+    );
+    assert_eq!(rc, 77, "{out}{err}");
+    assert!(out.contains("No change"), "{out}");
+    let (rc, _, err) = code(s.cli().args(["override", "remove", "demo-app"]));
+    assert_eq!(rc, 1);
+    assert!(err.contains("not in the base image: demo-app"), "{err}");
+    assert_eq!(s.deployments(), before);
     s.assert_fsck_clean();
 }
 

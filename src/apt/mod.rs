@@ -307,7 +307,7 @@ impl AptRoot {
             let pkg = cache
                 .get(name)
                 .filter(|p| p.is_installed())
-                .ok_or_else(|| Error::PackageNotRequested(vec![name.clone()]))?;
+                .ok_or_else(|| Error::PackageNotInBase(vec![name.clone()]))?;
             replaced.push(pkg);
         }
         let mut removed = Vec::new();
@@ -315,7 +315,7 @@ impl AptRoot {
             let pkg = cache
                 .get(name)
                 .filter(|p| p.is_installed())
-                .ok_or_else(|| Error::PackageNotRequested(vec![name.clone()]))?;
+                .ok_or_else(|| Error::PackageNotInBase(vec![name.clone()]))?;
             removed.push(pkg);
         }
         for pkg in &removed {

@@ -75,6 +75,9 @@ pub fn describe(err: &anyhow::Error) -> String {
         ErrorKind::PackageNotRequested(Some(a)) => {
             format!("not requested: {}", a.packages.join(", "))
         }
+        ErrorKind::PackageNotInBase(Some(a)) => {
+            format!("not in the base image: {}", a.packages.join(", "))
+        }
         ErrorKind::DependencyProblem(Some(a)) => {
             format!("cannot satisfy dependencies:\n{}", a.explanation)
         }

@@ -113,6 +113,12 @@ pub fn to_reply(err: &Error) -> Reply {
                 packages: p.clone(),
             },
         ),
+        Error::PackageNotInBase(p) => error(
+            "PackageNotInBase",
+            idl::PackageNotInBase_Args {
+                packages: p.clone(),
+            },
+        ),
         Error::DependencyProblem(explanation) => error(
             "DependencyProblem",
             idl::DependencyProblem_Args {

@@ -130,7 +130,7 @@ impl Sysroot {
                 .cloned()
                 .collect();
             if !missing.is_empty() {
-                return Err(Error::PackageNotRequested(missing).into());
+                return Err(Error::PackageNotInBase(missing).into());
             }
             new.override_remove
                 .extend(change.override_remove.iter().cloned());
@@ -183,27 +183,50 @@ impl Sysroot {
     }
 
     /// install / uninstall / override: a new deployment with `change` applied.
+    /// A change whose result is what the default deployment already is
+    /// writes nothing (and keeps the rollback deployment where it is).
     pub fn change_packages(&mut self, sink: &Sink, change: &PackageChange) -> Result<Outcome> {
         let (origin, base) = self.default_origin_and_base()?;
-        let new = self.changed_origin(&origin, &base, change)?;
+        let mut new = self.changed_origin(&origin, &base, change)?;
         if new == origin {
             return Ok(Outcome::unchanged("No change."));
         }
+        if !(change.dry_run || !change.override_replace.is_empty()) {
+            return self.deploy_base(sink, &base, &new);
+        }
+        let plan = layering::plan(self, sink, &base, &new)?;
+        let base_packages = self.packages(&base)?;
+        // Replacing a package by the version the base already has is no
+        // override at all: it is not recorded.
+        let unchanged: Vec<String> = change
+            .override_replace
+            .iter()
+            .filter(|name| {
+                let planned = plan.install.iter().find(|p| &p.name == *name);
+                let in_base = base_packages.iter().find(|p| &p.name == *name);
+                match (planned, in_base) {
+                    (None, _) => true,
+                    (Some(p), Some(b)) => p.version == b.version,
+                    (Some(_), None) => false,
+                }
+            })
+            .cloned()
+            .collect();
+        for name in &unchanged {
+            if !origin.override_replace.contains(name) {
+                new.override_replace.remove(name);
+            }
+        }
+        if new == origin {
+            return Ok(Outcome::unchanged(format!(
+                "No change: the apt sources offer no other version of {}.",
+                unchanged.join(", ")
+            )));
+        }
         if change.dry_run {
-            let plan = layering::plan(self, sink, &base, &new)?;
-            let diff = dpkg::PackageDiff {
-                added: plan
-                    .install
-                    .iter()
-                    .filter(|p| p.new)
-                    .map(|p| dpkg::Package {
-                        name: p.name.clone(),
-                        version: p.version.clone(),
-                        architecture: p.architecture.clone(),
-                    })
-                    .collect(),
-                ..Default::default()
-            };
+            let default = self.default_deployment()?;
+            let current = self.packages(&default.csum())?;
+            let diff = dpkg::diff(&current, &planned_packages(&base_packages, &plan));
             return Ok(Outcome {
                 changed: false,
                 message: "Dry run: nothing was changed.".into(),
@@ -213,4 +236,21 @@ impl Sysroot {
         }
         self.deploy_base(sink, &base, &new)
     }
+}
+
+/// The packages a build of `plan` on a base with `base` would have.
+fn planned_packages(base: &[dpkg::Package], plan: &crate::apt::Plan) -> Vec<dpkg::Package> {
+    let mut packages: Vec<dpkg::Package> = base
+        .iter()
+        .filter(|p| !plan.remove.contains(&p.name))
+        .filter(|p| !plan.install.iter().any(|i| i.name == p.name))
+        .cloned()
+        .collect();
+    packages.extend(plan.install.iter().map(|p| dpkg::Package {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        architecture: p.architecture.clone(),
+    }));
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    packages
 }

@@ -195,13 +195,11 @@ impl Sysroot {
         })
     }
 
-    /// The package changes from the default deployment to `commit`.
-    fn diff_from_default(&self, commit: &str) -> Result<dpkg::PackageDiff> {
+    /// The package changes from the default deployment's base image to `commit`.
+    fn diff_from_default_base(&mut self, commit: &str) -> Result<dpkg::PackageDiff> {
         let default = self.default_deployment()?;
-        Ok(dpkg::diff(
-            &self.packages(&default.csum())?,
-            &self.packages(commit)?,
-        ))
+        let base = base_of(&self.commit_info(&default.csum())?);
+        Ok(dpkg::diff(&self.packages(&base)?, &self.packages(commit)?))
     }
 
     /// Deploy base commit `base` with `origin`, re-applying layered packages.
@@ -276,12 +274,25 @@ impl Sysroot {
                         sink,
                     )?;
                 }
-                update.diff = Some(self.diff_from_default(&head)?);
+                update.diff = Some(self.diff_from_default_base(&head)?);
             }
             self.store_cached_update(&update)?;
+            // Layered packages are built again on the new base: the diff is
+            // the base image's, and they are kept.
+            let layered: Vec<String> = origin
+                .requested_packages
+                .iter()
+                .chain(origin.requested_local_packages.keys())
+                .cloned()
+                .collect();
+            let message = if opts.preview && !layered.is_empty() {
+                format!("Layered packages kept: {}", layered.join(" "))
+            } else {
+                String::new()
+            };
             return Ok(Outcome {
                 changed: true,
-                message: String::new(),
+                message,
                 diff: update.diff.clone(),
                 update: Some(update),
                 ..Default::default()
