@@ -191,7 +191,7 @@ impl Sysroot {
         if new == origin {
             return Ok(Outcome::unchanged("No change."));
         }
-        if !(change.dry_run || !change.override_replace.is_empty()) {
+        if !change.dry_run && change.override_replace.is_empty() {
             return self.deploy_base(sink, &base, &new);
         }
         let plan = layering::plan(self, sink, &base, &new)?;
