@@ -196,6 +196,68 @@ fn kernel_arguments_round_trip_and_bad_ones_change_nothing() {
     assert_eq!(s.deployments(), before);
 }
 
+/// Regressions: --append duplicated an argument already there, and a quoted
+/// value was read back split on its space.
+#[test]
+fn kargs_quote_dedupe_if_variants_and_the_editor() {
+    let s = TestSysroot::with_two_deployments();
+    run(s
+        .cli()
+        .args(["kargs", "--append", "quiet", "--append", r#"foo="a b""#]));
+    assert_eq!(
+        s.status()["deployments"][0]["kernelArguments"],
+        serde_json::json!(["quiet", r#"foo="a b""#])
+    );
+    let before = s.deployments();
+    let (rc, out, err) = code(
+        s.cli()
+            .args(["kargs", "--append", "quiet", "--unchanged-exit-77"]),
+    );
+    assert_eq!(rc, 77, "{out}{err}");
+    let (rc, out, err) = code(s.cli().args([
+        "kargs",
+        "--append-if-missing",
+        "foo=other",
+        "--delete-if-present",
+        "absent",
+        "--unchanged-exit-77",
+    ]));
+    assert_eq!(rc, 77, "{out}{err}");
+    assert_eq!(s.deployments(), before, "no-op changes wrote nothing");
+    run(s.cli().args([
+        "kargs",
+        "--append-if-missing",
+        "console=ttyS0",
+        "--delete-if-present",
+        "quiet",
+    ]));
+    assert_eq!(
+        stdout(s.cli().arg("kargs")).trim(),
+        r#"foo="a b" console=ttyS0"#
+    );
+    // --editor: whatever the editor saves is one change set.
+    let (rc, out, err) = code(s.cli().args(["kargs", "--editor"]).env(
+        "VISUAL",
+        "sed -i -e s/console=ttyS0/console=tty1/ -e '$s/$/ splash/'",
+    ));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(
+        stdout(s.cli().arg("kargs")).trim(),
+        r#"foo="a b" console=tty1 splash"#
+    );
+    let before = s.deployments();
+    let (rc, out, _) = code(
+        s.cli()
+            .args(["kargs", "--editor", "--unchanged-exit-77"])
+            .env("VISUAL", "true"),
+    );
+    assert_eq!(rc, 77, "{out}");
+    let (rc, _, err) = code(s.cli().args(["kargs", "--editor"]).env("VISUAL", "false"));
+    assert_eq!(rc, 1);
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(s.deployments(), before);
+}
+
 #[test]
 fn deploy_finds_versions_and_refuses_downgrades_unless_allowed() {
     let s = TestSysroot::at_v1();

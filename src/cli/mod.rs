@@ -9,6 +9,7 @@ mod client;
 mod db;
 mod docs;
 mod errors;
+mod kargs;
 mod status;
 mod transaction;
 
@@ -175,19 +176,7 @@ pub enum Command {
         command: OverrideCommand,
     },
     /// Show or change the kernel arguments.
-    Kargs {
-        /// Add an argument (KEY or KEY=VALUE).
-        #[arg(long, value_name = "KEY[=VALUE]")]
-        append: Vec<String>,
-        /// Remove an argument (KEY or KEY=VALUE).
-        #[arg(long, value_name = "KEY[=VALUE]")]
-        delete: Vec<String>,
-        /// Replace an argument's value (KEY=VALUE or KEY=OLD=NEW).
-        #[arg(long, value_name = "KEY=VALUE")]
-        replace: Vec<String>,
-        #[command(flatten)]
-        common: Common,
-    },
+    Kargs(kargs::KargsArgs),
     /// Query the package databases of commits.
     Db {
         #[command(subcommand)]
@@ -465,27 +454,7 @@ fn run(cli: Cli) -> Result<u8> {
                 common.unchanged_exit_77,
             ),
         },
-        Command::Kargs {
-            append,
-            delete,
-            replace,
-            common,
-        } => {
-            if append.is_empty() && delete.is_empty() && replace.is_empty() {
-                let reply = api.get_kernel_arguments().call()?;
-                println!("{}", reply.arguments.join(" "));
-                0
-            } else {
-                let nonempty = |v: Vec<String>| (!v.is_empty()).then_some(v);
-                let call = api.change_kernel_arguments(
-                    nonempty(append),
-                    nonempty(delete),
-                    nonempty(replace),
-                    some(common.reboot),
-                );
-                report(&follow(&client, call)?, common.unchanged_exit_77)
-            }
-        }
+        Command::Kargs(args) => kargs::run(&client, args)?,
         Command::Db { command } => db::run(&client, command)?,
         Command::Compose { .. } | Command::GenerateDocs { .. } => {
             unreachable!("handled before connecting")

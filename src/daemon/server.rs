@@ -337,12 +337,16 @@ impl VarlinkInterface for SysrootInterface {
         append: Option<Vec<String>>,
         delete: Option<Vec<String>>,
         replace: Option<Vec<String>>,
+        append_if_missing: Option<Vec<String>>,
+        delete_if_present: Option<Vec<String>>,
         reboot: Option<bool>,
     ) -> varlink::Result<()> {
         let change = KargsChange {
             append: append.unwrap_or_default(),
             delete: delete.unwrap_or_default(),
             replace: replace.unwrap_or_default(),
+            append_if_missing: append_if_missing.unwrap_or_default(),
+            delete_if_present: delete_if_present.unwrap_or_default(),
         };
         self.run(call, Request::KernelArguments(change), reboot)
     }

@@ -21,6 +21,8 @@ pub struct KargsChange {
     pub append: Vec<String>,
     pub delete: Vec<String>,
     pub replace: Vec<String>,
+    pub append_if_missing: Vec<String>,
+    pub delete_if_present: Vec<String>,
 }
 
 impl Sysroot {
@@ -151,7 +153,7 @@ impl Sysroot {
         change: &KargsChange,
     ) -> Result<Outcome> {
         let current = self.kernel_arguments()?;
-        let new = kargs::edit(&current, &change.append, &change.delete, &change.replace)?;
+        let new = kargs::edit(&current, change)?;
         if new == current {
             return Ok(Outcome::unchanged("Kernel arguments are unchanged."));
         }

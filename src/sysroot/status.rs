@@ -7,17 +7,14 @@ use anyhow::Result;
 use super::Sysroot;
 use crate::origin::Origin;
 
-/// The kernel arguments a deployment records, split by libostree's own
-/// parser (a quoted value keeps its spaces). `ostree=` is ostree's own,
+/// The kernel arguments a deployment records (a quoted value keeps its spaces). `ostree=` is ostree's own,
 /// rewritten on every deploy: not the administrator's to change, so not
 /// shown. None when the deployment records none.
 fn recorded_kernel_arguments(d: &ostree::Deployment) -> Option<Vec<String>> {
     let options = d.bootconfig()?.get("options")?;
     Some(
-        ostree::KernelArgs::from_string(&options)
-            .to_strv()
-            .iter()
-            .map(|a| a.to_string())
+        super::kargs::split_command_line(&options)
+            .into_iter()
             .filter(|a| !a.starts_with("ostree="))
             .collect(),
     )
