@@ -361,7 +361,7 @@ fn bad_requests_get_typed_errors_and_change_nothing() {
         (vec!["uninstall", "demo-app"], "not requested: demo-app"),
         (
             vec!["override", "remove", "no-such-base-package"],
-            "not requested",
+            "not in the base image: no-such-base-package",
         ),
     ] {
         let (rc, out, err) = code(s.cli().args(&args));
