@@ -420,6 +420,7 @@ fn unprivileged_callers_may_read_but_not_change() {
         vec!["initramfs", "--enable"],
         vec!["refresh-md"],
         vec!["cancel"],
+        vec!["reload"],
     ] {
         let out = as_nobody(&bin)
             .arg("--address")
@@ -455,6 +456,11 @@ fn unprivileged_callers_may_read_but_not_change() {
     assert!(ping.is_object() && ping.get("error").is_none(), "{ping}");
     assert!(raw("io.systemd.service.SetLogLevel", "{\"level\":7}").contains("PermissionDenied"));
     assert!(raw("io.systemd.service.GetEnvironment", "{}").contains("PermissionDenied"));
+    // Regression: Reload (of either interface) succeeded for anyone.
+    for method in ["io.systemd.service.Reload", "org.aptostree.Sysroot.Reload"] {
+        let reply = raw(method, "{}");
+        assert!(reply.contains("PermissionDenied"), "{method}: {reply}");
+    }
     // The sysupdate-style interface: listing is open, the rest needs root.
     assert!(raw("org.aptostree.Update.ListVersions", "{}").contains("\"versions\""));
     for method in ["CheckNew", "Update", "Vacuum"] {
@@ -476,6 +482,56 @@ fn unprivileged_callers_may_read_but_not_change() {
         "{\"level\":7}",
     ]);
     assert!(!set.contains("error"), "{set}");
+}
+
+/// A real polkitd (on a bus of its own) decides for callers other than root:
+/// a rule grants one user the kernel arguments; nothing else is granted.
+#[test]
+fn polkit_decides_for_callers_other_than_root() {
+    let s = TestSysroot::with_two_deployments();
+    let bus = PolkitBus::start(
+        r#"polkit.addRule(function(action, subject) {
+            if (action.id == "org.aptostree.bootconfig" && subject.user == "nobody") {
+                return polkit.Result.YES;
+            }
+        });"#,
+    );
+    let env = format!("DBUS_SYSTEM_BUS_ADDRESS={}", bus.address());
+    let d = ActivatedDaemon::start_with(&s.path, 30, &[&env]);
+    let (_dir, bin) = cli_for_nobody();
+    let as_user = |uid: u32| {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .arg("--clear-groups")
+            .arg(&bin)
+            .arg("--address")
+            .arg(d.address());
+        c
+    };
+    let (rc, out, err) = code(as_user(65534).args(["kargs", "--append", "quiet"]));
+    assert_eq!(rc, 0, "granted by the rule: {out}{err}");
+    assert_eq!(
+        s.status()["deployments"][0]["kernelArguments"],
+        serde_json::json!(["quiet"])
+    );
+    let before = s.deployments();
+    let (rc, _, err) = code(as_user(65534).arg("upgrade"));
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains(
+            "permission denied: org.aptostree.upgrade needs root, or authorization by polkit"
+        ),
+        "{err}"
+    );
+    // Another user, the same request: no rule, no administrator's password.
+    let (rc, _, err) = code(as_user(1).args(["kargs", "--append", "splash"]));
+    assert_eq!(rc, 1);
+    assert!(err.contains("org.aptostree.bootconfig"), "{err}");
+    let (rc, _, err) = code(as_user(65534).arg("reload"));
+    assert_eq!(rc, 1);
+    assert!(err.contains("org.aptostree.reload"), "{err}");
+    assert_eq!(s.deployments(), before);
 }
 
 /// Regression: both used to print only "IO error".

@@ -26,6 +26,8 @@ pub struct Client {
     daemon: Option<Child>,
     /// Where to open a second connection (for cancel); None for a private daemon.
     address: Option<String>,
+    /// polkit's text authentication agent, once a change asked for one.
+    agent: std::cell::OnceCell<Option<Child>>,
 }
 
 /// Where a helper program is: beside this executable (build tree, /usr/bin),
@@ -72,6 +74,7 @@ impl Client {
                     connection,
                     daemon: None,
                     address: Some(address.to_string()),
+                    agent: Default::default(),
                 })
             }
         }
@@ -121,6 +124,7 @@ impl Client {
             connection,
             daemon: Some(child),
             address: None,
+            agent: Default::default(),
         })
     }
 
@@ -133,10 +137,54 @@ impl Client {
         self.address.as_deref()
     }
 
+    /// `allowInteractiveAuthentication` for a change: true when polkit may
+    /// ask this user to authenticate, that is when a person is at the
+    /// terminal and is not root (root needs no question). The first time, a
+    /// text authentication agent (`pkttyagent`) is started for this process,
+    /// as systemctl does, and waited for until it is registered.
+    pub fn interactive(&self) -> Option<bool> {
+        use std::io::IsTerminal;
+        if nix::unistd::geteuid().is_root()
+            || self.daemon.is_some()
+            || !std::io::stdin().is_terminal()
+        {
+            return None;
+        }
+        let agent = self.agent.get_or_init(start_agent);
+        Some(true).filter(|_| agent.is_some())
+    }
+
     /// PID of the private daemon, if we started one.
     pub fn private_daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Child::id)
     }
+}
+
+/// Start `pkttyagent` for this process; None when there is none or it fails.
+fn start_agent() -> Option<Child> {
+    use std::io::Read;
+    let (mut ready, notify) = UnixStream::pair().ok()?;
+    let notify_fd = notify.as_raw_fd();
+    let mut command = Command::new("pkttyagent");
+    command
+        .args(["--process", &std::process::id().to_string(), "--fallback"])
+        .args(["--notify-fd", &notify_fd.to_string()]);
+    #[allow(unsafe_code)]
+    // SAFETY: runs between fork and exec and only calls fcntl, which is
+    // async-signal-safe: the notify socket must survive exec.
+    unsafe {
+        command.pre_exec(move || {
+            let flags = libc::fcntl(notify_fd, libc::F_GETFD);
+            libc::fcntl(notify_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let child = command.spawn().ok()?;
+    drop(notify);
+    // pkttyagent writes a byte (or closes the socket) once it is registered.
+    let mut byte = [0u8; 1];
+    let _ = ready.read(&mut byte);
+    Some(child)
 }
 
 /// A varlink connection over a connected socket.
@@ -186,6 +234,10 @@ fn format_decimal(mut n: u64, buf: &mut [u8; 24]) {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        if let Some(Some(mut agent)) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
         if let Some(mut child) = self.daemon.take() {
             // Closing our end tells the private daemon to finish and exit.
             if let Ok(mut c) = self.connection.write() {

@@ -92,7 +92,17 @@ pub fn describe(err: &anyhow::Error) -> String {
         ErrorKind::Failed(Some(a)) => a.message.clone(),
         _ => match varlink_error_name(e) {
             Some(name) if name.starts_with("org.varlink.service.PermissionDenied") => {
-                "permission denied: this needs root".into()
+                let action = name
+                    .split_once(' ')
+                    .and_then(|(_, p)| serde_json::from_str::<serde_json::Value>(p).ok())
+                    .and_then(|p| p["action"].as_str().map(str::to_string));
+                match action.as_deref() {
+                    None | Some("root") => "permission denied: this needs root".into(),
+                    Some(action) => format!(
+                        "permission denied: {action} needs root, or authorization by polkit \
+                         (an administrator's password, or a rule in /etc/polkit-1/rules.d)"
+                    ),
+                }
             }
             Some(name) => name,
             None => e.to_string(),

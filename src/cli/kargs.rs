@@ -133,6 +133,7 @@ pub fn run(client: &Client, args: KargsArgs) -> Result<u8> {
         nonempty(append_if_missing),
         nonempty(delete_if_present),
         some(common.reboot),
+        client.interactive(),
     );
     Ok(report(&follow(client, call)?, common.unchanged_exit_77))
 }

@@ -312,7 +312,7 @@ fn run(cli: Cli) -> Result<u8> {
             common,
             ..
         } => {
-            let result = follow(&client, api.automatic_update())?;
+            let result = follow(&client, api.automatic_update(client.interactive()))?;
             report(&result, common.unchanged_exit_77)
         }
         Command::Upgrade {
@@ -329,6 +329,7 @@ fn run(cli: Cli) -> Result<u8> {
                 some(download_only),
                 some(allow_downgrade),
                 some(common.reboot),
+                client.interactive(),
             );
             let result = follow(&client, call)?;
             report(&result, common.unchanged_exit_77 || check || preview)
@@ -338,7 +339,10 @@ fn run(cli: Cli) -> Result<u8> {
             revision,
             common,
         } => report(
-            &follow(&client, api.rebase(refspec, revision, some(common.reboot)))?,
+            &follow(
+                &client,
+                api.rebase(refspec, revision, some(common.reboot), client.interactive()),
+            )?,
             common.unchanged_exit_77,
         ),
         Command::Deploy {
@@ -348,12 +352,20 @@ fn run(cli: Cli) -> Result<u8> {
         } => report(
             &follow(
                 &client,
-                api.deploy(revision, some(allow_downgrade), some(common.reboot)),
+                api.deploy(
+                    revision,
+                    some(allow_downgrade),
+                    some(common.reboot),
+                    client.interactive(),
+                ),
             )?,
             common.unchanged_exit_77,
         ),
         Command::Rollback { common } => report(
-            &follow(&client, api.rollback(some(common.reboot)))?,
+            &follow(
+                &client,
+                api.rollback(some(common.reboot), client.interactive()),
+            )?,
             common.unchanged_exit_77,
         ),
         Command::Cleanup {
@@ -364,11 +376,17 @@ fn run(cli: Cli) -> Result<u8> {
         } => report(
             &follow(
                 &client,
-                api.cleanup(some(pending), some(rollback), some(base), some(repomd)),
+                api.cleanup(
+                    some(pending),
+                    some(rollback),
+                    some(base),
+                    some(repomd),
+                    client.interactive(),
+                ),
             )?,
             false,
         ),
-        Command::Cancel => match api.cancel(None).call() {
+        Command::Cancel => match api.cancel(None, client.interactive()).call() {
             Ok(_) => {
                 println!("Cancellation requested");
                 0
@@ -381,12 +399,16 @@ fn run(cli: Cli) -> Result<u8> {
             Err(e) => return Err(e.into()),
         },
         Command::Reload => {
-            api.reload().call()?;
+            api.reload(client.interactive()).call()?;
             0
         }
-        Command::RefreshMd { force } => {
-            report(&follow(&client, api.refresh_metadata(some(force)))?, false)
-        }
+        Command::RefreshMd { force } => report(
+            &follow(
+                &client,
+                api.refresh_metadata(some(force), client.interactive()),
+            )?,
+            false,
+        ),
         Command::Install {
             packages,
             dry_run,
@@ -400,6 +422,7 @@ fn run(cli: Cli) -> Result<u8> {
                 some(dry_run),
                 some(idempotent),
                 some(common.reboot),
+                client.interactive(),
             );
             report(&follow(&client, call)?, common.unchanged_exit_77)
         }
@@ -416,6 +439,7 @@ fn run(cli: Cli) -> Result<u8> {
                 some(dry_run),
                 some(idempotent),
                 some(common.reboot),
+                client.interactive(),
             );
             report(&follow(&client, call)?, common.unchanged_exit_77)
         }
@@ -427,7 +451,12 @@ fn run(cli: Cli) -> Result<u8> {
             } => report(
                 &follow(
                     &client,
-                    api.override_remove(packages, some(dry_run), some(common.reboot)),
+                    api.override_remove(
+                        packages,
+                        some(dry_run),
+                        some(common.reboot),
+                        client.interactive(),
+                    ),
                 )?,
                 common.unchanged_exit_77,
             ),
@@ -438,7 +467,12 @@ fn run(cli: Cli) -> Result<u8> {
             } => report(
                 &follow(
                     &client,
-                    api.override_replace(packages, some(dry_run), some(common.reboot)),
+                    api.override_replace(
+                        packages,
+                        some(dry_run),
+                        some(common.reboot),
+                        client.interactive(),
+                    ),
                 )?,
                 common.unchanged_exit_77,
             ),
@@ -449,7 +483,12 @@ fn run(cli: Cli) -> Result<u8> {
             } => report(
                 &follow(
                     &client,
-                    api.override_reset(packages, some(all), some(common.reboot)),
+                    api.override_reset(
+                        packages,
+                        some(all),
+                        some(common.reboot),
+                        client.interactive(),
+                    ),
                 )?,
                 common.unchanged_exit_77,
             ),
@@ -469,6 +508,7 @@ fn run(cli: Cli) -> Result<u8> {
                 enable,
                 (!arguments.is_empty()).then_some(arguments),
                 some(common.reboot),
+                client.interactive(),
             );
             report(&follow(&client, call)?, common.unchanged_exit_77)
         }

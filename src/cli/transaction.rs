@@ -167,7 +167,7 @@ fn cancel_on_interrupt(client: &Client) {
         match (address, daemon_pid) {
             (Some(address), _) => {
                 if let Ok(other) = Client::connect(Some(&address), None) {
-                    let _ = other.sysroot().cancel(None).call();
+                    let _ = other.sysroot().cancel(None, None).call();
                 }
             }
             // A private daemon cancels its transaction on SIGTERM.

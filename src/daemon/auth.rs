@@ -2,13 +2,19 @@
 //!
 //! The caller's identity comes from the socket (`SO_PEERCRED`), never from the
 //! message. Each connection is served on its own thread, so the identity is
-//! kept in a thread-local for the method adapters to consult. Every mutating
-//! method asks [`may_mutate`]: the one place where policy lives.
+//! kept in a thread-local for the method adapters to consult. Every method
+//! that changes something asks [`authorize`]: the one place where policy
+//! lives. Root may do everything; anyone else needs polkit's yes for the
+//! action (polkit/org.aptostree.policy), asked with polkit's own `pkcheck`
+//! (docs/decisions.md, "Authorization").
 
 use std::cell::Cell;
 use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+
+use crate::transaction::Request;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
@@ -46,9 +52,138 @@ pub fn current() -> Caller {
     })
 }
 
-/// May the current caller change the system (transactions, log level)?
-pub fn may_mutate() -> bool {
-    current().uid == 0
+/// The kinds of change, each a polkit action (model: rpm-ostree's actions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Upgrade,
+    Rebase,
+    Deploy,
+    Rollback,
+    Packages,
+    Override,
+    BootConfig,
+    Cleanup,
+    RepoRefresh,
+    Cancel,
+    Reload,
+}
+
+impl Action {
+    pub fn id(self) -> &'static str {
+        match self {
+            Action::Upgrade => "org.aptostree.upgrade",
+            Action::Rebase => "org.aptostree.rebase",
+            Action::Deploy => "org.aptostree.deploy",
+            Action::Rollback => "org.aptostree.rollback",
+            Action::Packages => "org.aptostree.install-uninstall-packages",
+            Action::Override => "org.aptostree.override",
+            Action::BootConfig => "org.aptostree.bootconfig",
+            Action::Cleanup => "org.aptostree.cleanup",
+            Action::RepoRefresh => "org.aptostree.repo-refresh",
+            Action::Cancel => "org.aptostree.cancel",
+            Action::Reload => "org.aptostree.reload",
+        }
+    }
+
+    /// The action a transaction needs.
+    pub fn of(request: &Request) -> Action {
+        match request {
+            Request::Upgrade(o) if o.check || o.preview => Action::RepoRefresh,
+            Request::Upgrade(_) | Request::AutomaticUpdate(_) => Action::Upgrade,
+            Request::Rebase { .. } => Action::Rebase,
+            Request::Deploy { .. } => Action::Deploy,
+            Request::Rollback => Action::Rollback,
+            Request::Cleanup(_) => Action::Cleanup,
+            Request::KernelArguments(_) | Request::Initramfs { .. } => Action::BootConfig,
+            Request::RefreshMetadata { .. } => Action::RepoRefresh,
+            Request::Packages(c)
+                if c.override_remove.is_empty()
+                    && c.override_replace.is_empty()
+                    && c.override_reset.is_empty()
+                    && !c.override_reset_all =>
+            {
+                Action::Packages
+            }
+            Request::Packages(_) => Action::Override,
+        }
+    }
+}
+
+/// Why a call was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub action: &'static str,
+}
+
+/// Where polkit's checker is (`APT_OSTREE_PKCHECK` overrides, for tests).
+fn pkcheck() -> String {
+    std::env::var("APT_OSTREE_PKCHECK").unwrap_or_else(|_| "pkcheck".into())
+}
+
+/// The start time of `pid` (field 22 of /proc/PID/stat): with the pid and
+/// uid it names the process to polkit, so a reused pid is not mistaken for it.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// May the current caller do `action`? Root may; others when polkit says
+/// yes, after asking them (through their authentication agent) if
+/// `interactive`. No polkit, no answer, or no: refused.
+pub fn authorize(action: Action, interactive: bool) -> Result<(), Denied> {
+    let caller = current();
+    if caller.uid == 0 {
+        return Ok(());
+    }
+    let denied = Denied {
+        action: action.id(),
+    };
+    let Some(start) = (caller.pid > 0).then(|| start_time(caller.pid)).flatten() else {
+        return Err(denied);
+    };
+    let mut cmd = Command::new(pkcheck());
+    cmd.args(["--action-id", action.id(), "--process"])
+        .arg(format!("{},{start},{}", caller.pid, caller.uid))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if interactive {
+        cmd.arg("--allow-user-interaction");
+    }
+    match cmd.status() {
+        Ok(status) if status.success() => {
+            tracing::info!(
+                "polkit authorized {} for uid {} (pid {})",
+                action.id(),
+                caller.uid,
+                caller.pid
+            );
+            Ok(())
+        }
+        Ok(status) => {
+            tracing::info!(
+                "polkit refused {} to uid {} ({status})",
+                action.id(),
+                caller.uid
+            );
+            Err(denied)
+        }
+        Err(e) => {
+            tracing::warn!("Asking polkit ({}): {e}", pkcheck());
+            Err(denied)
+        }
+    }
+}
+
+/// Root only, no polkit: what only the system's administrator asks for
+/// (io.systemd.service's log level and environment).
+pub fn root_only() -> Result<(), Denied> {
+    if current().uid == 0 {
+        Ok(())
+    } else {
+        Err(Denied { action: "root" })
+    }
 }
 
 /// The current caller as the initiator of a transaction.
@@ -57,5 +192,17 @@ pub fn initiator() -> crate::transaction::Initiator {
     crate::transaction::Initiator {
         uid: caller.uid,
         pid: Some(caller.pid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_start_time_of_a_process() {
+        let me = std::process::id() as i32;
+        assert!(start_time(me).is_some_and(|t| t > 0));
+        assert_eq!(start_time(-1), None);
     }
 }

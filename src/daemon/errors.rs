@@ -166,7 +166,14 @@ pub fn reply<C: CallTrait + ?Sized>(call: &mut C, err: &Error) -> varlink::Resul
     call.reply_struct(to_reply(err))
 }
 
-/// `org.varlink.service.PermissionDenied`, which the varlink crate does not define.
-pub fn permission_denied<C: CallTrait + ?Sized>(call: &mut C) -> varlink::Result<()> {
-    call.reply_struct(Reply::error("org.varlink.service.PermissionDenied", None))
+/// `org.varlink.service.PermissionDenied`, which the varlink crate does not
+/// define, naming the polkit action that was refused.
+pub fn permission_denied<C: CallTrait + ?Sized>(
+    call: &mut C,
+    denied: &super::auth::Denied,
+) -> varlink::Result<()> {
+    call.reply_struct(Reply::error(
+        "org.varlink.service.PermissionDenied",
+        Some(serde_json::json!({ "action": denied.action })),
+    ))
 }

@@ -27,9 +27,11 @@ impl SysrootInterface {
         call: &mut C,
         request: Request,
         reboot: Option<bool>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
-        if !auth::may_mutate() {
-            return errors::permission_denied(call);
+        let action = auth::Action::of(&request);
+        if let Err(denied) = auth::authorize(action, interactive.unwrap_or(false)) {
+            return errors::permission_denied(call, &denied);
         }
         let job = Job {
             request,
@@ -127,7 +129,10 @@ impl VarlinkInterface for SysrootInterface {
         }
     }
 
-    fn reload(&self, call: &mut dyn Call_Reload) -> varlink::Result<()> {
+    fn reload(&self, call: &mut dyn Call_Reload, interactive: Option<bool>) -> varlink::Result<()> {
+        if let Err(denied) = auth::authorize(auth::Action::Reload, interactive.unwrap_or(false)) {
+            return errors::permission_denied(call, &denied);
+        }
         self.daemon.reload();
         call.reply()
     }
@@ -143,9 +148,19 @@ impl VarlinkInterface for SysrootInterface {
         &self,
         call: &mut dyn Call_Cancel,
         transaction: Option<String>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
-        if !auth::may_mutate() {
-            return errors::permission_denied(call);
+        // Whoever started the transaction may cancel it (Ctrl-C in the CLI).
+        let own = self
+            .daemon
+            .transactions
+            .current_info()
+            .is_some_and(|t| t.initiator_uid == auth::current().uid);
+        if !own {
+            if let Err(denied) = auth::authorize(auth::Action::Cancel, interactive.unwrap_or(false))
+            {
+                return errors::permission_denied(call, &denied);
+            }
         }
         match self.daemon.transactions.cancel(transaction.as_deref()) {
             Ok(()) => call.reply(),
@@ -161,6 +176,7 @@ impl VarlinkInterface for SysrootInterface {
         download_only: Option<bool>,
         allow_downgrade: Option<bool>,
         reboot: Option<bool>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
         let options = UpgradeOptions {
             check: check.unwrap_or(false),
@@ -168,17 +184,21 @@ impl VarlinkInterface for SysrootInterface {
             download_only: download_only.unwrap_or(false),
             allow_downgrade: allow_downgrade.unwrap_or(false),
         };
-        self.run(call, Request::Upgrade(options), reboot)
+        self.run(call, Request::Upgrade(options), reboot, interactive)
     }
 
-    fn automatic_update(&self, call: &mut dyn Call_AutomaticUpdate) -> varlink::Result<()> {
+    fn automatic_update(
+        &self,
+        call: &mut dyn Call_AutomaticUpdate,
+        interactive: Option<bool>,
+    ) -> varlink::Result<()> {
         let policy = self
             .daemon
             .config
             .lock()
             .expect("config lock")
             .automatic_update_policy;
-        self.run(call, Request::AutomaticUpdate(policy), None)
+        self.run(call, Request::AutomaticUpdate(policy), None, interactive)
     }
 
     fn rebase(
@@ -187,8 +207,14 @@ impl VarlinkInterface for SysrootInterface {
         refspec: String,
         revision: Option<String>,
         reboot: Option<bool>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
-        self.run(call, Request::Rebase { refspec, revision }, reboot)
+        self.run(
+            call,
+            Request::Rebase { refspec, revision },
+            reboot,
+            interactive,
+        )
     }
 
     fn deploy(
@@ -197,16 +223,22 @@ impl VarlinkInterface for SysrootInterface {
         revision: String,
         allow_downgrade: Option<bool>,
         reboot: Option<bool>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
         let request = Request::Deploy {
             revision,
             allow_downgrade: allow_downgrade.unwrap_or(false),
         };
-        self.run(call, request, reboot)
+        self.run(call, request, reboot, interactive)
     }
 
-    fn rollback(&self, call: &mut dyn Call_Rollback, reboot: Option<bool>) -> varlink::Result<()> {
-        self.run(call, Request::Rollback, reboot)
+    fn rollback(
+        &self,
+        call: &mut dyn Call_Rollback,
+        reboot: Option<bool>,
+        interactive: Option<bool>,
+    ) -> varlink::Result<()> {
+        self.run(call, Request::Rollback, reboot, interactive)
     }
 
     fn cleanup(
@@ -216,6 +248,7 @@ impl VarlinkInterface for SysrootInterface {
         rollback: Option<bool>,
         base: Option<bool>,
         metadata: Option<bool>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
         let options = CleanupOptions {
             pending: pending.unwrap_or(false),
@@ -223,7 +256,7 @@ impl VarlinkInterface for SysrootInterface {
             base: base.unwrap_or(false),
             metadata: metadata.unwrap_or(false),
         };
-        self.run(call, Request::Cleanup(options), None)
+        self.run(call, Request::Cleanup(options), None, interactive)
     }
 
     fn install(
@@ -234,6 +267,7 @@ impl VarlinkInterface for SysrootInterface {
         dry_run: Option<bool>,
         idempotent: Option<bool>,
         reboot: Option<bool>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
         let local: Vec<std::path::PathBuf> = local_packages
             .unwrap_or_default()
@@ -250,7 +284,7 @@ impl VarlinkInterface for SysrootInterface {
             idempotent: idempotent.unwrap_or(false),
             ..Default::default()
         };
-        self.run(call, Request::Packages(change), reboot)
+        self.run(call, Request::Packages(change), reboot, interactive)
     }
 
     fn uninstall(
@@ -261,6 +295,7 @@ impl VarlinkInterface for SysrootInterface {
         dry_run: Option<bool>,
         idempotent: Option<bool>,
         reboot: Option<bool>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
         let all = all.unwrap_or(false);
         if packages.is_empty() && !all {
@@ -273,7 +308,7 @@ impl VarlinkInterface for SysrootInterface {
             idempotent: idempotent.unwrap_or(false),
             ..Default::default()
         };
-        self.run(call, Request::Packages(change), reboot)
+        self.run(call, Request::Packages(change), reboot, interactive)
     }
 
     fn override_remove(
@@ -282,6 +317,7 @@ impl VarlinkInterface for SysrootInterface {
         packages: Vec<String>,
         dry_run: Option<bool>,
         reboot: Option<bool>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
         if packages.is_empty() {
             return call.reply_invalid_parameter("packages".into());
@@ -291,7 +327,7 @@ impl VarlinkInterface for SysrootInterface {
             dry_run: dry_run.unwrap_or(false),
             ..Default::default()
         };
-        self.run(call, Request::Packages(change), reboot)
+        self.run(call, Request::Packages(change), reboot, interactive)
     }
 
     fn override_replace(
@@ -300,6 +336,7 @@ impl VarlinkInterface for SysrootInterface {
         packages: Vec<String>,
         dry_run: Option<bool>,
         reboot: Option<bool>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
         if packages.is_empty() {
             return call.reply_invalid_parameter("packages".into());
@@ -309,7 +346,7 @@ impl VarlinkInterface for SysrootInterface {
             dry_run: dry_run.unwrap_or(false),
             ..Default::default()
         };
-        self.run(call, Request::Packages(change), reboot)
+        self.run(call, Request::Packages(change), reboot, interactive)
     }
 
     fn override_reset(
@@ -318,6 +355,7 @@ impl VarlinkInterface for SysrootInterface {
         packages: Vec<String>,
         all: Option<bool>,
         reboot: Option<bool>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
         let all = all.unwrap_or(false);
         if packages.is_empty() && !all {
@@ -328,7 +366,7 @@ impl VarlinkInterface for SysrootInterface {
             override_reset_all: all,
             ..Default::default()
         };
-        self.run(call, Request::Packages(change), reboot)
+        self.run(call, Request::Packages(change), reboot, interactive)
     }
 
     fn change_kernel_arguments(
@@ -340,6 +378,7 @@ impl VarlinkInterface for SysrootInterface {
         append_if_missing: Option<Vec<String>>,
         delete_if_present: Option<Vec<String>>,
         reboot: Option<bool>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
         let change = KargsChange {
             append: append.unwrap_or_default(),
@@ -348,7 +387,7 @@ impl VarlinkInterface for SysrootInterface {
             append_if_missing: append_if_missing.unwrap_or_default(),
             delete_if_present: delete_if_present.unwrap_or_default(),
         };
-        self.run(call, Request::KernelArguments(change), reboot)
+        self.run(call, Request::KernelArguments(change), reboot, interactive)
     }
 
     fn initramfs(
@@ -357,22 +396,24 @@ impl VarlinkInterface for SysrootInterface {
         enable: bool,
         arguments: Option<Vec<String>>,
         reboot: Option<bool>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
         let request = Request::Initramfs {
             enable,
             arguments: arguments.unwrap_or_default(),
         };
-        self.run(call, request, reboot)
+        self.run(call, request, reboot, interactive)
     }
 
     fn refresh_metadata(
         &self,
         call: &mut dyn Call_RefreshMetadata,
         force: Option<bool>,
+        interactive: Option<bool>,
     ) -> varlink::Result<()> {
         let request = Request::RefreshMetadata {
             force: force.unwrap_or(false),
         };
-        self.run(call, request, None)
+        self.run(call, request, None, interactive)
     }
 }

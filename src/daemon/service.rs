@@ -23,13 +23,16 @@ impl VarlinkInterface for ServiceInterface {
     }
 
     fn reload(&self, call: &mut dyn Call_Reload) -> varlink::Result<()> {
+        if let Err(denied) = auth::authorize(auth::Action::Reload, false) {
+            return errors::permission_denied(call, &denied);
+        }
         self.daemon.reload();
         call.reply()
     }
 
     fn set_log_level(&self, call: &mut dyn Call_SetLogLevel, level: i64) -> varlink::Result<()> {
-        if !auth::may_mutate() {
-            return errors::permission_denied(call);
+        if let Err(denied) = auth::root_only() {
+            return errors::permission_denied(call, &denied);
         }
         let Some(filter) = logging::level_from_syslog(level) else {
             return call.reply_invalid_parameter("level".into());
@@ -44,8 +47,8 @@ impl VarlinkInterface for ServiceInterface {
     }
 
     fn get_environment(&self, call: &mut dyn Call_GetEnvironment) -> varlink::Result<()> {
-        if !auth::may_mutate() {
-            return errors::permission_denied(call);
+        if let Err(denied) = auth::root_only() {
+            return errors::permission_denied(call, &denied);
         }
         call.reply(std::env::vars().map(|(k, v)| format!("{k}={v}")).collect())
     }

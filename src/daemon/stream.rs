@@ -16,16 +16,23 @@ pub fn send<C: varlink::CallTrait + ?Sized, T: serde::Serialize>(
 }
 
 /// Follow `tx` to its end on `call`. If the client goes away, this returns an
-/// error and the transaction carries on undisturbed.
+/// error and the transaction carries on undisturbed. Log lines (apt's URLs,
+/// maintainer scripts' output) go only to root and to whoever started the
+/// transaction; other watchers see its steps, progress and result.
 pub fn follow<C: VarlinkCallError + ?Sized>(call: &mut C, tx: &Transaction) -> varlink::Result<()> {
     let more = call.wants_more();
+    let caller = super::auth::current().uid;
+    let show_logs = caller == 0 || caller == tx.info().initiator_uid;
     let mut position = 0;
     loop {
         let (events, outcome) = tx.next(position);
         position += events.len();
         if more {
             call.set_continues(true);
-            for event in &events {
+            for event in events
+                .iter()
+                .filter(|e| show_logs || !matches!(e, crate::progress::Event::Log(_)))
+            {
                 send(
                     call,
                     Watch_Reply {

@@ -26,10 +26,12 @@ impl UpdateInterface {
         &self,
         call: &mut C,
         request: Request,
+        interactive: Option<bool>,
         done: impl FnOnce(&mut C, &Outcome) -> varlink::Result<()>,
     ) -> varlink::Result<()> {
-        if !auth::may_mutate() {
-            return errors::permission_denied(call);
+        let action = auth::Action::of(&request);
+        if let Err(denied) = auth::authorize(action, interactive.unwrap_or(false)) {
+            return errors::permission_denied(call, &denied);
         }
         let job = Job {
             request,
@@ -65,25 +67,39 @@ impl VarlinkInterface for UpdateInterface {
         }
     }
 
-    fn check_new(&self, call: &mut dyn Call_CheckNew) -> varlink::Result<()> {
+    fn check_new(
+        &self,
+        call: &mut dyn Call_CheckNew,
+        interactive: Option<bool>,
+    ) -> varlink::Result<()> {
         let check = UpgradeOptions {
             check: true,
             ..Default::default()
         };
-        self.transact(call, Request::Upgrade(check), |call, outcome| {
-            let newer = outcome.update.as_ref().map(|u| Version {
-                version: u.version.clone().unwrap_or_else(|| u.checksum.clone()),
-                checksum: u.checksum.clone(),
-                timestamp: u.timestamp as i64,
-                installed: false,
-                current: false,
-                newer: true,
-            });
-            reply(call, CheckNew_Reply { newer })
-        })
+        self.transact(
+            call,
+            Request::Upgrade(check),
+            interactive,
+            |call, outcome| {
+                let newer = outcome.update.as_ref().map(|u| Version {
+                    version: u.version.clone().unwrap_or_else(|| u.checksum.clone()),
+                    checksum: u.checksum.clone(),
+                    timestamp: u.timestamp as i64,
+                    installed: false,
+                    current: false,
+                    newer: true,
+                });
+                reply(call, CheckNew_Reply { newer })
+            },
+        )
     }
 
-    fn update(&self, call: &mut dyn Call_Update, version: Option<String>) -> varlink::Result<()> {
+    fn update(
+        &self,
+        call: &mut dyn Call_Update,
+        version: Option<String>,
+        interactive: Option<bool>,
+    ) -> varlink::Result<()> {
         let request = match version {
             None => Request::Upgrade(UpgradeOptions::default()),
             // Naming a version is the explicit request, older or not.
@@ -93,7 +109,7 @@ impl VarlinkInterface for UpdateInterface {
             },
         };
         let reader = &self.daemon.reader;
-        self.transact(call, request, |call, outcome| {
+        self.transact(call, request, interactive, |call, outcome| {
             match reader.query(|s| Ok(s.versions()?.into_iter().find(|v| v.current))) {
                 Ok(Some(v)) => reply(
                     call,
@@ -109,19 +125,24 @@ impl VarlinkInterface for UpdateInterface {
         })
     }
 
-    fn vacuum(&self, call: &mut dyn Call_Vacuum) -> varlink::Result<()> {
+    fn vacuum(&self, call: &mut dyn Call_Vacuum, interactive: Option<bool>) -> varlink::Result<()> {
         let options = CleanupOptions {
             rollback: true,
             base: true,
             ..Default::default()
         };
-        self.transact(call, Request::Cleanup(options), |call, outcome| {
-            reply(
-                call,
-                Vacuum_Reply {
-                    message: outcome.message.clone(),
-                },
-            )
-        })
+        self.transact(
+            call,
+            Request::Cleanup(options),
+            interactive,
+            |call, outcome| {
+                reply(
+                    call,
+                    Vacuum_Reply {
+                        message: outcome.message.clone(),
+                    },
+                )
+            },
+        )
     }
 }

@@ -432,6 +432,11 @@ pub struct ActivatedDaemon {
 
 impl ActivatedDaemon {
     pub fn start(sysroot: &Path, idle_timeout: u64) -> ActivatedDaemon {
+        ActivatedDaemon::start_with(sysroot, idle_timeout, &[])
+    }
+
+    /// Like [`ActivatedDaemon::start`], with more environment for the daemon.
+    pub fn start_with(sysroot: &Path, idle_timeout: u64, env: &[&str]) -> ActivatedDaemon {
         let dir = tempfile::Builder::new()
             .prefix("apt-ostreed")
             .tempdir()
@@ -445,6 +450,7 @@ impl ActivatedDaemon {
             // systemd-socket-activate passes only the variables it is told to.
             .arg("-E")
             .arg("OSTREE_SYSROOT_DEBUG=mutable-deployments")
+            .args(env.iter().flat_map(|e| ["-E", e]))
             .arg(daemon())
             .arg("--sysroot")
             .arg(sysroot)
@@ -538,4 +544,73 @@ pub fn raw_exchange(socket: &Path, bytes: &[u8], timeout: Duration) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A system bus and polkitd of their own (tests/fixtures/polkit-bus.sh) with
+/// apt-ostree's actions and the given rules; killed when dropped.
+pub struct PolkitBus {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl PolkitBus {
+    pub fn start(rules: &str) -> PolkitBus {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::Builder::new().prefix("polkit").tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let (actions, rules_dir) = (dir.path().join("actions"), dir.path().join("rules"));
+        fs::create_dir_all(&actions).unwrap();
+        fs::create_dir_all(&rules_dir).unwrap();
+        fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("polkit/org.aptostree.policy"),
+            actions.join("org.aptostree.policy"),
+        )
+        .unwrap();
+        fs::write(rules_dir.join("50-test.rules"), rules).unwrap();
+        let child = Command::new(fixtures().join("polkit-bus.sh"))
+            .arg(dir.path())
+            .arg(&actions)
+            .arg(&rules_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let bus = PolkitBus { child, dir };
+        // Ready when polkitd owns its name on the bus.
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                Command::new("dbus-send")
+                    .args([
+                        "--system",
+                        "--print-reply",
+                        "--dest=org.freedesktop.DBus",
+                        "/org/freedesktop/DBus",
+                        "org.freedesktop.DBus.NameHasOwner",
+                        "string:org.freedesktop.PolicyKit1",
+                    ])
+                    .env("DBUS_SYSTEM_BUS_ADDRESS", bus.address())
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
+            }),
+            "polkitd did not come up on the test bus"
+        );
+        bus
+    }
+
+    /// For DBUS_SYSTEM_BUS_ADDRESS.
+    pub fn address(&self) -> String {
+        format!("unix:path={}", self.dir.path().join("bus").display())
+    }
+}
+
+impl Drop for PolkitBus {
+    fn drop(&mut self) {
+        // The script, dbus-daemon and polkitd share a process group.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
 }
