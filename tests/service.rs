@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -532,6 +532,135 @@ fn polkit_decides_for_callers_other_than_root() {
     assert_eq!(rc, 1);
     assert!(err.contains("org.aptostree.reload"), "{err}");
     assert_eq!(s.deployments(), before);
+}
+
+/// CPU seconds (user + system) `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
+}
+
+/// Hold `count` connections as nobody (tests/fixtures/hold-connections.py);
+/// returns the holder (kill it to let go) and its report.
+fn hold_connections(socket: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=8192:8192")
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg("/usr/bin/python3")
+        .arg(fixtures().join("hold-connections.py"))
+        .arg(socket)
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
+/// Regression: ~510 idle connections of one user filled the daemon's open
+/// files; root's status failed and the accept loop spun, logging each try.
+#[test]
+fn one_user_holding_thousands_of_connections_cannot_lock_out_root() {
+    let s = TestSysroot::with_two_deployments();
+    let mut d = ActivatedDaemon::start_with(&s.path, 120, &["APT_OSTREE_LOG=info"]);
+    // The unit's open-files limit; the daemon starts with it on activation.
+    run(Command::new("prlimit")
+        .arg(format!("--pid={}", d.child.id()))
+        .arg("--nofile=1024:1024"));
+    let pid = d.child.id();
+    let status = || {
+        let t = Instant::now();
+        status_json(Command::new(cli()).args(["--address", &d.address()]));
+        t.elapsed()
+    };
+    status();
+    let cpu_before = cpu_seconds(pid);
+    let (mut hog, report) = hold_connections(&d.socket, &["3000"]);
+    let held: usize = report.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        (32..=64).contains(&held),
+        "one user keeps at most 64: {report}"
+    );
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert!(status() < Duration::from_secs(1), "root waited");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu = (cpu_seconds(pid) - cpu_before) / started.elapsed().as_secs_f64();
+    assert!(cpu < 0.3, "the daemon used {:.0}% of a core", cpu * 100.0);
+    let _ = hog.kill();
+    let _ = hog.wait();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let mut log = String::new();
+    std::io::Read::read_to_string(d.child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let refusals = log.matches("Refusing connections").count();
+    assert!(
+        (1..=2).contains(&refusals),
+        "{refusals} refusal lines:\n{log}"
+    );
+}
+
+/// Regression: 1,000 connections trickling never-ending 1 MB messages took
+/// the daemon to 1.23 GB, and a half-sent message held its thread forever.
+#[test]
+fn unfinished_messages_are_bounded_in_memory_and_in_time() {
+    let s = TestSysroot::with_two_deployments();
+    let d = ActivatedDaemon::start(&s.path, 120);
+    status_json(Command::new(cli()).args(["--address", &d.address()]));
+    let pid = d.child.id();
+    let (mut hog, report) = hold_connections(&d.socket, &["1000", "--trickle", "1048000"]);
+    let rss = rss_kib(pid);
+    assert!(
+        rss < 300 * 1024,
+        "daemon RSS {rss} KiB under trickling: {report}"
+    );
+    let closed: usize = report.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(closed > 0, "the shared budget closed none: {report}");
+    let _ = hog.kill();
+    let _ = hog.wait();
+    // A message begun and never finished is closed after the deadline.
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import socket,time; s=socket.socket(socket.AF_UNIX); s.connect({:?}); \
+             s.sendall(b'{{\"method\":'); t=time.time(); \
+             print('eof' if s.recv(1)==b'' else 'data', round(time.time()-t))",
+            d.socket.display().to_string()
+        ))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    let secs: u64 = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    assert!(out.starts_with("eof") && (9..=15).contains(&secs), "{out}");
 }
 
 /// Regression: both used to print only "IO error".

@@ -5,16 +5,20 @@
 //! the IDL ([`super::contract`]), normalised (a missing or null `parameters`
 //! becomes `{}`) and only then handed to the generated dispatcher. A `oneway`
 //! call gets no reply, as the protocol says. Anything that is not a Varlink
-//! message closes the connection; the daemon itself carries on.
+//! message closes the connection; the daemon itself carries on. A message
+//! that has begun must end within [`limits::MESSAGE_DEADLINE`], and its bytes
+//! count against the budget all partly received messages share.
 
 use std::io::{self, BufRead, BufReader, Cursor, Write};
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use varlink::{ConnectionHandler, VarlinkService};
 
 use super::auth;
 use super::contract::{Contract, Verdict};
+use super::limits::{self, Limits};
 
 /// Largest message accepted. Our biggest legitimate call (a long package list)
 /// is a few kilobytes; sd-varlink allows 16 MiB, we need far less.
@@ -26,10 +30,41 @@ enum Frame {
     Eof,
 }
 
-/// Read one NUL-terminated message (without the NUL), refusing oversized ones.
-fn read_frame(reader: &mut impl BufRead) -> io::Result<Frame> {
+/// Read one NUL-terminated message (without the NUL), refusing oversized
+/// ones, ones that take longer than the deadline once begun (`set_timeout`
+/// bounds each read), and bytes beyond the shared budget.
+fn read_frame(
+    reader: &mut impl BufRead,
+    limits: &Limits,
+    mut set_timeout: impl FnMut(Option<Duration>) -> io::Result<()>,
+) -> io::Result<Frame> {
+    let mut charged = 0;
+    let result = read_frame_charged(reader, limits, &mut charged, &mut set_timeout);
+    limits.give_partial(charged);
+    result
+}
+
+fn read_frame_charged(
+    reader: &mut impl BufRead,
+    limits: &Limits,
+    charged: &mut usize,
+    set_timeout: &mut impl FnMut(Option<Duration>) -> io::Result<()>,
+) -> io::Result<Frame> {
     let mut message = Vec::new();
+    // Waiting for a message to begin takes as long as the client likes.
+    set_timeout(None)?;
+    let mut deadline: Option<Instant> = None;
     loop {
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "message not finished in time",
+                ));
+            }
+            set_timeout(Some(left))?;
+        }
         let available = reader.fill_buf()?;
         if available.is_empty() {
             if message.is_empty() {
@@ -50,12 +85,20 @@ fn read_frame(reader: &mut impl BufRead) -> io::Result<Frame> {
                 format!("message larger than {MAX_MESSAGE} bytes"),
             ));
         }
+        if !limits.take_partial(chunk.len()) {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "too many bytes of unfinished messages",
+            ));
+        }
+        *charged += chunk.len();
         message.extend_from_slice(chunk);
         let consumed = done.unwrap_or(chunk.len());
         reader.consume(consumed);
         if done.is_some() {
             return Ok(Frame::Message(message));
         }
+        deadline.get_or_insert_with(|| Instant::now() + limits::MESSAGE_DEADLINE);
     }
 }
 
@@ -78,13 +121,14 @@ fn write_error(writer: &mut impl Write, error: &str, parameters: Value) -> io::R
     writer.flush()
 }
 
-/// Serve every call on `stream` until the client hangs up or breaks the protocol.
-pub fn serve(stream: UnixStream, service: &VarlinkService) -> io::Result<()> {
+/// Serve every call on `stream` until the client hangs up or breaks the
+/// protocol. One descriptor per connection: reads and writes share it.
+pub fn serve(stream: UnixStream, service: &VarlinkService, limits: &Limits) -> io::Result<()> {
     auth::set_current(auth::peer_of(&stream).ok());
-    let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
-    let mut writer = stream;
+    let mut reader = BufReader::with_capacity(64 * 1024, &stream);
+    let mut writer = &stream;
     loop {
-        let message = match read_frame(&mut reader)? {
+        let message = match read_frame(&mut reader, limits, |t| stream.set_read_timeout(t))? {
             Frame::Eof => return Ok(()),
             Frame::Message(m) => m,
         };
@@ -144,20 +188,40 @@ pub fn serve(stream: UnixStream, service: &VarlinkService) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    fn frame(input: &mut impl BufRead, limits: &Limits) -> io::Result<Frame> {
+        read_frame(input, limits, |_| Ok(()))
+    }
+
     #[test]
     fn frames_split_on_nul_and_refuse_oversized_messages() {
+        let limits = Limits::for_open_files(1024);
         let mut input = Cursor::new(b"{\"a\":1}\0{}\0".to_vec());
-        assert!(matches!(read_frame(&mut input).unwrap(), Frame::Message(m) if m == b"{\"a\":1}"));
-        assert!(matches!(read_frame(&mut input).unwrap(), Frame::Message(m) if m == b"{}"));
-        assert!(matches!(read_frame(&mut input).unwrap(), Frame::Eof));
+        assert!(
+            matches!(frame(&mut input, &limits).unwrap(), Frame::Message(m) if m == b"{\"a\":1}")
+        );
+        assert!(matches!(frame(&mut input, &limits).unwrap(), Frame::Message(m) if m == b"{}"));
+        assert!(matches!(frame(&mut input, &limits).unwrap(), Frame::Eof));
 
         let mut truncated = Cursor::new(b"{\"method\":".to_vec());
-        assert!(read_frame(&mut truncated).is_err());
+        assert!(frame(&mut truncated, &limits).is_err());
 
         let mut huge = BufReader::new(Cursor::new(vec![b' '; MAX_MESSAGE + 10]));
         assert_eq!(
-            read_frame(&mut huge).unwrap_err().kind(),
+            frame(&mut huge, &limits).unwrap_err().kind(),
             io::ErrorKind::InvalidData
+        );
+        // Whatever happened, the shared budget is whole again.
+        assert!(limits.take_partial(limits::PARTIAL_BUDGET));
+    }
+
+    #[test]
+    fn a_message_that_overruns_the_shared_budget_is_refused() {
+        let limits = Limits::for_open_files(1024);
+        assert!(limits.take_partial(limits::PARTIAL_BUDGET - 4));
+        let mut input = Cursor::new(b"{\"method\":\"x\"}\0".to_vec());
+        assert_eq!(
+            frame(&mut input, &limits).unwrap_err().kind(),
+            io::ErrorKind::OutOfMemory
         );
     }
 }

@@ -11,6 +11,7 @@ mod connection;
 mod contract;
 mod convert;
 mod errors;
+mod limits;
 mod reader;
 mod server;
 mod service;
@@ -69,6 +70,7 @@ pub struct Daemon {
     pub reader: reader::Reader,
     pub transactions: transaction::Manager,
     pub log_level: Option<LevelHandle>,
+    limits: Arc<limits::Limits>,
     activity: Mutex<Activity>,
     /// Written to whenever activity ends, so the main loop re-checks idleness at once.
     wake: (UnixStream, UnixStream),
@@ -113,6 +115,7 @@ impl Daemon {
             config_path,
             config: Mutex::new(config),
             log_level,
+            limits: Arc::new(limits::Limits::from_rlimit()),
             activity: Mutex::new(Activity {
                 connections: 0,
                 since: Instant::now(),
@@ -246,18 +249,26 @@ fn run(args: Args, level: LevelHandle) -> Result<()> {
 }
 
 fn spawn_connection(daemon: &Arc<Daemon>, service: &Arc<VarlinkService>, stream: UnixStream) {
+    // Whoever is over their share is closed at once, before any thread or
+    // buffer is spent on them (root keeps room beyond the total).
+    let uid = auth::peer_of(&stream).map_or(u32::MAX, |c| c.uid);
+    let Some(admission) = daemon.limits.admit(uid) else {
+        return;
+    };
     daemon.connection_opened();
-    let (daemon, service) = (daemon.clone(), service.clone());
+    let (ours, service) = (daemon.clone(), service.clone());
     let spawned = thread::Builder::new()
         .name("connection".into())
         .spawn(move || {
-            if let Err(e) = connection::serve(stream, &service) {
+            if let Err(e) = connection::serve(stream, &service, &ours.limits) {
                 tracing::debug!("Connection closed: {e}");
             }
-            daemon.connection_closed();
+            drop(admission);
+            ours.connection_closed();
         });
     if let Err(e) = spawned {
         tracing::warn!("Cannot serve a connection: {e}");
+        daemon.connection_closed();
     }
 }
 
@@ -271,6 +282,8 @@ fn main_loop(
     idle_timeout: Duration,
 ) -> Result<()> {
     const TICK: Duration = Duration::from_secs(1);
+    let mut backoff_until: Option<Instant> = None;
+    let mut out_of_descriptors = false;
     loop {
         let idle = daemon.idle_for();
         let wait = match (listener, idle) {
@@ -285,11 +298,18 @@ fn main_loop(
             }
             _ => TICK,
         };
+        // Out of descriptors: leave the listener alone for a while (new
+        // connections wait in its backlog) instead of spinning on EMFILE.
+        let backing_off = backoff_until.is_some_and(|t| Instant::now() < t);
+        let wait = match backoff_until {
+            Some(t) if backing_off => wait.min(t - Instant::now()),
+            _ => wait,
+        };
         let mut fds = vec![
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(daemon.wake.1.as_fd(), PollFlags::POLLIN),
         ];
-        if let Some(l) = listener {
+        if let (Some(l), false) = (listener, backing_off) {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
         }
         let timeout =
@@ -314,27 +334,45 @@ fn main_loop(
         }
         if connecting {
             if let Some(l) = listener {
-                accept_all(daemon, service, l);
+                backoff_until = accept_all(daemon, service, l, &mut out_of_descriptors);
             }
         }
     }
 }
 
-fn accept_all(daemon: &Arc<Daemon>, service: &Arc<VarlinkService>, listener: &UnixListener) {
+/// Accept what waits; `Some(until)` when out of file descriptors: stop
+/// accepting until then. The condition is logged once per episode.
+fn accept_all(
+    daemon: &Arc<Daemon>,
+    service: &Arc<VarlinkService>,
+    listener: &UnixListener,
+    out_of_descriptors: &mut bool,
+) -> Option<Instant> {
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
+                if std::mem::take(out_of_descriptors) {
+                    tracing::info!("Accepting connections again");
+                }
                 if let Err(e) = stream.set_nonblocking(false) {
                     tracing::warn!("Cannot serve a connection: {e}");
                     continue;
                 }
                 spawn_connection(daemon, service, stream);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                if !std::mem::replace(out_of_descriptors, true) {
+                    tracing::warn!(
+                        "Out of file descriptors ({e}): new connections wait until some close"
+                    );
+                }
+                return Some(Instant::now() + Duration::from_millis(250));
+            }
             Err(e) => {
                 tracing::warn!("accept: {e}");
-                return;
+                return None;
             }
         }
     }
