@@ -379,11 +379,15 @@ fn signed_composes_pass_a_verifying_remote_and_unsigned_ones_do_not() {
         .status();
 }
 
-/// Loop devices attached, and mounts of compose image's work directories, to
-/// show that a refused `compose image` leaves none behind. (Other tests of
-/// this binary mount file systems concurrently: only ours are counted.)
-fn loops_and_mounts() -> (String, usize) {
-    let loops = stdout(Command::new("losetup").arg("--list").arg("--noheadings"));
+/// Loop devices backed by files under `dir`, and mounts of compose image's
+/// work directories, to show that a refused `compose image` leaves none
+/// behind. (Other tests, and the VM suite, use loop devices and mount file
+/// systems concurrently: only ours are counted.)
+fn loops_and_mounts(dir: &Path) -> (usize, usize) {
+    let loops = stdout(Command::new("losetup").args(["--list", "--noheadings", "-O", "BACK-FILE"]))
+        .lines()
+        .filter(|l| l.contains(&*dir.to_string_lossy()))
+        .count();
     let mounts = fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
@@ -397,7 +401,7 @@ fn compose_image_refuses_bad_input_and_leaves_nothing_behind() {
     let base = base_repo();
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("disk.img");
-    let before = loops_and_mounts();
+    let before = loops_and_mounts(dir.path());
     let image = |repo: &Path, reference: &str, extra: &[&str]| {
         let mut c = Command::new(cli());
         c.args(["compose", "image", "--repo"])
@@ -423,6 +427,7 @@ fn compose_image_refuses_bad_input_and_leaves_nothing_behind() {
     for d in [
         "usr/lib/modules/6.1",
         "usr/sbin",
+        "usr/bin",
         "usr/lib/grub/x86_64-efi",
         "usr/lib/dracut/modules.d/98ostree",
         "usr/etc",
@@ -433,8 +438,8 @@ fn compose_image_refuses_bad_input_and_leaves_nothing_behind() {
     kernel.resize(1 << 20, 0);
     fs::write(tree.join("usr/lib/modules/6.1/vmlinuz"), kernel).unwrap();
     fs::write(tree.join("usr/lib/modules/6.1/initramfs.img"), "initramfs").unwrap();
-    for tool in ["grub-install", "grub-mkconfig"] {
-        fs::write(tree.join("usr/sbin").join(tool), "#!/bin/sh\n").unwrap();
+    for tool in ["sbin/grub-mkconfig", "bin/grub-mkimage"] {
+        fs::write(tree.join("usr").join(tool), "#!/bin/sh\n").unwrap();
     }
     let repo = dir.path().join("repo");
     run(ostree()
@@ -500,7 +505,27 @@ fn compose_image_refuses_bad_input_and_leaves_nothing_behind() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 
-    assert_eq!(loops_and_mounts(), before);
+    // A failure after the disk was partitioned, formatted and mounted and
+    // the commit deployed: GRUB cannot run (this tree has no shell). The
+    // loop device is detached and no half-written image stays.
+    fs::write(tree.join("usr/etc/os-release"), "ID=test\n").unwrap();
+    run(ostree()
+        .arg("commit")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["--branch=test/bootable", "--tree"])
+        .arg(format!("dir={}", tree.display())));
+    let (rc, _, err) = code(&mut image(
+        &repo,
+        "test/bootable",
+        &["--size", "2G", "--force"],
+    ));
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("Installing GRUB...\nerror:"), "{err}");
+    assert!(err.contains("grub-mkimage"), "{err}");
+    assert_eq!(fs::read_to_string(&output).unwrap(), "precious");
+
+    assert_eq!(loops_and_mounts(dir.path()), before);
+    assert_eq!(before, (0, 0));
     let left: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

@@ -174,7 +174,7 @@ fn inspect_commit(repo: &ostree::Repo, reference: &str) -> Result<CommitFacts> {
             .query_exists(gio::Cancellable::NONE)
     };
     for needed in [
-        "usr/sbin/grub-install",
+        "usr/bin/grub-mkimage",
         "usr/sbin/grub-mkconfig",
         "usr/lib/grub/x86_64-efi",
     ] {
@@ -196,7 +196,7 @@ fn inspect_commit(repo: &ostree::Repo, reference: &str) -> Result<CommitFacts> {
         content,
         kargs,
         remote,
-        bios: has("usr/lib/grub/i386-pc"),
+        bios: has("usr/lib/grub/i386-pc") && has("usr/sbin/grub-install"),
     })
 }
 
