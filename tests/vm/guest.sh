@@ -84,6 +84,23 @@ case $PHASE in
     check "automatic update runs" systemctl start apt-ostreed-automatic.service
     check "an update is staged" sh -c 'apt-ostree status --json | grep -q "\"staged\": true"'
     check "no failed units" sh -c '[ -z "$(systemctl --failed --no-legend --plain)" ]'
+    # polkit: a rule lets alice change kernel arguments; bob may look only.
+    useradd --create-home alice && useradd --create-home bob
+    cat > /etc/polkit-1/rules.d/50-vmtest.rules <<'RULES'
+polkit.addRule(function(action, subject) {
+    if (action.id == "org.aptostree.bootconfig" && subject.user == "alice") {
+        return polkit.Result.YES;
+    }
+});
+RULES
+    check "alice may change kernel arguments" runuser -u alice -- apt-ostree kargs --append=vmtest.alice=1
+    check "it is in the pending deployment" sh -c 'apt-ostree kargs | grep -q vmtest.alice=1'
+    check "bob may read status" runuser -u bob -- apt-ostree status
+    check "bob may not change anything, and is told why" sh -c \
+        '! runuser -u bob -- apt-ostree kargs --append=vmtest.bob=1 2>/tmp/bob.err && grep -q "permission denied: org.aptostree.bootconfig" /tmp/bob.err'
+    check "bob may not upgrade either" sh -c \
+        '! runuser -u bob -- apt-ostree upgrade 2>/tmp/bob.err && grep -q "org.aptostree.upgrade" /tmp/bob.err'
+    say "  hardening: $(systemd-analyze security apt-ostreed.service 2>/dev/null | tail -n 1)"
     say "phase $PHASE: PASS"
     say "ALL PASSED"
     echo done > $STATE/phase
