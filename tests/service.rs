@@ -663,6 +663,28 @@ fn unfinished_messages_are_bounded_in_memory_and_in_time() {
     assert!(out.starts_with("eof") && (9..=15).contains(&secs), "{out}");
 }
 
+/// Regression: absent values were sometimes left out (transaction) and
+/// sometimes null (baseChecksum). One rule now: left out, on the wire and
+/// in `status --json`.
+#[test]
+fn absent_values_are_left_out_everywhere() {
+    let s = TestSysroot::with_two_deployments();
+    let d = ActivatedDaemon::start(&s.path, 30);
+    let json = stdout(Command::new(cli()).args(["--address", &d.address(), "status", "--json"]));
+    assert!(!json.contains("null"), "{json}");
+    let status: Value = serde_json::from_str(&json).unwrap();
+    let first = status["deployments"][0].as_object().unwrap();
+    assert!(!first.contains_key("baseChecksum"), "{json}");
+    assert!(status.get("transaction").is_none(), "{json}");
+    let wire = python_varlink(&[
+        "call",
+        &format!("{}/org.aptostree.Sysroot.GetStatus", d.address()),
+        "{}",
+    ]);
+    assert!(wire.contains("\"deployments\""), "{wire}");
+    assert!(!wire.contains("null"), "{wire}");
+}
+
 /// Regression: both used to print only "IO error".
 #[test]
 fn connection_errors_say_why_and_what_to_do() {

@@ -25,7 +25,9 @@ pub fn run(client: &Client, args: &StatusArgs) -> Result<u8> {
         reply.deployments.retain(|d| d.booted);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reply)?);
+        let mut json = serde_json::to_value(&reply)?;
+        crate::protocol::omit_absent(&mut json);
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{}", render(&reply, args.verbose));
     }

@@ -102,6 +102,36 @@ fn read_frame_charged(
     }
 }
 
+/// The replies of one call, each made to follow the schema's one rule for
+/// absent values ([`crate::protocol::omit_absent`]) on its way out.
+struct Replies<'a, W: Write> {
+    inner: &'a mut W,
+    pending: Vec<u8>,
+}
+
+impl<W: Write> Write for Replies<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        while let Some(end) = self.pending.iter().position(|&b| b == 0) {
+            let message: Vec<u8> = self.pending.drain(..=end).collect();
+            let body = &message[..message.len() - 1];
+            match serde_json::from_slice::<Value>(body) {
+                Ok(mut reply) => {
+                    crate::protocol::omit_absent(&mut reply);
+                    let mut bytes = serde_json::to_vec(&reply)?;
+                    bytes.push(0);
+                    self.inner.write_all(&bytes)?;
+                }
+                Err(_) => self.inner.write_all(&message)?,
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A writer that drops everything: the reply sink of `oneway` calls.
 struct Discard;
 
@@ -171,7 +201,11 @@ pub fn serve(stream: UnixStream, service: &VarlinkService, limits: &Limits) -> i
         let result = if oneway {
             service.handle(&mut input, &mut Discard, None)
         } else {
-            service.handle(&mut input, &mut writer, None)
+            let mut replies = Replies {
+                inner: &mut writer,
+                pending: Vec::new(),
+            };
+            service.handle(&mut input, &mut replies, None)
         };
         if let Err(e) = result {
             // The reply (an error, if one was due) has been written; an I/O

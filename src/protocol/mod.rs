@@ -45,6 +45,20 @@ pub const UPDATE_IDL: &str = include_str!("../../interfaces/org.aptostree.Update
 /// Where the system service listens (named after the interface, as systemd does).
 pub const DEFAULT_ADDRESS: &str = "unix:/run/apt-ostree/org.aptostree.Sysroot";
 
+/// One rule for the whole schema, as systemd's Varlink services follow it:
+/// an optional field without a value is left out, never sent as `null`.
+/// (The generated code leaves out some and sends others as `null`.)
+pub fn omit_absent(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(omit_absent);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(omit_absent),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +88,17 @@ mod tests {
                 assert!(!e.doc.is_empty(), "error {} is undocumented", e.name);
             }
         }
+    }
+
+    #[test]
+    fn absent_values_are_left_out_at_every_depth() {
+        let mut v = serde_json::json!({
+            "a": null,
+            "b": [{"c": null, "d": 1}],
+            "e": {"f": null, "g": "x"}
+        });
+        omit_absent(&mut v);
+        assert_eq!(v, serde_json::json!({"b": [{"d": 1}], "e": {"g": "x"}}));
     }
 
     /// An IDL comment block as plain text.
