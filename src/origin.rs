@@ -37,13 +37,6 @@ const OVERRIDES: &str = "overrides";
 const APT_OSTREE: &str = "apt-ostree";
 
 impl Origin {
-    pub fn new(refspec: impl Into<String>) -> Origin {
-        Origin {
-            refspec: refspec.into(),
-            ..Default::default()
-        }
-    }
-
     /// Parse an origin file's text.
     pub fn parse(text: &str) -> Result<Origin> {
         let kf = glib::KeyFile::new();

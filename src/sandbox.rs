@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::progress::Sink;
+use crate::progress::{Logged, Sink};
 
 pub struct Sandbox {
     /// The root of the tree being changed.
@@ -19,12 +19,6 @@ pub struct Sandbox {
     pub var: PathBuf,
     /// Extra read-only binds: (host path, path inside).
     pub ro_binds: Vec<(PathBuf, String)>,
-}
-
-/// What a sandboxed command did: its exit status and everything it printed.
-pub struct Ran {
-    pub status: std::process::ExitStatus,
-    pub output: String,
 }
 
 impl Sandbox {
@@ -71,7 +65,7 @@ impl Sandbox {
 
     /// Run `argv` inside the sandbox, streaming each output line to `sink`
     /// as it appears, and return the status with the whole output.
-    pub fn run(&self, argv: &[&str], sink: &Sink) -> Result<Ran> {
+    pub fn run(&self, argv: &[&str], sink: &Sink) -> Result<Logged> {
         // A deployable tree has no top-level /etc; bubblewrap creates one as
         // the mount point for usr/etc. It must not end up in a commit.
         let etc = self.root.join("etc");
@@ -82,10 +76,6 @@ impl Sandbox {
             // Only the empty mount point: remove_dir refuses anything else.
             let _ = std::fs::remove_dir(&etc);
         }
-        let logged = logged?;
-        Ok(Ran {
-            status: logged.status,
-            output: logged.text,
-        })
+        logged
     }
 }

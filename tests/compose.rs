@@ -191,6 +191,21 @@ fn bad_treefiles_name_the_cause_and_move_no_ref() {
         "{err}"
     );
     assert_eq!(i.rev(), before);
+    // Regression: a missing [files] source did not name the path it was
+    // looked for at (the treefile given relative to the working directory).
+    fs::remove_file(i.path().join("motd")).unwrap();
+    let (rc, _, err) = code(
+        Command::new(cli())
+            .args(["compose", "tree", "image.toml", "--repo"])
+            .arg(i.repo())
+            .current_dir(i.path()),
+    );
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains(&format!("files: reading {}/motd", i.path().display())),
+        "{err}"
+    );
+    assert_eq!(i.rev(), before);
 }
 
 #[test]

@@ -43,9 +43,11 @@ pub struct Request {
     pub replace: Vec<String>,
 }
 
+/// Where a planned package comes from (not to be confused with a
+/// deployment's origin file, [`crate::origin::Origin`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// Fetched from a source; the URI it comes from.
+pub enum PackageSource {
+    /// Fetched from an apt source; the URI it comes from.
     Repository(String),
     /// A local .deb file.
     Local(PathBuf),
@@ -58,7 +60,7 @@ pub struct Planned {
     pub architecture: String,
     /// True when the base has no version of it (layered), false when it replaces one.
     pub new: bool,
-    pub origin: Origin,
+    pub source: PackageSource,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -362,9 +364,9 @@ impl AptRoot {
                 ));
                 continue;
             }
-            let origin = match local.iter().find(|(n, _)| *n == name) {
-                Some((_, path)) => Origin::Local((*path).clone()),
-                None => Origin::Repository(ver.uris().next().ok_or_else(|| {
+            let source = match local.iter().find(|(n, _)| *n == name) {
+                Some((_, path)) => PackageSource::Local((*path).clone()),
+                None => PackageSource::Repository(ver.uris().next().ok_or_else(|| {
                     Error::PackageNotFound(vec![format!(
                         "{name}={} (no download source)",
                         ver.version()
@@ -376,7 +378,7 @@ impl AptRoot {
                 version: ver.version().to_string(),
                 architecture: ver.arch().to_string(),
                 new,
-                origin,
+                source,
             });
         }
         dependency_order(cache, &mut plan.install);
@@ -396,7 +398,7 @@ impl AptRoot {
         let needs_download = plan
             .install
             .iter()
-            .any(|p| matches!(&p.origin, Origin::Repository(u) if !u.starts_with("file:")));
+            .any(|p| matches!(&p.source, PackageSource::Repository(u) if !u.starts_with("file:")));
         if needs_download {
             sink.task_begin("Downloading packages");
             let mut progress = AcquireProgress::new(SinkProgress { sink: sink.clone() });
@@ -410,13 +412,13 @@ impl AptRoot {
         }
         plan.install
             .iter()
-            .map(|p| match &p.origin {
-                Origin::Local(path) => Ok(path.clone()),
-                Origin::Repository(uri) if uri.starts_with("file:") => {
+            .map(|p| match &p.source {
+                PackageSource::Local(path) => Ok(path.clone()),
+                PackageSource::Repository(uri) if uri.starts_with("file:") => {
                     let path = uri.trim_start_matches("file:");
                     Ok(PathBuf::from(format!("/{}", path.trim_start_matches('/'))))
                 }
-                Origin::Repository(_) => {
+                PackageSource::Repository(_) => {
                     let file = format!(
                         "{}_{}_{}.deb",
                         p.name,

@@ -62,11 +62,12 @@ fn edit(current: &[String]) -> Result<Vec<String>> {
             current.join(" ")
         ),
     )?;
+    // Debian's order: $VISUAL, $EDITOR, then the `editor` alternative.
     let editor = std::env::var("VISUAL")
         .or_else(|_| std::env::var("EDITOR"))
         .unwrap_or_else(|_| {
-            if std::path::Path::new("/usr/bin/sensible-editor").exists() {
-                "sensible-editor".into()
+            if std::path::Path::new("/usr/bin/editor").exists() {
+                "editor".into()
             } else {
                 "vi".into()
             }

@@ -84,7 +84,7 @@ fn input_hash(text: &str, t: &Treefile, signing_key: Option<&str>) -> Result<Str
                 .with_context(|| format!("local-packages: reading {}", deb.display()))?,
         );
     }
-    if let Ok(Source::Debootstrap { mirrors, .. }) = t.source() {
+    if let Ok(Source::Mmdebstrap { mirrors, .. }) = t.source() {
         for m in mirrors {
             data.extend(std::fs::read(&m).unwrap_or_else(|_| m.into_bytes()));
         }
@@ -164,7 +164,7 @@ fn build_rootfs(t: &Treefile, dest: &Path, scratch: &Path, sink: &Sink) -> Resul
                 bail!("copying {} failed", src.display());
             }
         }
-        Source::Debootstrap { suite, mirrors } => {
+        Source::Mmdebstrap { suite, mirrors } => {
             let mut cmd = Command::new("mmdebstrap");
             cmd.arg(format!("--variant={}", t.variant))
                 .arg("--mode=root")
@@ -246,7 +246,7 @@ fn customize(t: &Treefile, root: &Path, scratch: &Path, sink: &Sink) -> Result<(
                 "postprocess script {} failed ({}):\n{}",
                 script.display(),
                 ran.status,
-                ran.output
+                ran.text
             );
         }
         sink.task_end("Running the postprocess script");
@@ -368,15 +368,17 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
     }
     if let (true, Some(prev)) = (opts.static_delta, &previous) {
         sink.task("Writing a static delta", || -> Result<()> {
-            let status = Command::new("ostree")
-                .arg(format!("--repo={}", opts.repo.display()))
-                .args(["static-delta", "generate", "--from", prev, "--to", &commit])
-                .status()
-                .context("Running ostree static-delta")?;
-            if !status.success() {
-                bail!("ostree static-delta generate failed ({status})");
-            }
-            Ok(())
+            // libostree wants its parameters as a dictionary, empty or not.
+            let params = glib::VariantDict::new(None).end();
+            repo.static_delta_generate(
+                ostree::StaticDeltaGenerateOpt::Major,
+                Some(prev),
+                &commit,
+                None,
+                Some(&params),
+                gio::Cancellable::NONE,
+            )
+            .with_context(|| format!("Writing the static delta {prev} -> {commit}"))
         })?;
     }
     repo.set_ref_immediate(None, &t.reference, Some(&commit), gio::Cancellable::NONE)

@@ -88,7 +88,7 @@ fn default_variant() -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// mmdebstrap SUITE with these mirror arguments (URIs, source lines or files).
-    Debootstrap { suite: String, mirrors: Vec<String> },
+    Mmdebstrap { suite: String, mirrors: Vec<String> },
     /// An existing directory, copied.
     Rootfs(PathBuf),
 }
@@ -156,8 +156,12 @@ impl Treefile {
     pub fn load(path: &Path) -> Result<Treefile> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("Reading {}", path.display()))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        Treefile::parse(&text, dir).with_context(|| format!("In {}", path.display()))
+        // Absolute, so that every error names the file it means wherever
+        // compose was started.
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = std::path::absolute(parent.unwrap_or(Path::new(".")))
+            .with_context(|| format!("Resolving {}", path.display()))?;
+        Treefile::parse(&text, &dir).with_context(|| format!("In {}", path.display()))
     }
 
     /// Where the root file system comes from, checked for consistency.
@@ -191,7 +195,7 @@ impl Treefile {
         if mirrors.is_empty() {
             bail!("no apt source of this machine mentions suite {suite:?}");
         }
-        Ok(Source::Debootstrap { suite, mirrors })
+        Ok(Source::Mmdebstrap { suite, mirrors })
     }
 }
 
@@ -238,7 +242,7 @@ mod tests {
         );
         assert_eq!(
             t.source().unwrap(),
-            Source::Debootstrap {
+            Source::Mmdebstrap {
                 suite: "bookworm".into(),
                 mirrors: vec!["deb http://deb.debian.org/debian bookworm main contrib".into()]
             }

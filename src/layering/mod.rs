@@ -18,7 +18,6 @@ mod overlay;
 mod scripts;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result};
 use ostree::{gio, glib};
@@ -53,7 +52,7 @@ pub fn clean_stale_workdirs(sysroot: &Sysroot) {
             .starts_with(WORKDIR_PREFIX)
         {
             let mnt = entry.path().join("mnt");
-            let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+            let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
             if let Err(e) = std::fs::remove_dir_all(entry.path()) {
                 tracing::warn!("Removing stale {}: {e}", entry.path().display());
             }
@@ -400,7 +399,7 @@ fn regenerate_initramfs(
                 package: "initramfs-tools".into(),
                 script: "update-initramfs".into(),
                 exit_status: ran.status.code().unwrap_or(1),
-                output: ran.output,
+                output: ran.text,
             }
             .into());
         }

@@ -8,13 +8,10 @@
 //! only (never writing into a file), so the checkout becomes the new tree and
 //! the commit still recognises every untouched file by device and inode.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 pub struct Overlay {
     pub merged: PathBuf,
@@ -35,17 +32,14 @@ impl Overlay {
             upper.display(),
             work.display()
         );
-        let status = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &options])
-            .arg(merged)
-            .status()
-            .context("Running mount")?;
-        if !status.success() {
-            bail!(
-                "mounting overlayfs on {} failed ({status})",
-                merged.display()
-            );
-        }
+        nix::mount::mount(
+            Some("overlay"),
+            merged,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .with_context(|| format!("Mounting overlayfs on {}", merged.display()))?;
         Ok(Overlay {
             merged: merged.to_path_buf(),
             mounted: true,
@@ -54,10 +48,8 @@ impl Overlay {
 
     pub fn unmount(&mut self) -> Result<()> {
         if self.mounted {
-            let status = Command::new("umount").arg(&self.merged).status()?;
-            if !status.success() {
-                bail!("umount {} failed", self.merged.display());
-            }
+            nix::mount::umount(&self.merged)
+                .with_context(|| format!("Unmounting {}", self.merged.display()))?;
             self.mounted = false;
         }
         Ok(())
@@ -67,30 +59,15 @@ impl Overlay {
 impl Drop for Overlay {
     fn drop(&mut self) {
         if self.mounted {
-            let _ = Command::new("umount").arg("-l").arg(&self.merged).status();
+            let _ = nix::mount::umount2(&self.merged, nix::mount::MntFlags::MNT_DETACH);
         }
     }
 }
 
 fn is_opaque(dir: &Path) -> bool {
-    let (Ok(path), Ok(name)) = (
-        CString::new(dir.as_os_str().as_bytes()),
-        CString::new("trusted.overlay.opaque"),
-    ) else {
-        return false;
-    };
     let mut value = [0u8; 4];
-    #[allow(unsafe_code)]
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let n = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            value.as_mut_ptr().cast(),
-            value.len(),
-        )
-    };
-    n > 0 && value[0] == b'y'
+    matches!(rustix::fs::lgetxattr(dir, "trusted.overlay.opaque", &mut value), Ok(n) if n > 0)
+        && value[0] == b'y'
 }
 
 fn remove_any(path: &Path) -> Result<()> {

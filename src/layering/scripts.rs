@@ -2,7 +2,7 @@
 
 use crate::apt::Plan;
 use crate::error::Error;
-use crate::sandbox::Ran;
+use crate::progress::Logged;
 
 /// dpkg's words for each maintainer script.
 const SCRIPTS: &[(&str, &str)] = &[
@@ -35,11 +35,11 @@ pub fn parse_failure(output: &str) -> Option<(String, String, i32)> {
 }
 
 /// Fail with [`Error::ScriptFailed`] if dpkg did.
-pub fn check(ran: &Ran, plan: &Plan) -> anyhow::Result<()> {
+pub fn check(ran: &Logged, plan: &Plan) -> anyhow::Result<()> {
     if ran.status.success() {
         return Ok(());
     }
-    let (package, script, exit_status) = parse_failure(&ran.output).unwrap_or_else(|| {
+    let (package, script, exit_status) = parse_failure(&ran.text).unwrap_or_else(|| {
         (
             plan.install
                 .first()
@@ -53,7 +53,7 @@ pub fn check(ran: &Ran, plan: &Plan) -> anyhow::Result<()> {
         package,
         script,
         exit_status,
-        output: ran.output.clone(),
+        output: ran.text.clone(),
     }
     .into())
 }
