@@ -177,33 +177,6 @@ fn main() {
     compose_bench();
 }
 
-/// Hold connections as nobody (tests/fixtures/hold-connections.py) until
-/// the returned process is killed.
-fn hold(socket: &std::path::Path, extra: &[&str]) -> std::process::Child {
-    use std::io::BufRead;
-    let mut child = Command::new("prlimit")
-        .arg("--nofile=8192:8192")
-        .args([
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ])
-        .arg("/usr/bin/python3")
-        .arg(fixtures().join("hold-connections.py"))
-        .arg(socket)
-        .args(extra)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    child
-}
-
 /// What one user can do to everyone else: root's status while that user
 /// holds all the connections it may (and tries 3,000), and the daemon's
 /// memory while 1,000 connections trickle never-ending 1 MB messages.
@@ -218,7 +191,7 @@ fn limits_bench(s: &TestSysroot) {
         c
     };
     let alone = time_process(30, status);
-    let mut hog = hold(&d.socket, &["3000"]);
+    let (mut hog, _) = hold_connections(&d.socket, &["3000"]);
     let crowded = time_process(30, status);
     let _ = hog.kill();
     let _ = hog.wait();
@@ -230,7 +203,7 @@ fn limits_bench(s: &TestSysroot) {
     );
     let pid = d.child.id();
     let idle = rss_kib(pid, "VmRSS:");
-    let mut trickle = hold(&d.socket, &["1000", "--trickle", "1048000"]);
+    let (mut trickle, _) = hold_connections(&d.socket, &["1000", "--trickle", "1048000"]);
     let mut peak = 0;
     for _ in 0..20 {
         peak = peak.max(rss_kib(pid, "VmRSS:"));

@@ -551,33 +551,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// Hold `count` connections as nobody (tests/fixtures/hold-connections.py);
-/// returns the holder (kill it to let go) and its report.
-fn hold_connections(socket: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    let mut child = Command::new("prlimit")
-        .arg("--nofile=8192:8192")
-        .args([
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ])
-        .arg("/usr/bin/python3")
-        .arg(fixtures().join("hold-connections.py"))
-        .arg(socket)
-        .args(extra)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (child, line)
-}
-
 /// Regression: ~510 idle connections of one user filled the daemon's open
 /// files; root's status failed and the accept loop spun, logging each try.
 #[test]

@@ -614,3 +614,31 @@ impl Drop for PolkitBus {
         let _ = self.child.wait();
     }
 }
+
+/// Hold connections to `socket` as nobody (tests/fixtures/hold-connections.py
+/// with `args`) until the returned process is killed; and its report
+/// ("holding N closed M").
+pub fn hold_connections(socket: &Path, args: &[&str]) -> (Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=8192:8192")
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg("/usr/bin/python3")
+        .arg(fixtures().join("hold-connections.py"))
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
