@@ -11,11 +11,40 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-
-use crate::transaction::AutomaticUpdatePolicy;
+use anyhow::{Context, Result};
+use ostree::glib;
 
 pub const DEFAULT_PATH: &str = "/etc/apt-ostree/apt-ostreed.conf";
+
+/// What the automatic update timer does (`AutomaticUpdatePolicy=` in apt-ostreed.conf).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutomaticUpdatePolicy {
+    #[default]
+    None,
+    /// Look for an update and remember it (shown by `status`).
+    Check,
+    /// Download and stage the update; it takes effect on the next reboot.
+    Stage,
+}
+
+impl AutomaticUpdatePolicy {
+    pub fn parse(s: &str) -> Option<AutomaticUpdatePolicy> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" | "off" => Some(AutomaticUpdatePolicy::None),
+            "check" => Some(AutomaticUpdatePolicy::Check),
+            "stage" | "ex-stage" => Some(AutomaticUpdatePolicy::Stage),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AutomaticUpdatePolicy::None => "none",
+            AutomaticUpdatePolicy::Check => "check",
+            AutomaticUpdatePolicy::Stage => "stage",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -32,42 +61,34 @@ impl Default for Config {
     }
 }
 
+const GROUP: &str = "Daemon";
+const KEYS: [&str; 2] = ["AutomaticUpdatePolicy", "IdleExitTimeout"];
+
 impl Config {
+    /// Parse with glib's key-file reader (what rpm-ostreed.conf uses too);
+    /// its errors name the offending line.
     pub fn parse(text: &str) -> Result<Config> {
+        let kf = glib::KeyFile::new();
+        kf.load_from_data(text, glib::KeyFileFlags::NONE)
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
         let mut config = Config::default();
-        let mut section = String::new();
-        for (n, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                section = name.to_string();
-                continue;
-            }
-            let Some((key, value)) = line.split_once('=') else {
-                bail!("line {}: expected KEY=VALUE: {raw:?}", n + 1);
-            };
-            let (key, value) = (key.trim(), value.trim());
-            match (section.as_str(), key) {
-                ("Daemon", "AutomaticUpdatePolicy") => {
-                    config.automatic_update_policy = AutomaticUpdatePolicy::parse(value)
-                        .with_context(|| {
-                            format!(
-                                "line {}: AutomaticUpdatePolicy must be none, check or stage",
-                                n + 1
-                            )
-                        })?
+        let value = |key: &str| kf.string(GROUP, key).ok().map(|v| v.trim().to_string());
+        if let Some(v) = value("AutomaticUpdatePolicy") {
+            config.automatic_update_policy =
+                AutomaticUpdatePolicy::parse(&v).with_context(|| {
+                    format!("AutomaticUpdatePolicy={v}: must be none, check or stage")
+                })?;
+        }
+        if let Some(v) = value("IdleExitTimeout") {
+            config.idle_exit_timeout = v
+                .parse()
+                .with_context(|| format!("IdleExitTimeout={v}: must be seconds"))?;
+        }
+        for group in kf.groups() {
+            for key in kf.keys(&group).map_err(|e| anyhow::anyhow!("{e}"))? {
+                if group != GROUP || !KEYS.contains(&key.as_str()) {
+                    tracing::warn!("apt-ostreed.conf: unknown key {group}/{key}");
                 }
-                ("Daemon", "IdleExitTimeout") => {
-                    config.idle_exit_timeout = value.parse().with_context(|| {
-                        format!("line {}: IdleExitTimeout must be seconds", n + 1)
-                    })?
-                }
-                _ => tracing::warn!(
-                    "apt-ostreed.conf line {}: unknown key {section}/{key}",
-                    n + 1
-                ),
             }
         }
         Ok(config)
@@ -95,6 +116,8 @@ mod tests {
         assert_eq!(Config::parse("").unwrap(), Config::default());
         assert!(Config::parse("[Daemon]\nAutomaticUpdatePolicy=sometimes\n").is_err());
         assert!(Config::parse("[Daemon]\nIdleExitTimeout=soon\n").is_err());
-        assert!(Config::parse("[Daemon]\nnonsense\n").is_err());
+        let e = Config::parse("[Daemon]\nnonsense\n").unwrap_err();
+        assert!(format!("{e:#}").contains("nonsense"), "{e:#}");
+        assert!(Config::parse("# only a comment\n").is_ok());
     }
 }

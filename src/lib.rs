@@ -1,18 +1,29 @@
 //! apt-ostree: atomic, image-based updates and package layering for Debian on OSTree.
 //!
-//! The crate is one library with two thin binaries (`apt-ostree`, `apt-ostreed`).
-//! Layers, from the wire inwards:
+//! One library with three thin binaries: `apt-ostree` (the CLI),
+//! `apt-ostreed` (the daemon) and `apt-ostree-compose` (image builds, exec'd
+//! by the CLI). Layers, from the wire inwards; each imports only layers below it:
 //!
 //! - [`protocol`]: code generated from `interfaces/*.varlink`; the only copy of the protocol.
-//! - [`daemon`]: the Varlink server: socket activation, accept loop with peer
-//!   credentials, thin method adapters, and the one mapping from [`error::Error`] to IDL errors.
 //! - [`cli`]: the `apt-ostree` command line, a client of the generated code.
+//! - [`daemon`]: the Varlink server: socket activation, accept loop with peer
+//!   credentials, polkit, limits, thin method adapters.
 //! - [`transaction`]: one mutating operation at a time, its progress stream, cancel and watch.
-//! - Engines, which know nothing of Varlink:
-//!   - [`sysroot`]: libostree: status, deploy, rollback, cleanup, kernel arguments.
+//! - [`operations`]: what users ask for (upgrade, rebase, deploy, rollback,
+//!   cleanup, package changes, kernel arguments, initramfs, refresh-md), and
+//!   the one rule for where a change starts ([`operations::start`]).
+//! - Engines, which know nothing of Varlink or of the operations above them:
+//!   - [`layering`]: builds a layered commit (resolve, fetch, checkout, dpkg, apply, commit).
+//!   - [`compose`]: builds images from treefiles (`compose tree`, `compose image`).
+//!   - [`apt`]: libapt-pkg: resolution against a base commit, fetching.
+//!   - [`sandbox`]: bubblewrap for dpkg and scripts.
+//!   - [`tree`]: the deployable tree layout.
+//!   - [`sysroot`]: the libostree adapter (load, status, pull, deploy, commit, lock).
 //!   - [`dpkg`]: dpkg databases stored in commits, Debian version ordering, package diffs.
-//! - Shared pieces: [`origin`] (the deployment origin file), [`progress`] (events
-//!   engines emit), [`error`] (typed errors at module boundaries), [`logging`].
+//! - Shared pieces: [`error`] (the typed errors and their IDL names),
+//!   [`origin`] (the deployment origin file), [`refspec`], [`kargs`] (kernel
+//!   command lines), [`config`] (apt-ostreed.conf), [`progress`] (events
+//!   engines emit), [`logging`].
 
 pub mod apt;
 pub mod cli;
@@ -21,12 +32,14 @@ pub mod config;
 pub mod daemon;
 pub mod dpkg;
 pub mod error;
+pub mod kargs;
 pub mod layering;
 pub mod logging;
+pub mod operations;
 pub mod origin;
-pub mod outcome;
 pub mod progress;
 pub mod protocol;
+pub mod refspec;
 pub mod sandbox;
 pub mod sysroot;
 pub mod transaction;

@@ -5,8 +5,8 @@ use clap::Args;
 
 use super::transaction::{follow, report};
 use super::{some, Client, Common, EXIT_UNCHANGED};
+use crate::kargs::split_command_line;
 use crate::protocol::sysroot::VarlinkClientInterface;
-use crate::sysroot::kargs::split_command_line;
 
 #[derive(Debug, Args)]
 pub struct KargsArgs {

@@ -97,7 +97,7 @@ fn parse_remote(text: &str) -> Result<(String, String), String> {
     let (name, url) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?}: expected NAME=URL"))?;
-    if !crate::sysroot::refspec::is_remote_name(name) {
+    if !crate::refspec::is_remote_name(name) {
         return Err(format!("{name:?} is not a remote name"));
     }
     if !url.contains("://") {

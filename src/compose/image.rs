@@ -468,7 +468,7 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
         bail!("compose image needs root (partitions, loop devices, mounts)");
     }
     for arg in &opts.kargs {
-        crate::sysroot::kargs::validate(arg)?;
+        crate::kargs::validate(arg)?;
     }
     // Before any library starts a thread: a mount namespace of our own, so
     // that whatever happens, nothing stays mounted on the host.

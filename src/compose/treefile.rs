@@ -97,8 +97,7 @@ impl Treefile {
     /// Parse a treefile's text; relative paths are resolved against `dir`.
     pub fn parse(text: &str, dir: &Path) -> Result<Treefile> {
         let mut t: Treefile = toml::from_str(text).context("Parsing the treefile")?;
-        crate::sysroot::refspec::Refspec::parse(&t.reference)
-            .map_err(|e| anyhow::anyhow!("ref: {e}"))?;
+        crate::refspec::Refspec::parse(&t.reference).map_err(|e| anyhow::anyhow!("ref: {e}"))?;
         if t.reference.contains(':') {
             bail!("ref: a branch name, without a remote");
         }
@@ -133,10 +132,10 @@ impl Treefile {
             bail!("local-packages needs mmdebstrap (suite), not rootfs");
         }
         for arg in &t.kargs {
-            crate::sysroot::kargs::validate(arg).map_err(|e| anyhow::anyhow!("kargs: {e}"))?;
+            crate::kargs::validate(arg).map_err(|e| anyhow::anyhow!("kargs: {e}"))?;
         }
         if let Some(r) = &t.remote {
-            if !crate::sysroot::refspec::is_remote_name(&r.name) {
+            if !crate::refspec::is_remote_name(&r.name) {
                 bail!("remote: {:?} is not a remote name", r.name);
             }
             if !r.url.contains("://") {

@@ -3,7 +3,7 @@
 
 use crate::dpkg;
 use crate::error::TransactionInfo;
-use crate::outcome::{Outcome, UpdateInfo};
+use crate::operations::{Outcome, UpdateInfo};
 use crate::progress::Event;
 use crate::protocol::sysroot as idl;
 use crate::sysroot::DeploymentStatus;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::{auth, convert, errors, stream, Daemon};
 use crate::dpkg;
 use crate::error::Error;
+use crate::operations::{self, CleanupOptions, KargsChange, PackageRequest, UpgradeOptions};
 use crate::protocol::sysroot::*;
-use crate::sysroot::{CleanupOptions, KargsChange, PackageChange, UpgradeOptions};
 use crate::transaction::{Job, Request};
 
 pub struct SysrootInterface {
@@ -49,7 +49,7 @@ impl VarlinkInterface for SysrootInterface {
         match self
             .daemon
             .reader
-            .query(|s| Ok((s.status()?, s.cached_update())))
+            .query(|s| Ok((s.status()?, operations::cached_update(s))))
         {
             Ok((status, update)) => call.reply(
                 status.path.display().to_string(),
@@ -277,7 +277,7 @@ impl VarlinkInterface for SysrootInterface {
         if packages.is_empty() && local.is_empty() {
             return call.reply_invalid_parameter("packages".into());
         }
-        let change = PackageChange {
+        let change = PackageRequest {
             install: packages,
             install_local: local,
             dry_run: dry_run.unwrap_or(false),
@@ -301,7 +301,7 @@ impl VarlinkInterface for SysrootInterface {
         if packages.is_empty() && !all {
             return call.reply_invalid_parameter("packages".into());
         }
-        let change = PackageChange {
+        let change = PackageRequest {
             uninstall: packages,
             uninstall_all: all,
             dry_run: dry_run.unwrap_or(false),
@@ -322,7 +322,7 @@ impl VarlinkInterface for SysrootInterface {
         if packages.is_empty() {
             return call.reply_invalid_parameter("packages".into());
         }
-        let change = PackageChange {
+        let change = PackageRequest {
             override_remove: packages,
             dry_run: dry_run.unwrap_or(false),
             ..Default::default()
@@ -341,7 +341,7 @@ impl VarlinkInterface for SysrootInterface {
         if packages.is_empty() {
             return call.reply_invalid_parameter("packages".into());
         }
-        let change = PackageChange {
+        let change = PackageRequest {
             override_replace: packages,
             dry_run: dry_run.unwrap_or(false),
             ..Default::default()
@@ -361,7 +361,7 @@ impl VarlinkInterface for SysrootInterface {
         if packages.is_empty() && !all {
             return call.reply_invalid_parameter("packages".into());
         }
-        let change = PackageChange {
+        let change = PackageRequest {
             override_reset: packages,
             override_reset_all: all,
             ..Default::default()

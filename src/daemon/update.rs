@@ -6,9 +6,9 @@ use std::sync::Arc;
 use super::stream::send as reply;
 use super::{auth, errors, Daemon};
 use crate::error::Error;
-use crate::outcome::Outcome;
+use crate::operations::Outcome;
+use crate::operations::{self, CleanupOptions, ImageVersion, UpgradeOptions};
 use crate::protocol::update::*;
-use crate::sysroot::{CleanupOptions, ImageVersion, UpgradeOptions};
 use crate::transaction::{Job, Request};
 
 pub struct UpdateInterface {
@@ -61,7 +61,7 @@ fn version(v: &ImageVersion) -> Version {
 
 impl VarlinkInterface for UpdateInterface {
     fn list_versions(&self, call: &mut dyn Call_ListVersions) -> varlink::Result<()> {
-        match self.daemon.reader.query(|s| s.versions()) {
+        match self.daemon.reader.query(operations::versions) {
             Ok(versions) => call.reply(versions.iter().map(version).collect()),
             Err(e) => errors::reply(call, &e),
         }
@@ -110,7 +110,7 @@ impl VarlinkInterface for UpdateInterface {
         };
         let reader = &self.daemon.reader;
         self.transact(call, request, interactive, |call, outcome| {
-            match reader.query(|s| Ok(s.versions()?.into_iter().find(|v| v.current))) {
+            match reader.query(|s| Ok(operations::versions(s)?.into_iter().find(|v| v.current))) {
                 Ok(Some(v)) => reply(
                     call,
                     Update_Reply {

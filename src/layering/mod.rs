@@ -468,3 +468,30 @@ fn commit_tree(
 pub fn base_ref(base: &str) -> String {
     format!("apt-ostree/base/{base}")
 }
+
+/// Drop the refs that keep base commits of layered deployments alive when
+/// no deployment is built on that base any more.
+pub fn prune_base_refs(sysroot: &mut Sysroot) -> Result<()> {
+    let repo = sysroot.repo();
+    let mut used = std::collections::BTreeSet::new();
+    for d in sysroot.ostree().deployments() {
+        if let Some(base) = sysroot.commit_info(&d.csum())?.base_checksum {
+            used.insert(base_ref(&base));
+        }
+    }
+    let refs = repo
+        .list_refs(Some("apt-ostree/base"), gio::Cancellable::NONE)
+        .context("Listing base refs")?;
+    for (name, _) in refs {
+        // libostree may or may not strip the prefix from the names.
+        let tail = name
+            .trim_start_matches("apt-ostree/base")
+            .trim_start_matches('/');
+        let name = base_ref(tail);
+        if !used.contains(&name) {
+            repo.set_ref_immediate(None, &name, None, gio::Cancellable::NONE)
+                .with_context(|| format!("Removing ref {name}"))?;
+        }
+    }
+    Ok(())
+}

@@ -32,7 +32,7 @@ impl Sysroot {
 
     /// The default deployment (what boots next): changes start from it so
     /// that they compose.
-    pub(super) fn default_deployment(&self) -> Result<ostree::Deployment> {
+    pub fn default_deployment(&self) -> Result<ostree::Deployment> {
         self.inner
             .deployments()
             .into_iter()
@@ -41,22 +41,11 @@ impl Sysroot {
     }
 
     /// The origin file of `deployment`.
-    pub(super) fn origin_of(deployment: &ostree::Deployment) -> Result<Origin> {
+    pub fn origin_of(deployment: &ostree::Deployment) -> Result<Origin> {
         let origin = deployment
             .origin()
             .ok_or_else(|| Error::NoDeployment("the deployment has no origin file".into()))?;
         Origin::from_keyfile(&origin)
-    }
-
-    /// The deployment whose origin (refspec, packages, overrides) a change
-    /// starts from, with that origin: the default one, which is the pending
-    /// one when a change is staged, so that changes made before a reboot
-    /// compose (rpm-ostree's rule). Its /etc still comes from
-    /// [`Sysroot::merge_deployment`], the booted one.
-    pub fn merge_origin(&self) -> Result<(ostree::Deployment, Origin)> {
-        let default = self.default_deployment()?;
-        let origin = Sysroot::origin_of(&default)?;
-        Ok((default, origin))
     }
 
     /// True when changes are staged rather than written (a booted system).
@@ -137,33 +126,6 @@ impl Sysroot {
             if written.staged { " (staged)" } else { "" }
         );
         Ok(written)
-    }
-
-    /// Drop the refs that keep base commits of layered deployments alive when
-    /// no deployment is built on that base any more.
-    pub fn prune_base_refs(&mut self) -> Result<()> {
-        let repo = self.repo();
-        let mut used = std::collections::BTreeSet::new();
-        for d in self.inner.deployments() {
-            if let Some(base) = self.commit_info(&d.csum())?.base_checksum {
-                used.insert(crate::layering::base_ref(&base));
-            }
-        }
-        let refs = repo
-            .list_refs(Some("apt-ostree/base"), gio::Cancellable::NONE)
-            .context("Listing base refs")?;
-        for (name, _) in refs {
-            // libostree may or may not strip the prefix from the names.
-            let tail = name
-                .trim_start_matches("apt-ostree/base")
-                .trim_start_matches('/');
-            let name = crate::layering::base_ref(tail);
-            if !used.contains(&name) {
-                repo.set_ref_immediate(None, &name, None, gio::Cancellable::NONE)
-                    .with_context(|| format!("Removing ref {name}"))?;
-            }
-        }
-        Ok(())
     }
 
     /// Replace the list of deployments (rollback, cleanup).

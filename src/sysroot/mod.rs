@@ -1,4 +1,6 @@
-//! The OSTree engine: everything that reads or writes a sysroot through libostree.
+//! The libostree adapter: everything that reads or writes a sysroot through
+//! libostree (load, status, pull, deploy, commit, lock), and nothing that
+//! decides what to deploy: that is [`crate::operations`], one layer up.
 //!
 //! libostree objects are neither `Send` nor `Sync`: a [`Sysroot`] lives and dies
 //! on the thread that opened it. The daemon keeps one on its query thread (for
@@ -7,13 +9,8 @@
 
 mod commit;
 mod deploy;
-pub mod kargs;
-mod lifecycle;
-mod packages;
 mod pull;
-pub mod refspec;
 mod status;
-mod update;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,10 +20,8 @@ use ostree::gio;
 use ostree::gio::prelude::*;
 
 pub use commit::{commit_directory, keys, CommitInfo, NewCommit};
-pub use lifecycle::{CleanupOptions, KargsChange};
-pub use packages::PackageChange;
+pub use pull::{pull, pull_subdir, PullRequest};
 pub use status::{DeploymentStatus, SysrootStatus};
-pub use update::{ImageVersion, UpgradeOptions};
 
 use crate::dpkg::{self, Package};
 use crate::error::Error;
@@ -70,6 +65,12 @@ impl Sysroot {
     /// The libostree handle, for the engines that write deployments.
     pub fn ostree(&self) -> &ostree::Sysroot {
         &self.inner
+    }
+
+    /// apt-ostree's private state for this sysroot (ostree reserves
+    /// `repo/extensions/` for tools built on it).
+    pub fn state_dir(&self) -> PathBuf {
+        self.path.join("ostree/repo/extensions/apt-ostree")
     }
 
     pub fn repo(&self) -> ostree::Repo {

@@ -13,7 +13,7 @@ use crate::origin::Origin;
 fn recorded_kernel_arguments(d: &ostree::Deployment) -> Option<Vec<String>> {
     let options = d.bootconfig()?.get("options")?;
     Some(
-        super::kargs::split_command_line(&options)
+        crate::kargs::split_command_line(&options)
             .into_iter()
             .filter(|a| !a.starts_with("ostree="))
             .collect(),
@@ -24,7 +24,7 @@ impl Sysroot {
     /// The kernel arguments `d` boots with. A deployment staged without a
     /// change of arguments records none: libostree gives it the booted
     /// deployment's when it finalizes it, and so does this.
-    pub(super) fn kernel_arguments_of(&self, d: &ostree::Deployment) -> Vec<String> {
+    pub fn kernel_arguments_of(&self, d: &ostree::Deployment) -> Vec<String> {
         recorded_kernel_arguments(d)
             .or_else(|| {
                 d.is_staged()

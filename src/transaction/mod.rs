@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::error::{Error, TransactionInfo};
-use crate::outcome::Outcome;
+use crate::operations::Outcome;
+use crate::operations::{CleanupOptions, KargsChange, PackageRequest, UpgradeOptions};
 use crate::progress::{Event, ProgressSink, Sink};
-use crate::sysroot::{CleanupOptions, KargsChange, PackageChange, UpgradeOptions};
 
-pub use run::AutomaticUpdatePolicy;
+pub use crate::config::AutomaticUpdatePolicy;
 
 /// What a transaction is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub enum Request {
         force: bool,
     },
     /// install, uninstall and the overrides; `method` is the IDL method.
-    Packages(PackageChange),
+    Packages(PackageRequest),
     /// Regenerate the initramfs locally (`enable`), or use the image's again.
     Initramfs {
         enable: bool,

@@ -7,40 +7,11 @@ use anyhow::{Context, Result};
 use ostree::glib;
 
 use super::{Job, Request};
+use crate::config::AutomaticUpdatePolicy;
 use crate::error::Error;
-use crate::outcome::Outcome;
+use crate::operations::{self, Outcome, UpgradeOptions};
 use crate::progress::Sink;
-use crate::sysroot::{Sysroot, UpgradeOptions};
-
-/// What the automatic update timer does (`AutomaticUpdatePolicy=` in apt-ostreed.conf).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AutomaticUpdatePolicy {
-    #[default]
-    None,
-    /// Look for an update and remember it (shown by `status`).
-    Check,
-    /// Download and stage the update; it takes effect on the next reboot.
-    Stage,
-}
-
-impl AutomaticUpdatePolicy {
-    pub fn parse(s: &str) -> Option<AutomaticUpdatePolicy> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "none" | "off" => Some(AutomaticUpdatePolicy::None),
-            "check" => Some(AutomaticUpdatePolicy::Check),
-            "stage" | "ex-stage" => Some(AutomaticUpdatePolicy::Stage),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            AutomaticUpdatePolicy::None => "none",
-            AutomaticUpdatePolicy::Check => "check",
-            AutomaticUpdatePolicy::Stage => "stage",
-        }
-    }
-}
+use crate::sysroot::Sysroot;
 
 /// Take ostree's sysroot lock, waiting (cancellably) if another program holds it.
 fn lock(sysroot: &Sysroot, sink: &Sink) -> Result<()> {
@@ -60,31 +31,40 @@ fn lock(sysroot: &Sysroot, sink: &Sink) -> Result<()> {
 
 fn dispatch(sysroot: &mut Sysroot, job: &Job, sink: &Sink) -> Result<Outcome> {
     match &job.request {
-        Request::Upgrade(opts) => sysroot.upgrade(sink, opts),
+        Request::Upgrade(opts) => operations::upgrade(sysroot, sink, opts),
         Request::AutomaticUpdate(policy) => match policy {
             AutomaticUpdatePolicy::None => Ok(Outcome::unchanged(
                 "Automatic updates are off (AutomaticUpdatePolicy=none)",
             )),
-            AutomaticUpdatePolicy::Check => sysroot.upgrade(
+            AutomaticUpdatePolicy::Check => operations::upgrade(
+                sysroot,
                 sink,
                 &UpgradeOptions {
                     check: true,
                     ..Default::default()
                 },
             ),
-            AutomaticUpdatePolicy::Stage => sysroot.upgrade(sink, &UpgradeOptions::default()),
+            AutomaticUpdatePolicy::Stage => {
+                operations::upgrade(sysroot, sink, &UpgradeOptions::default())
+            }
         },
-        Request::Rebase { refspec, revision } => sysroot.rebase(sink, refspec, revision.as_deref()),
+        Request::Rebase { refspec, revision } => {
+            operations::rebase(sysroot, sink, refspec, revision.as_deref())
+        }
         Request::Deploy {
             revision,
             allow_downgrade,
-        } => sysroot.deploy_revision(sink, revision, *allow_downgrade),
-        Request::Rollback => sysroot.rollback(sink),
-        Request::Cleanup(opts) => sysroot.cleanup(sink, opts),
-        Request::KernelArguments(change) => sysroot.change_kernel_arguments(sink, change),
-        Request::RefreshMetadata { force } => sysroot.refresh_metadata(sink, *force),
-        Request::Packages(change) => sysroot.change_packages(sink, change),
-        Request::Initramfs { enable, arguments } => sysroot.set_initramfs(sink, *enable, arguments),
+        } => operations::deploy_revision(sysroot, sink, revision, *allow_downgrade),
+        Request::Rollback => operations::rollback(sysroot, sink),
+        Request::Cleanup(opts) => operations::cleanup(sysroot, sink, opts),
+        Request::KernelArguments(change) => {
+            operations::change_kernel_arguments(sysroot, sink, change)
+        }
+        Request::RefreshMetadata { force } => operations::refresh_metadata(sysroot, sink, *force),
+        Request::Packages(change) => operations::change_packages(sysroot, sink, change),
+        Request::Initramfs { enable, arguments } => {
+            operations::set_initramfs(sysroot, sink, *enable, arguments)
+        }
     }
 }
 

@@ -10,8 +10,17 @@
 //! (a key with one value) or `KEY=OLD=NEW`. Anything else is a typed error
 //! naming the argument: nothing half-applies.
 
-use super::KargsChange;
 use crate::error::Error;
+
+/// A requested change of the kernel command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KargsChange {
+    pub append: Vec<String>,
+    pub delete: Vec<String>,
+    pub replace: Vec<String>,
+    pub append_if_missing: Vec<String>,
+    pub delete_if_present: Vec<String>,
+}
 
 fn invalid(argument: &str, reason: &str) -> Error {
     Error::InvalidKernelArgument {

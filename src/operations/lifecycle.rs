@@ -1,0 +1,154 @@
+//! Changing the set of deployments without fetching: rollback, cleanup, kargs.
+
+use anyhow::{Context, Result};
+use ostree::gio;
+
+use super::{start, update::clear_cached_update, Outcome};
+use crate::error::Error;
+use crate::kargs::{self, KargsChange};
+use crate::progress::Sink;
+use crate::sysroot::{same, Sysroot};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupOptions {
+    pub pending: bool,
+    pub rollback: bool,
+    pub base: bool,
+    pub metadata: bool,
+}
+
+/// `rollback`: make the rollback deployment the default. A staged
+/// deployment, if any, is dropped: rolling back means not taking it.
+pub fn rollback(sysroot: &mut Sysroot, sink: &Sink) -> Result<Outcome> {
+    let target = sysroot
+        .rollback_index()
+        .ok_or_else(|| Error::NoDeployment("there is no rollback deployment".into()))?;
+    let deployments = sysroot.ostree().deployments();
+    let chosen = same(&deployments[target]);
+    sink.check_cancelled()?;
+    sink.task_begin("Rolling back");
+    let mut order = vec![same(&chosen)];
+    order.extend(
+        deployments
+            .iter()
+            .enumerate()
+            .filter(|(i, d)| *i != target && !d.is_staged())
+            .map(|(_, d)| same(d)),
+    );
+    sysroot.write_deployments(&order)?;
+    sink.task_end("Rolling back");
+    let status = sysroot.status()?;
+    let default = status.deployments.into_iter().next();
+    tracing::info!(
+        MESSAGE_ID = crate::logging::message_id::ROLLBACK,
+        APT_OSTREE_TRANSACTION = sink.id(),
+        "Rolled back to {}",
+        chosen.csum()
+    );
+    Ok(Outcome {
+        changed: true,
+        message: format!(
+            "Moving '{}.{}' to be first deployment",
+            chosen.csum(),
+            chosen.deployserial()
+        ),
+        // Only a running system reboots into the change.
+        reboot_required: sysroot.is_booted() && !default.as_ref().is_some_and(|d| d.booted),
+        deployment: default,
+        ..Default::default()
+    })
+}
+
+/// `cleanup`: drop pending and/or rollback deployments, prune, drop caches.
+pub fn cleanup(sysroot: &mut Sysroot, sink: &Sink, opts: &CleanupOptions) -> Result<Outcome> {
+    let deployments = sysroot.ostree().deployments();
+    let booted = sysroot
+        .ostree()
+        .booted_deployment()
+        .and_then(|b| deployments.iter().position(|d| d.equal(&b)));
+    let mut removed = Vec::new();
+    let keep: Vec<ostree::Deployment> = deployments
+        .iter()
+        .enumerate()
+        .filter(|(i, d)| {
+            let pending = match booted {
+                Some(b) => *i < b,
+                None => d.is_staged(),
+            };
+            let rollback = match booted {
+                Some(b) => *i > b,
+                None => *i > 0,
+            };
+            let drop = (!d.is_pinned() || d.is_staged())
+                && ((opts.pending && pending) || (opts.rollback && rollback));
+            if drop {
+                removed.push(format!("{}.{}", d.csum(), d.deployserial()));
+            }
+            !drop
+        })
+        .map(|(_, d)| same(d))
+        .collect();
+    sink.check_cancelled()?;
+    if !removed.is_empty() {
+        sink.task_begin("Removing deployments");
+        sysroot.write_deployments(&keep)?;
+        sink.task_end("Removing deployments");
+    }
+    let mut done = removed
+        .iter()
+        .map(|r| format!("removed {r}"))
+        .collect::<Vec<_>>();
+    if opts.base {
+        sink.task_begin("Pruning unreferenced objects");
+        sysroot
+            .ostree()
+            .cleanup(gio::Cancellable::NONE)
+            .context("Cleaning up the sysroot")?;
+        sink.task_end("Pruning unreferenced objects");
+        done.push("pruned the repository".into());
+    }
+    if opts.metadata {
+        for dir in ["cache", "lists"] {
+            let path = sysroot.state_dir().join(dir);
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("Removing {}", path.display())),
+            }
+        }
+        clear_cached_update(sysroot);
+        done.push("removed cached metadata".into());
+    }
+    Ok(Outcome {
+        changed: !done.is_empty(),
+        message: if done.is_empty() {
+            "Nothing to clean up.".into()
+        } else {
+            format!("Cleanup: {}", done.join(", "))
+        },
+        ..Default::default()
+    })
+}
+
+/// `kargs --append/--delete/--replace`: a new deployment of the same
+/// commit with the edited kernel command line.
+pub fn change_kernel_arguments(
+    sysroot: &mut Sysroot,
+    sink: &Sink,
+    change: &KargsChange,
+) -> Result<Outcome> {
+    let start = start(sysroot)?;
+    let current = sysroot.kernel_arguments_of(&start.deployment);
+    let new = kargs::edit(&current, change)?;
+    if new == current {
+        return Ok(Outcome::unchanged("Kernel arguments are unchanged."));
+    }
+    let deployment = sysroot.deploy_commit(sink, &start.commit, &start.origin, Some(&new))?;
+    Ok(Outcome {
+        changed: true,
+        message: format!("Kernel arguments updated: {}", new.join(" ")),
+        reboot_required: sysroot.is_booted(),
+        deployment: Some(deployment),
+        ..Default::default()
+    })
+}

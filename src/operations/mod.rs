@@ -1,0 +1,64 @@
+//! What a user asks for: upgrade, rebase, deploy, rollback, cleanup, package
+//! changes, kernel arguments, initramfs, refresh-md.
+//!
+//! Each operation decides what the next deployment is and hands the work to
+//! the engines below it: [`crate::layering`] builds layered commits and
+//! [`crate::sysroot`] (libostree) fetches and writes deployments. Every
+//! operation that makes a new deployment starts from the same place, chosen
+//! by [`start`]: one rule, so that no operation can pick another.
+
+mod lifecycle;
+mod outcome;
+mod packages;
+mod update;
+
+use anyhow::Result;
+
+pub use crate::kargs::KargsChange;
+pub use lifecycle::{change_kernel_arguments, cleanup, rollback, CleanupOptions};
+pub use outcome::{Outcome, UpdateInfo};
+pub use packages::{change_packages, set_initramfs, PackageRequest};
+pub use update::{
+    cached_update, deploy_revision, rebase, refresh_metadata, upgrade, versions, ImageVersion,
+    UpgradeOptions,
+};
+
+use crate::origin::Origin;
+use crate::sysroot::{CommitInfo, Sysroot};
+
+/// Where a change starts from.
+///
+/// The origin (refspec, packages, overrides, pins) and the base image come
+/// from the default deployment, which is the pending one when a change is
+/// already staged, so that changes made before a reboot compose
+/// (rpm-ostree's rule). The new deployment's /etc comes from the booted one:
+/// [`Sysroot::deploy_commit`] merges it from [`Sysroot::merge_deployment`].
+pub struct Start {
+    pub deployment: ostree::Deployment,
+    /// The default deployment's commit (layered or not).
+    pub commit: String,
+    /// The base image under it: the commit itself when nothing is layered.
+    pub base: String,
+    pub origin: Origin,
+}
+
+/// The one rule that chooses where a change starts from; see [`Start`].
+pub fn start(sysroot: &mut Sysroot) -> Result<Start> {
+    let deployment = sysroot.default_deployment()?;
+    let origin = Sysroot::origin_of(&deployment)?;
+    let commit = deployment.csum().to_string();
+    let base = base_of(&sysroot.commit_info(&commit)?);
+    Ok(Start {
+        deployment,
+        commit,
+        base,
+        origin,
+    })
+}
+
+/// Where a layered commit's base comes from: the commit itself if unlayered.
+fn base_of(info: &CommitInfo) -> String {
+    info.base_checksum
+        .clone()
+        .unwrap_or_else(|| info.checksum.clone())
+}

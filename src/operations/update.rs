@@ -1,0 +1,462 @@
+//! Moving to another base commit: upgrade, rebase, deploy, refresh-md.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use super::{base_of, start, Outcome, Start, UpdateInfo};
+use crate::dpkg;
+use crate::error::Error;
+use crate::origin::Origin;
+use crate::progress::Sink;
+use crate::refspec::Refspec;
+use crate::sysroot::{pull, pull_subdir, CommitInfo, PullRequest, Sysroot};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpgradeOptions {
+    pub check: bool,
+    pub preview: bool,
+    pub download_only: bool,
+    pub allow_downgrade: bool,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn is_full_checksum(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn cached_update_path(sysroot: &Sysroot) -> PathBuf {
+    sysroot.state_dir().join("cached-update.json")
+}
+
+/// The update last found by a check, if it is still newer than the default deployment.
+pub fn cached_update(sysroot: &mut Sysroot) -> Option<UpdateInfo> {
+    let text = std::fs::read_to_string(cached_update_path(sysroot)).ok()?;
+    let update: UpdateInfo = serde_json::from_str(&text).ok()?;
+    let start = start(sysroot).ok()?;
+    let info = sysroot.commit_info(&start.commit).ok()?;
+    (start.base != update.checksum && update.timestamp >= info.timestamp).then_some(update)
+}
+
+fn store_cached_update(sysroot: &Sysroot, update: &UpdateInfo) -> Result<()> {
+    let dir = sysroot.state_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("Creating {}", dir.display()))?;
+    let tmp = dir.join(".cached-update.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(update)?)?;
+    std::fs::rename(&tmp, cached_update_path(sysroot)).context("Storing the cached update")
+}
+
+pub(super) fn clear_cached_update(sysroot: &Sysroot) {
+    let _ = std::fs::remove_file(cached_update_path(sysroot));
+}
+
+/// Pull `commit` (or the head) of `refspec`; return the commit's checksum.
+fn fetch(
+    sysroot: &Sysroot,
+    sink: &Sink,
+    refspec: &Refspec,
+    commit: Option<&str>,
+    metadata_only: bool,
+) -> Result<String> {
+    let repo = sysroot.repo();
+    // A commit we already have whole (e.g. after --download-only) needs no network.
+    let complete_locally = commit.is_some_and(|c| {
+        repo.load_commit(c)
+            .is_ok_and(|(_, state)| !state.contains(ostree::RepoCommitState::PARTIAL))
+    });
+    if let (Some(remote), false) = (&refspec.remote, complete_locally) {
+        pull(
+            &repo,
+            &PullRequest {
+                remote,
+                branch: &refspec.branch,
+                commit,
+                metadata_only,
+                depth: 0,
+            },
+            sink,
+        )?;
+    }
+    match commit {
+        Some(c) => Ok(c.to_string()),
+        None => repo
+            .resolve_rev(&refspec.to_string(), false)
+            .map_err(|e| Error::InvalidRefspec {
+                refspec: refspec.to_string(),
+                reason: e.message().to_string(),
+            })?
+            .map(|c| c.to_string())
+            .ok_or_else(|| {
+                Error::InvalidRefspec {
+                    refspec: refspec.to_string(),
+                    reason: "no such ref".into(),
+                }
+                .into()
+            }),
+    }
+}
+
+/// The commits of `refspec`'s history present in the repository, newest
+/// first (history ends where the repository has no more commit objects).
+fn ref_history(sysroot: &mut Sysroot, refspec: &str) -> Vec<CommitInfo> {
+    let mut next = sysroot
+        .repo()
+        .resolve_rev(refspec, true)
+        .ok()
+        .flatten()
+        .map(|c| c.to_string());
+    let mut commits = Vec::new();
+    while let Some(checksum) = next {
+        let Ok(info) = sysroot.commit_info(&checksum) else {
+            break;
+        };
+        next = info.parent.clone();
+        commits.push(info);
+    }
+    commits
+}
+
+/// Find the commit of `refspec`'s history whose version is `version`.
+fn find_version(
+    sysroot: &mut Sysroot,
+    sink: &Sink,
+    refspec: &Refspec,
+    version: &str,
+) -> Result<String> {
+    let repo = sysroot.repo();
+    if let Some(remote) = &refspec.remote {
+        pull(
+            &repo,
+            &PullRequest {
+                remote,
+                branch: &refspec.branch,
+                commit: None,
+                metadata_only: true,
+                depth: -1,
+            },
+            sink,
+        )?;
+    }
+    if let Some(found) = ref_history(sysroot, &refspec.to_string())
+        .into_iter()
+        .find(|c| c.version.as_deref() == Some(version))
+    {
+        return Ok(found.checksum);
+    }
+    Err(Error::RevisionNotFound {
+        revision: version.to_string(),
+        reason: format!("no commit with that version in the history of {refspec}"),
+    }
+    .into())
+}
+
+/// Refuse to go back in time unless asked to.
+fn check_downgrade(sysroot: &mut Sysroot, current: &str, target: &str, allow: bool) -> Result<()> {
+    if allow {
+        return Ok(());
+    }
+    let (cur, tgt) = (sysroot.commit_info(current)?, sysroot.commit_info(target)?);
+    if tgt.timestamp < cur.timestamp {
+        return Err(Error::DowngradeRefused {
+            current: cur.version.unwrap_or(cur.checksum),
+            target: tgt.version.unwrap_or(tgt.checksum),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn update_info(sysroot: &mut Sysroot, refspec: &Refspec, checksum: &str) -> Result<UpdateInfo> {
+    let info = sysroot.commit_info(checksum)?;
+    Ok(UpdateInfo {
+        refspec: refspec.to_string(),
+        checksum: checksum.to_string(),
+        version: info.version,
+        timestamp: info.timestamp,
+        checked_at: now(),
+        diff: None,
+    })
+}
+
+/// The package changes from the default deployment's base image to `commit`.
+fn diff_from_default_base(sysroot: &mut Sysroot, commit: &str) -> Result<dpkg::PackageDiff> {
+    let base = start(sysroot)?.base;
+    Ok(dpkg::diff(
+        &sysroot.packages(&base)?,
+        &sysroot.packages(commit)?,
+    ))
+}
+
+/// Deploy base commit `base` with `origin`, re-applying layered packages.
+pub(super) fn deploy_base(
+    sysroot: &mut Sysroot,
+    sink: &Sink,
+    base: &str,
+    origin: &Origin,
+) -> Result<Outcome> {
+    let before = sysroot
+        .ostree()
+        .deployments()
+        .into_iter()
+        .next()
+        .map(|d| d.csum().to_string());
+    let commit = if origin.is_layered() {
+        crate::layering::build(sysroot, sink, base, origin)?.commit
+    } else {
+        base.to_string()
+    };
+    let deployment = sysroot.deploy_commit(sink, &commit, origin, None)?;
+    crate::layering::prune_base_refs(sysroot)?;
+    let diff = match before {
+        Some(b) => Some(dpkg::diff(
+            &sysroot.packages(&b)?,
+            &sysroot.packages(&deployment.checksum)?,
+        )),
+        None => None,
+    };
+    let staged = deployment.staged;
+    Ok(Outcome {
+        changed: true,
+        message: format!(
+            "{} {} ({})",
+            if staged { "Staged" } else { "Deployed" },
+            deployment.version.as_deref().unwrap_or("commit"),
+            deployment.checksum
+        ),
+        // Only a running system reboots into the change.
+        reboot_required: sysroot.is_booted(),
+        deployment: Some(deployment),
+        diff,
+        update: None,
+    })
+}
+
+/// `upgrade`: fetch the origin's newest commit and deploy it.
+pub fn upgrade(sysroot: &mut Sysroot, sink: &Sink, opts: &UpgradeOptions) -> Result<Outcome> {
+    let Start {
+        origin,
+        base: current_base,
+        ..
+    } = start(sysroot)?;
+    let refspec = Refspec::parse(&origin.refspec)?;
+    let metadata_only = (opts.check || opts.preview) && !opts.download_only;
+    let head = fetch(sysroot, sink, &refspec, None, metadata_only)?;
+    let pinned = origin.override_commit.is_some();
+    if head == current_base && !pinned {
+        clear_cached_update(sysroot);
+        return Ok(Outcome::unchanged("No upgrade available."));
+    }
+    check_downgrade(sysroot, &current_base, &head, opts.allow_downgrade)?;
+    let mut update = update_info(sysroot, &refspec, &head)?;
+    if opts.check || opts.preview {
+        if opts.preview {
+            // Only the dpkg database of the new commit is needed for the diff.
+            if let Some(remote) = &refspec.remote {
+                let repo = sysroot.repo();
+                pull_subdir(
+                    &repo,
+                    remote,
+                    &refspec.branch,
+                    &head,
+                    dpkg::DATABASE_DIR,
+                    sink,
+                )?;
+            }
+            update.diff = Some(diff_from_default_base(sysroot, &head)?);
+        }
+        store_cached_update(sysroot, &update)?;
+        // Layered packages are built again on the new base: the diff is
+        // the base image's, and they are kept.
+        let layered: Vec<String> = origin
+            .requested_packages
+            .iter()
+            .chain(origin.requested_local_packages.keys())
+            .cloned()
+            .collect();
+        let message = if opts.preview && !layered.is_empty() {
+            format!("Layered packages kept: {}", layered.join(" "))
+        } else {
+            String::new()
+        };
+        return Ok(Outcome {
+            changed: true,
+            message,
+            diff: update.diff.clone(),
+            update: Some(update),
+            ..Default::default()
+        });
+    }
+    if opts.download_only {
+        store_cached_update(sysroot, &update)?;
+        return Ok(Outcome {
+            changed: true,
+            message: format!(
+                "Update {} downloaded; `apt-ostree upgrade` deploys it without network",
+                update.version.as_deref().unwrap_or(&head)
+            ),
+            update: Some(update),
+            ..Default::default()
+        });
+    }
+    let mut origin = origin;
+    origin.override_commit = None;
+    let outcome = deploy_base(sysroot, sink, &head, &origin)?;
+    clear_cached_update(sysroot);
+    Ok(outcome)
+}
+
+/// `rebase`: switch the origin to another refspec and deploy it.
+pub fn rebase(
+    sysroot: &mut Sysroot,
+    sink: &Sink,
+    refspec: &str,
+    revision: Option<&str>,
+) -> Result<Outcome> {
+    let origin = start(sysroot)?.origin;
+    let current = Refspec::parse(&origin.refspec)?;
+    let target = Refspec::parse(refspec)?.or_branch_of(&current);
+    let commit = match revision {
+        None => fetch(sysroot, sink, &target, None, false)?,
+        Some(r) if is_full_checksum(r) => fetch(sysroot, sink, &target, Some(r), false)?,
+        Some(version) => {
+            let c = find_version(sysroot, sink, &target, version)?;
+            fetch(sysroot, sink, &target, Some(&c), false)?
+        }
+    };
+    let mut origin = origin;
+    origin.refspec = target.to_string();
+    origin.override_commit = revision.map(|_| commit.clone());
+    let mut outcome = deploy_base(sysroot, sink, &commit, &origin)?;
+    outcome.message = format!("Rebased to {target}: {}", outcome.message);
+    Ok(outcome)
+}
+
+/// `deploy`: a version or checksum of the current ref, pinned in the origin.
+pub fn deploy_revision(
+    sysroot: &mut Sysroot,
+    sink: &Sink,
+    revision: &str,
+    allow_downgrade: bool,
+) -> Result<Outcome> {
+    if revision.is_empty()
+        || revision
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(Error::RevisionNotFound {
+            revision: revision.to_string(),
+            reason: "not a version or checksum".into(),
+        }
+        .into());
+    }
+    let Start {
+        origin,
+        base: current_base,
+        ..
+    } = start(sysroot)?;
+    let refspec = Refspec::parse(&origin.refspec)?;
+    let local = sysroot.repo().resolve_rev(revision, true).ok().flatten();
+    let commit = if is_full_checksum(revision) {
+        fetch(sysroot, sink, &refspec, Some(revision), false).map_err(
+            |e| match Error::classify(e) {
+                Error::FetchFailed { reason, .. } => Error::RevisionNotFound {
+                    revision: revision.to_string(),
+                    reason,
+                }
+                .into(),
+                other => anyhow::Error::from(other),
+            },
+        )?
+    } else if let Some(c) =
+        local.filter(|_| revision.len() >= 6 && revision.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        c.to_string()
+    } else {
+        let c = find_version(sysroot, sink, &refspec, revision)?;
+        fetch(sysroot, sink, &refspec, Some(&c), false)?
+    };
+    if commit == current_base {
+        return Ok(Outcome::unchanged(format!(
+            "{revision} is already deployed"
+        )));
+    }
+    check_downgrade(sysroot, &current_base, &commit, allow_downgrade)?;
+    let mut origin = origin;
+    origin.override_commit = Some(commit.clone());
+    deploy_base(sysroot, sink, &commit, &origin)
+}
+
+/// `refresh-md`: update what we know of the origin's remote and the
+/// deployment's apt sources (the lists only when stale, unless `force`).
+pub fn refresh_metadata(sysroot: &mut Sysroot, sink: &Sink, force: bool) -> Result<Outcome> {
+    let Start {
+        origin,
+        base: current_base,
+        ..
+    } = start(sysroot)?;
+    let refspec = Refspec::parse(&origin.refspec)?;
+    crate::layering::refresh_lists(sysroot, sink, &current_base, force)?;
+    let head = fetch(sysroot, sink, &refspec, None, true)?;
+    let info = sysroot.commit_info(&head)?;
+    Ok(Outcome {
+        changed: true,
+        message: format!(
+            "{refspec} is at {} ({head})",
+            info.version.as_deref().unwrap_or("an unversioned commit")
+        ),
+        ..Default::default()
+    })
+}
+
+/// A version of the image, as the Update interface lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageVersion {
+    pub version: String,
+    pub checksum: String,
+    pub timestamp: u64,
+    pub installed: bool,
+    pub current: bool,
+    pub newer: bool,
+}
+
+/// The versions of the default deployment's ref known locally, newest first.
+pub fn versions(sysroot: &mut Sysroot) -> Result<Vec<ImageVersion>> {
+    sysroot.reload(false)?;
+    let Start {
+        origin,
+        commit,
+        base: current_base,
+        ..
+    } = start(sysroot)?;
+    let current = sysroot.commit_info(&commit)?;
+    let mut installed = std::collections::BTreeSet::new();
+    for d in sysroot.ostree().deployments() {
+        installed.insert(base_of(&sysroot.commit_info(&d.csum())?));
+    }
+    let mut history = ref_history(sysroot, &origin.refspec);
+    if history.is_empty() {
+        // A local origin without its ref any more: the base itsysroot.
+        history = ref_history(sysroot, &current_base);
+    }
+    let versions = history
+        .into_iter()
+        .map(|info| ImageVersion {
+            version: info
+                .version
+                .clone()
+                .unwrap_or_else(|| info.checksum.clone()),
+            installed: installed.contains(&info.checksum),
+            current: info.checksum == current_base,
+            newer: info.timestamp > current.timestamp,
+            timestamp: info.timestamp,
+            checksum: info.checksum,
+        })
+        .collect();
+    Ok(versions)
+}
