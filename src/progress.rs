@@ -50,7 +50,10 @@ impl dyn ProgressSink + '_ {
     /// Fail with [`Error::Cancelled`] if cancellation was requested.
     pub fn check_cancelled(&self) -> anyhow::Result<()> {
         if self.cancel_requested() {
-            return Err(Error::Cancelled(self.id().to_string()).into());
+            return Err(Error::Cancelled {
+                transaction: self.id().to_string(),
+            }
+            .into());
         }
         Ok(())
     }

@@ -508,6 +508,14 @@ fn initramfs_regeneration_needs_initramfs_tools_and_can_be_undone() {
     assert_eq!(rc, 1);
     assert!(err.contains("needs initramfs-tools"), "{err}");
     assert_eq!(s.deployments(), before);
+    // Nonsense for update-initramfs is its own typed error, and changes nothing.
+    let (rc, _, err) = code(s.cli().args(["initramfs", "--enable", "--arg=-v;reboot"]));
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains("invalid update-initramfs argument \"-v;reboot\""),
+        "{err}"
+    );
+    assert_eq!(s.deployments(), before);
 
     run(s.cli().args(["install", "initramfs-tools"]));
     let (rc, out, err) = code(s.cli().args(["initramfs", "--enable", "--arg=-v"]));

@@ -299,17 +299,19 @@ impl AptRoot {
             }
         }
         if !missing.is_empty() {
-            return Err(Error::PackageNotFound(missing).into());
+            return Err(Error::PackageNotFound { packages: missing }.into());
         }
         if !in_base.is_empty() {
-            return Err(Error::PackageInBase(in_base).into());
+            return Err(Error::PackageInBase { packages: in_base }.into());
         }
         let mut replaced = Vec::new();
         for name in &request.replace {
             let pkg = cache
                 .get(name)
                 .filter(|p| p.is_installed())
-                .ok_or_else(|| Error::PackageNotInBase(vec![name.clone()]))?;
+                .ok_or_else(|| Error::PackageNotInBase {
+                    packages: vec![name.clone()],
+                })?;
             replaced.push(pkg);
         }
         let mut removed = Vec::new();
@@ -317,7 +319,9 @@ impl AptRoot {
             let pkg = cache
                 .get(name)
                 .filter(|p| p.is_installed())
-                .ok_or_else(|| Error::PackageNotInBase(vec![name.clone()]))?;
+                .ok_or_else(|| Error::PackageNotInBase {
+                    packages: vec![name.clone()],
+                })?;
             removed.push(pkg);
         }
         for pkg in &removed {
@@ -336,7 +340,10 @@ impl AptRoot {
         let dropped = wanted.iter().any(|p| !p.marked_install());
         if resolved.is_err() || dropped {
             let err = resolved.err().map(|e| e.to_string()).unwrap_or_default();
-            return Err(Error::DependencyProblem(explain_broken(&wanted, &err)).into());
+            return Err(Error::DependencyProblem {
+                explanation: explain_broken(&wanted, &err),
+            }
+            .into());
         }
         let mut plan = Plan::default();
         let mut unexpected = Vec::new();
@@ -367,10 +374,9 @@ impl AptRoot {
             let source = match local.iter().find(|(n, _)| *n == name) {
                 Some((_, path)) => PackageSource::Local((*path).clone()),
                 None => PackageSource::Repository(ver.uris().next().ok_or_else(|| {
-                    Error::PackageNotFound(vec![format!(
-                        "{name}={} (no download source)",
-                        ver.version()
-                    )])
+                    Error::PackageNotFound {
+                        packages: vec![format!("{name}={} (no download source)", ver.version())],
+                    }
                 })?),
             };
             plan.install.push(Planned {
@@ -383,11 +389,13 @@ impl AptRoot {
         }
         dependency_order(cache, &mut plan.install);
         if !unexpected.is_empty() {
-            return Err(Error::DependencyProblem(format!(
-                "the request would change the base image beyond what was asked:\n  {}\n\
+            return Err(Error::DependencyProblem {
+                explanation: format!(
+                    "the request would change the base image beyond what was asked:\n  {}\n\
                  Use `apt-ostree override replace` or `override remove` for base packages.",
-                unexpected.join("\n  ")
-            ))
+                    unexpected.join("\n  ")
+                ),
+            }
             .into());
         }
         Ok(plan)

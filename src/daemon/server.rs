@@ -116,11 +116,14 @@ impl VarlinkInterface for SysrootInterface {
     fn get_kernel_arguments(&self, call: &mut dyn Call_GetKernelArguments) -> varlink::Result<()> {
         let result = self.daemon.reader.query(|s| {
             let status = s.status()?;
-            let default = status
-                .deployments
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::NoDeployment("the sysroot has no deployments".into()))?;
+            let default =
+                status
+                    .deployments
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::NoDeployment {
+                        reason: "the sysroot has no deployments".into(),
+                    })?;
             Ok(default.kernel_arguments)
         });
         match result {
@@ -140,7 +143,7 @@ impl VarlinkInterface for SysrootInterface {
     fn watch(&self, call: &mut dyn Call_Watch) -> varlink::Result<()> {
         match self.daemon.transactions.current() {
             Some(tx) => stream::follow(call, &tx),
-            None => errors::reply(call, &Error::NoTransaction),
+            None => errors::reply(call, &Error::NoTransaction {}),
         }
     }
 

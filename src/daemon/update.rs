@@ -119,7 +119,12 @@ impl VarlinkInterface for UpdateInterface {
                         rebootRequired: outcome.reboot_required,
                     },
                 ),
-                Ok(None) => errors::reply(call, &Error::NoDeployment("no current version".into())),
+                Ok(None) => errors::reply(
+                    call,
+                    &Error::NoDeployment {
+                        reason: "no current version".into(),
+                    },
+                ),
                 Err(e) => errors::reply(call, &e),
             }
         })

@@ -1,19 +1,22 @@
 //! Package layering: a new commit that is the base image plus .deb packages.
 //!
-//! The pipeline (see docs/layering.md for why it is safe):
+//! The pipeline, `build` (see docs/layering.md for why it is safe), one
+//! function per step in build.rs:
 //! 1. resolve with libapt against the base commit's dpkg database and the
 //!    deployment's apt sources; fetch the .debs into apt-ostree's cache;
 //! 2. check the base out by hard links and mount overlayfs over it, so that
 //!    nothing can write through a hard link into the repository: the kernel
-//!    copies a file up before changing it; afterwards the changes are moved
-//!    onto the checkout by rename and unlink only;
+//!    copies a file up before changing it;
 //! 3. run real dpkg and the maintainer scripts in a bubblewrap sandbox (no
 //!    network, /etc = usr/etc, scratch /var);
-//! 4. turn /var content into tmpfiles.d entries and new users into
-//!    sysusers.d entries, drop dpkg's scratch files;
+//! 4. finish: turn /var content into tmpfiles.d entries and new users into
+//!    sysusers.d entries, drop dpkg's scratch files, and apply the upper
+//!    layer to the checkout by rename and unlink only;
 //! 5. commit the tree (unchanged files are recognised by device and inode, so
 //!    only what dpkg wrote is read) with metadata naming the base and packages.
 
+mod build;
+pub use build::build;
 mod overlay;
 mod scripts;
 
@@ -26,9 +29,7 @@ use crate::apt::{self, AptRoot, Plan};
 use crate::dpkg;
 use crate::origin::Origin;
 use crate::progress::Sink;
-use crate::sandbox::Sandbox;
 use crate::sysroot::{keys, Sysroot};
-use crate::tree;
 
 /// What a layering run produced.
 pub struct Layered {
@@ -213,204 +214,7 @@ fn checkout(
     .with_context(|| format!("Checking out {commit} to {}", dest.display()))
 }
 
-/// Build the layered commit for `origin` on `base`.
-pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Result<Layered> {
-    let repo = sysroot.repo();
-    let workdir = Workdir::new(sysroot, sink.id())?;
-    let apt = apt_root(sysroot, base)?;
-    apt.refresh(sink, false)?;
-    let request = request_for(sysroot, origin);
-    // Repository .debs are checked against the index's hashes as they are
-    // fetched; local ones were checked whole when they were requested.
-    let (plan, debs) = apt.plan_and_fetch(&request, sink)?;
-    sink.check_cancelled()?;
-
-    sink.task_begin("Checking out the base");
-    let devino = ostree::RepoDevInoCache::new();
-    let root = workdir.root();
-    checkout(&repo, base, &root, &devino)?;
-    sink.task_end("Checking out the base");
-
-    // overlayfs: every write lands in `upper`; the hard-linked checkout is
-    // never written to (see overlay.rs).
-    let upper = workdir.path.join("upper");
-    let mut overlay = overlay::Overlay::mount(
-        &root,
-        &upper,
-        &workdir.path.join("overlay-work"),
-        &workdir.mnt(),
-    )?;
-    let mnt = overlay.merged.clone();
-
-    let var = workdir.path.join("var");
-    for d in ["lib", "cache/debconf", "log", "tmp", "spool", "backups"] {
-        std::fs::create_dir_all(var.join(d))?;
-    }
-    std::os::unix::fs::symlink("../../usr/share/dpkg/database", var.join("lib/dpkg"))?;
-    let debdir = workdir.path.join("debs");
-    std::fs::create_dir_all(&debdir)?;
-    let mut inside = Vec::new();
-    for (i, deb) in debs.iter().enumerate() {
-        let name = format!(
-            "{i:03}-{}",
-            deb.file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default()
-        );
-        if std::fs::hard_link(deb, debdir.join(&name)).is_err() {
-            std::fs::copy(deb, debdir.join(&name))
-                .with_context(|| format!("Copying {}", deb.display()))?;
-        }
-        inside.push(format!("/run/apt-ostree-debs/{name}"));
-    }
-    let sandbox = Sandbox {
-        root: mnt.clone(),
-        var: var.clone(),
-        ro_binds: vec![(debdir.clone(), "/run/apt-ostree-debs".into())],
-    };
-    // Services are not started while building a tree.
-    let policy = mnt.join("usr/sbin/policy-rc.d");
-    std::fs::write(&policy, "#!/bin/sh\nexit 101\n").context("Writing policy-rc.d")?;
-    std::fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let passwd_before = std::fs::read_to_string(root.join("usr/etc/passwd")).unwrap_or_default();
-    let group_before = std::fs::read_to_string(root.join("usr/etc/group")).unwrap_or_default();
-
-    if !plan.remove.is_empty() {
-        sink.task_begin("Removing base packages");
-        let mut argv = vec![
-            "dpkg",
-            "--purge",
-            "--force-depends",
-            "--force-remove-essential",
-        ];
-        argv.extend(plan.remove.iter().map(String::as_str));
-        let ran = sandbox.run(&argv, sink)?;
-        scripts::check(&ran, &plan)?;
-        sink.task_end("Removing base packages");
-    }
-    if !inside.is_empty() {
-        sink.check_cancelled()?;
-        sink.task_begin("Installing packages");
-        let mut argv = vec![
-            "dpkg",
-            "--install",
-            "--force-confdef",
-            "--force-confold",
-            "--force-unsafe-io",
-        ];
-        argv.extend(inside.iter().map(String::as_str));
-        let ran = sandbox.run(&argv, sink)?;
-        scripts::check(&ran, &plan)?;
-        scripts::check_installed(&mnt.join(dpkg::DATABASE_DIR).join("status"), &plan)?;
-        sink.task_end("Installing packages");
-    }
-
-    if let Some(args) = &origin.initramfs_args {
-        regenerate_initramfs(&sandbox, &mnt, args, sink)?;
-    }
-
-    sink.task_begin("Finishing the tree");
-    std::fs::remove_file(&policy).ok();
-    let database = mnt.join(dpkg::DATABASE_DIR);
-    for scratch in [
-        "lock",
-        "lock-frontend",
-        "triggers/Lock",
-        "status-old",
-        "available-old",
-        "diversions-old",
-        "statoverride-old",
-    ] {
-        let _ = std::fs::remove_file(database.join(scratch));
-    }
-    let tmpfiles = tree::var_to_tmpfiles(&var, &mnt)?;
-    if !tmpfiles.is_empty() {
-        let path = mnt.join(tree::LAYERED_TMPFILES);
-        std::fs::create_dir_all(path.parent().expect("has parent"))?;
-        std::fs::write(
-            &path,
-            format!("# /var content of layered packages (apt-ostree)\n{tmpfiles}"),
-        )?;
-    }
-    let sysusers = tree::new_sysusers(
-        &passwd_before,
-        &std::fs::read_to_string(mnt.join("usr/etc/passwd")).unwrap_or_default(),
-        &group_before,
-        &std::fs::read_to_string(mnt.join("usr/etc/group")).unwrap_or_default(),
-    );
-    if !sysusers.is_empty() {
-        let path = mnt.join(tree::LAYERED_SYSUSERS);
-        std::fs::create_dir_all(path.parent().expect("has parent"))?;
-        std::fs::write(
-            &path,
-            format!("# Users and groups created by layered packages (apt-ostree)\n{sysusers}"),
-        )?;
-    }
-    overlay.unmount()?;
-    overlay::apply(&upper, &root).context("Applying the changes to the checkout")?;
-    sink.task_end("Finishing the tree");
-    sink.check_cancelled()?;
-
-    let commit = sink.task("Committing", || {
-        commit_tree(sysroot, base, origin, &plan, &root, &devino)
-    })?;
-    tracing::info!(
-        MESSAGE_ID = crate::logging::message_id::PACKAGES_LAYERED,
-        APT_OSTREE_TRANSACTION = sink.id(),
-        "Layered {} on {base}: {commit}",
-        plan.install
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    Ok(Layered { commit, plan })
-}
-
-/// Run update-initramfs in the sandbox for every kernel of the tree and put
-/// the result where ostree takes the initramfs from.
-fn regenerate_initramfs(
-    sandbox: &Sandbox,
-    root: &Path,
-    args: &[String],
-    sink: &Sink,
-) -> Result<()> {
-    if !root.join("usr/sbin/update-initramfs").exists() {
-        return Err(crate::error::Error::NotSupported(
-            "regenerating the initramfs needs initramfs-tools in the image (apt-ostree install initramfs-tools)".into(),
-        )
-        .into());
-    }
-    sink.task_begin("Regenerating the initramfs");
-    let modules = root.join("usr/lib/modules");
-    let mut kernels: Vec<String> = std::fs::read_dir(&modules)
-        .with_context(|| format!("Reading {}", modules.display()))?
-        .flatten()
-        .filter(|e| e.path().join("vmlinuz").exists())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
-    kernels.sort();
-    for kver in kernels {
-        let mut argv = vec!["update-initramfs", "-c", "-k", kver.as_str()];
-        argv.extend(args.iter().map(String::as_str));
-        let ran = sandbox.run(&argv, sink)?;
-        if !ran.status.success() {
-            return Err(crate::error::Error::ScriptFailed {
-                package: "initramfs-tools".into(),
-                script: "update-initramfs".into(),
-                exit_status: ran.status.code().unwrap_or(1),
-                output: ran.text,
-            }
-            .into());
-        }
-        let built = root.join(format!("boot/initrd.img-{kver}"));
-        std::fs::rename(&built, modules.join(&kver).join("initramfs.img"))
-            .with_context(|| format!("Moving {} into place", built.display()))?;
-    }
-    sink.task_end("Regenerating the initramfs");
-    Ok(())
-}
-
+/// Commit the finished tree with metadata naming its base and packages.
 fn commit_tree(
     sysroot: &Sysroot,
     base: &str,

@@ -22,7 +22,9 @@ pub struct CleanupOptions {
 pub fn rollback(sysroot: &mut Sysroot, sink: &Sink) -> Result<Outcome> {
     let target = sysroot
         .rollback_index()
-        .ok_or_else(|| Error::NoDeployment("there is no rollback deployment".into()))?;
+        .ok_or_else(|| Error::NoDeployment {
+            reason: "there is no rollback deployment".into(),
+        })?;
     let deployments = sysroot.ostree().deployments();
     let chosen = same(&deployments[target]);
     sink.check_cancelled()?;

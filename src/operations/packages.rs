@@ -92,7 +92,7 @@ fn changed_origin(
         }
     }
     if !already.is_empty() {
-        return Err(Error::PackageAlreadyRequested(already).into());
+        return Err(Error::PackageAlreadyRequested { packages: already }.into());
     }
     if change.uninstall_all {
         new.requested_packages.clear();
@@ -107,7 +107,10 @@ fn changed_origin(
         }
     }
     if !not_requested.is_empty() {
-        return Err(Error::PackageNotRequested(not_requested).into());
+        return Err(Error::PackageNotRequested {
+            packages: not_requested,
+        }
+        .into());
     }
     if !change.override_remove.is_empty() || !change.override_replace.is_empty() {
         let in_base: std::collections::BTreeSet<String> = sysroot
@@ -123,7 +126,7 @@ fn changed_origin(
             .cloned()
             .collect();
         if !missing.is_empty() {
-            return Err(Error::PackageNotInBase(missing).into());
+            return Err(Error::PackageNotInBase { packages: missing }.into());
         }
         new.override_remove
             .extend(change.override_remove.iter().cloned());
@@ -141,7 +144,10 @@ fn changed_origin(
         }
     }
     if !not_overridden.is_empty() {
-        return Err(Error::PackageNotRequested(not_overridden).into());
+        return Err(Error::PackageNotRequested {
+            packages: not_overridden,
+        }
+        .into());
     }
     Ok(new)
 }
@@ -155,11 +161,18 @@ pub fn set_initramfs(
     arguments: &[String],
 ) -> Result<Outcome> {
     for a in arguments {
-        if a.is_empty() || a.chars().any(|c| c.is_control() || c == ';') {
-            return Err(
-                Error::NotSupported(format!("invalid update-initramfs argument {a:?}")).into(),
-            );
+        let reason = if a.is_empty() {
+            "empty"
+        } else if a.chars().any(|c| c.is_control() || c == ';') {
+            "it contains a control character or ';'"
+        } else {
+            continue;
+        };
+        return Err(Error::InvalidInitramfsArgument {
+            argument: a.clone(),
+            reason: reason.into(),
         }
+        .into());
     }
     let Start { origin, base, .. } = start(sysroot)?;
     let mut new = origin.clone();

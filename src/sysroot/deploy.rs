@@ -27,24 +27,30 @@ impl Sysroot {
                     .find(|d| !d.is_staged())
             })
             .or_else(|| self.inner.deployments().into_iter().next())
-            .ok_or_else(|| Error::NoDeployment("the sysroot has no deployments".into()).into())
+            .ok_or_else(|| {
+                Error::NoDeployment {
+                    reason: "the sysroot has no deployments".into(),
+                }
+                .into()
+            })
     }
 
     /// The default deployment (what boots next): changes start from it so
     /// that they compose.
     pub fn default_deployment(&self) -> Result<ostree::Deployment> {
-        self.inner
-            .deployments()
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::NoDeployment("the sysroot has no deployments".into()).into())
+        self.inner.deployments().into_iter().next().ok_or_else(|| {
+            Error::NoDeployment {
+                reason: "the sysroot has no deployments".into(),
+            }
+            .into()
+        })
     }
 
     /// The origin file of `deployment`.
     pub fn origin_of(deployment: &ostree::Deployment) -> Result<Origin> {
-        let origin = deployment
-            .origin()
-            .ok_or_else(|| Error::NoDeployment("the deployment has no origin file".into()))?;
+        let origin = deployment.origin().ok_or_else(|| Error::NoDeployment {
+            reason: "the deployment has no origin file".into(),
+        })?;
         Origin::from_keyfile(&origin)
     }
 

@@ -134,7 +134,12 @@ impl Sysroot {
             .booted_deployment()
             .or_else(|| self.inner.deployments().into_iter().next())
             .map(|d| d.csum().to_string())
-            .ok_or_else(|| Error::NoDeployment("the sysroot has no deployments".into()).into())
+            .ok_or_else(|| {
+                Error::NoDeployment {
+                    reason: "the sysroot has no deployments".into(),
+                }
+                .into()
+            })
     }
 
     /// The contents of a file in a commit, or None if it has no such file.

@@ -58,7 +58,9 @@ impl Drop for CancelBridge {
 pub fn classify_pull_error(remote: &str, e: &glib::Error, sink: &dyn ProgressSink) -> Error {
     let message = e.message().to_string();
     if e.matches(gio::IOErrorEnum::Cancelled) || sink.cancel_requested() {
-        return Error::Cancelled(sink.id().to_string());
+        return Error::Cancelled {
+            transaction: sink.id().to_string(),
+        };
     }
     let lower = message.to_lowercase();
     if lower.contains("gpg") || lower.contains("signature") || lower.contains("signed") {

@@ -144,9 +144,11 @@ impl Sysroot {
     /// rollback one, else the default) to the default deployment.
     pub fn default_diff_pair(&self) -> Result<(String, String)> {
         let deployments = self.inner.deployments();
-        let default = deployments.first().ok_or_else(|| {
-            crate::error::Error::NoDeployment("the sysroot has no deployments".into())
-        })?;
+        let default = deployments
+            .first()
+            .ok_or_else(|| crate::error::Error::NoDeployment {
+                reason: "the sysroot has no deployments".into(),
+            })?;
         let from = self
             .inner
             .booted_deployment()

@@ -271,7 +271,9 @@ impl Manager {
             if running.job == job {
                 return Ok(running.clone());
             }
-            return Err(Error::TransactionInProgress(Box::new(running.info())));
+            return Err(Error::TransactionInProgress {
+                transaction: Box::new(running.info()),
+            });
         }
         let tx = Arc::new(Transaction {
             info: TransactionInfo {
@@ -364,7 +366,7 @@ impl Manager {
                 t.request_cancel();
                 Ok(())
             }
-            _ => Err(Error::NoTransaction),
+            _ => Err(Error::NoTransaction {}),
         }
     }
 

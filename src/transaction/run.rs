@@ -79,7 +79,10 @@ fn reboot(sysroot: &Sysroot, sink: &Sink) -> Result<()> {
         .status()
         .context("Running systemctl reboot")?;
     if !status.success() {
-        return Err(Error::NotSupported(format!("systemctl reboot failed ({status})")).into());
+        return Err(Error::NotSupported {
+            reason: format!("systemctl reboot failed ({status})"),
+        }
+        .into());
     }
     Ok(())
 }

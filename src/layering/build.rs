@@ -1,0 +1,274 @@
+//! `build`: the layering pipeline as its named steps: resolve and fetch,
+//! check out, run dpkg, regenerate the initramfs, finish the tree (apply),
+//! commit. Each step is one function below, in that order.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::{apt_root, checkout, commit_tree, overlay, request_for, scripts, Layered, Workdir};
+use crate::apt::Plan;
+use crate::dpkg;
+use crate::error::Error;
+use crate::origin::Origin;
+use crate::progress::Sink;
+use crate::sandbox::Sandbox;
+use crate::sysroot::Sysroot;
+use crate::tree;
+
+/// Build the layered commit for `origin` on `base`.
+pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Result<Layered> {
+    let workdir = Workdir::new(sysroot, sink.id())?;
+    let (plan, debs) = resolve_and_fetch(sysroot, sink, base, origin)?;
+    sink.check_cancelled()?;
+
+    let devino = ostree::RepoDevInoCache::new();
+    sink.task("Checking out the base", || {
+        checkout(&sysroot.repo(), base, &workdir.root(), &devino)
+    })?;
+
+    let mut tree = Staging::mount(&workdir, &debs)?;
+    tree.run_dpkg(&plan, sink)?;
+    if let Some(args) = &origin.initramfs_args {
+        sink.task("Regenerating the initramfs", || {
+            regenerate_initramfs(&tree.sandbox, args, sink)
+        })?;
+    }
+    sink.task("Finishing the tree", || tree.finish())?;
+    sink.check_cancelled()?;
+
+    let commit = sink.task("Committing", || {
+        commit_tree(sysroot, base, origin, &plan, &workdir.root(), &devino)
+    })?;
+    tracing::info!(
+        MESSAGE_ID = crate::logging::message_id::PACKAGES_LAYERED,
+        APT_OSTREE_TRANSACTION = sink.id(),
+        "Layered {} on {base}: {commit}",
+        plan.install
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(Layered { commit, plan })
+}
+
+/// Resolve `origin`'s request against `base` and fetch what it needs.
+/// Repository .debs are checked against the index's hashes as they are
+/// fetched; local ones were checked whole when they were requested.
+fn resolve_and_fetch(
+    sysroot: &Sysroot,
+    sink: &Sink,
+    base: &str,
+    origin: &Origin,
+) -> Result<(Plan, Vec<PathBuf>)> {
+    let apt = apt_root(sysroot, base)?;
+    apt.refresh(sink, false)?;
+    apt.plan_and_fetch(&request_for(sysroot, origin), sink)
+}
+
+/// The tree being built: the hard-linked checkout under an overlayfs, so
+/// every write lands in `upper` and none goes through a hard link into the
+/// repository (see overlay.rs); dpkg's /var is a scratch directory beside it.
+struct Staging {
+    overlay: overlay::Overlay,
+    upper: PathBuf,
+    root: PathBuf,
+    var: PathBuf,
+    sandbox: Sandbox,
+    /// The .debs as the sandbox sees them, in installation order.
+    debs: Vec<String>,
+    passwd_before: String,
+    group_before: String,
+}
+
+/// dpkg's scratch files, which no commit should carry.
+const DPKG_SCRATCH: [&str; 7] = [
+    "lock",
+    "lock-frontend",
+    "triggers/Lock",
+    "status-old",
+    "available-old",
+    "diversions-old",
+    "statoverride-old",
+];
+
+/// Where the .debs appear inside the sandbox.
+const DEBS_INSIDE: &str = "/run/apt-ostree-debs";
+
+impl Staging {
+    fn mount(workdir: &Workdir, debs: &[PathBuf]) -> Result<Staging> {
+        let root = workdir.root();
+        let upper = workdir.path.join("upper");
+        let overlay = overlay::Overlay::mount(
+            &root,
+            &upper,
+            &workdir.path.join("overlay-work"),
+            &workdir.mnt(),
+        )?;
+        let mnt = overlay.merged.clone();
+        let var = workdir.path.join("var");
+        for d in ["lib", "cache/debconf", "log", "tmp", "spool", "backups"] {
+            std::fs::create_dir_all(var.join(d))?;
+        }
+        std::os::unix::fs::symlink("../../usr/share/dpkg/database", var.join("lib/dpkg"))?;
+        let debdir = workdir.path.join("debs");
+        let inside = link_debs(debs, &debdir)?;
+        // Services are not started while building a tree.
+        let policy = mnt.join("usr/sbin/policy-rc.d");
+        std::fs::write(&policy, "#!/bin/sh\nexit 101\n").context("Writing policy-rc.d")?;
+        std::fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_default();
+        Ok(Staging {
+            passwd_before: read("usr/etc/passwd"),
+            group_before: read("usr/etc/group"),
+            sandbox: Sandbox {
+                root: mnt,
+                var: var.clone(),
+                ro_binds: vec![(debdir, DEBS_INSIDE.into())],
+            },
+            overlay,
+            upper,
+            root,
+            var,
+            debs: inside,
+        })
+    }
+
+    fn mnt(&self) -> &Path {
+        &self.sandbox.root
+    }
+
+    /// Purge what the plan removes, then install the .debs, with real dpkg
+    /// in the sandbox; a failing maintainer script is `ScriptFailed`.
+    fn run_dpkg(&self, plan: &Plan, sink: &Sink) -> Result<()> {
+        if !plan.remove.is_empty() {
+            sink.task("Removing base packages", || {
+                let mut argv = vec![
+                    "dpkg",
+                    "--purge",
+                    "--force-depends",
+                    "--force-remove-essential",
+                ];
+                argv.extend(plan.remove.iter().map(String::as_str));
+                scripts::check(&self.sandbox.run(&argv, sink)?, plan)
+            })?;
+        }
+        if !self.debs.is_empty() {
+            sink.check_cancelled()?;
+            sink.task("Installing packages", || {
+                let mut argv = vec![
+                    "dpkg",
+                    "--install",
+                    "--force-confdef",
+                    "--force-confold",
+                    "--force-unsafe-io",
+                ];
+                argv.extend(self.debs.iter().map(String::as_str));
+                scripts::check(&self.sandbox.run(&argv, sink)?, plan)?;
+                scripts::check_installed(&self.mnt().join(dpkg::DATABASE_DIR).join("status"), plan)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Tidy the tree (policy-rc.d, dpkg's scratch files), turn /var content
+    /// into tmpfiles.d and new users into sysusers.d, unmount, and apply the
+    /// upper layer to the checkout by rename and unlink only.
+    fn finish(&mut self) -> Result<()> {
+        let mnt = self.mnt().to_path_buf();
+        std::fs::remove_file(mnt.join("usr/sbin/policy-rc.d")).ok();
+        let database = mnt.join(dpkg::DATABASE_DIR);
+        for scratch in DPKG_SCRATCH {
+            let _ = std::fs::remove_file(database.join(scratch));
+        }
+        let tmpfiles = tree::var_to_tmpfiles(&self.var, &mnt)?;
+        if !tmpfiles.is_empty() {
+            write_new(
+                &mnt.join(tree::LAYERED_TMPFILES),
+                &format!("# /var content of layered packages (apt-ostree)\n{tmpfiles}"),
+            )?;
+        }
+        let read = |p: &str| std::fs::read_to_string(mnt.join(p)).unwrap_or_default();
+        let sysusers = tree::new_sysusers(
+            &self.passwd_before,
+            &read("usr/etc/passwd"),
+            &self.group_before,
+            &read("usr/etc/group"),
+        );
+        if !sysusers.is_empty() {
+            write_new(
+                &mnt.join(tree::LAYERED_SYSUSERS),
+                &format!("# Users and groups created by layered packages (apt-ostree)\n{sysusers}"),
+            )?;
+        }
+        self.overlay.unmount()?;
+        overlay::apply(&self.upper, &self.root).context("Applying the changes to the checkout")
+    }
+}
+
+/// Link (or, across filesystems, copy) the .debs into `dir`, numbered in
+/// installation order; return their paths inside the sandbox.
+fn link_debs(debs: &[PathBuf], dir: &Path) -> Result<Vec<String>> {
+    std::fs::create_dir_all(dir)?;
+    let mut inside = Vec::new();
+    for (i, deb) in debs.iter().enumerate() {
+        let name = format!(
+            "{i:03}-{}",
+            deb.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        );
+        if std::fs::hard_link(deb, dir.join(&name)).is_err() {
+            std::fs::copy(deb, dir.join(&name))
+                .with_context(|| format!("Copying {}", deb.display()))?;
+        }
+        inside.push(format!("{DEBS_INSIDE}/{name}"));
+    }
+    Ok(inside)
+}
+
+fn write_new(path: &Path, text: &str) -> Result<()> {
+    std::fs::create_dir_all(path.parent().expect("has parent"))?;
+    std::fs::write(path, text).with_context(|| format!("Writing {}", path.display()))
+}
+
+/// Run update-initramfs in the sandbox for every kernel of the tree and put
+/// the result where ostree takes the initramfs from.
+fn regenerate_initramfs(sandbox: &Sandbox, args: &[String], sink: &Sink) -> Result<()> {
+    let root = &sandbox.root;
+    if !root.join("usr/sbin/update-initramfs").exists() {
+        return Err(Error::NotSupported {
+            reason: "regenerating the initramfs needs initramfs-tools in the image \
+                     (apt-ostree install initramfs-tools)"
+                .into(),
+        }
+        .into());
+    }
+    let modules = root.join("usr/lib/modules");
+    let mut kernels: Vec<String> = std::fs::read_dir(&modules)
+        .with_context(|| format!("Reading {}", modules.display()))?
+        .flatten()
+        .filter(|e| e.path().join("vmlinuz").exists())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    kernels.sort();
+    for kver in kernels {
+        let mut argv = vec!["update-initramfs", "-c", "-k", kver.as_str()];
+        argv.extend(args.iter().map(String::as_str));
+        let ran = sandbox.run(&argv, sink)?;
+        if !ran.status.success() {
+            return Err(Error::ScriptFailed {
+                package: "initramfs-tools".into(),
+                script: "update-initramfs".into(),
+                exit_status: ran.status.code().unwrap_or(1),
+                output: ran.text,
+            }
+            .into());
+        }
+        let built = root.join(format!("boot/initrd.img-{kver}"));
+        std::fs::rename(&built, modules.join(&kver).join("initramfs.img"))
+            .with_context(|| format!("Moving {} into place", built.display()))?;
+    }
+    Ok(())
+}
