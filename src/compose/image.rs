@@ -18,7 +18,6 @@
 //! and a file output is written under a temporary name and renamed into place
 //! only when complete.
 
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,19 +26,16 @@ use anyhow::{anyhow, bail, Context, Result};
 use ostree::gio::prelude::*;
 use ostree::{gio, glib};
 
+use super::disk::{
+    make_filesystems, open_target, partition, partition_node, run, sizes, Loop, Mounted, Target,
+    MIB,
+};
+use super::grub;
 use crate::progress::Sink;
 use crate::sysroot::keys;
 
 /// The stateroot of installed systems.
 const OSNAME: &str = "debian";
-const MIB: u64 = 1024 * 1024;
-/// Partition sizes: GRUB's BIOS core image, the ESP (GRUB for UEFI is a few
-/// MB), and /boot (each deployment with its own kernel or initramfs adds
-/// one pair; libostree keeps up to three).
-const BIOS_BOOT_MIB: u64 = 1;
-const ESP_MIB: u64 = 127;
-const BOOT_MIB: u64 = 768;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ImageFormat {
     Raw,
@@ -220,247 +216,6 @@ fn tree_size(dir: &gio::File) -> Result<u64> {
     Ok(total)
 }
 
-/// The smallest disk that holds the commit (with room for the first upgrade
-/// to share most objects), and the default size.
-fn sizes(content: u64) -> (u64, u64) {
-    let fixed = (1 + BIOS_BOOT_MIB + ESP_MIB + BOOT_MIB + 1) * MIB;
-    let minimum = fixed + content + content / 5 + 256 * MIB;
-    (minimum, (2 * minimum).max(4 << 30))
-}
-
-/// Where the disk goes.
-enum Target {
-    /// A file: built under a temporary name, renamed into place at the end.
-    File(tempfile::NamedTempFile),
-    Device(PathBuf),
-}
-
-impl Target {
-    fn path(&self) -> &Path {
-        match self {
-            Target::File(f) => f.path(),
-            Target::Device(p) => p,
-        }
-    }
-}
-
-fn open_target(opts: &ImageOptions, size: Option<u64>) -> Result<Target> {
-    let out = &opts.output;
-    match std::fs::metadata(out) {
-        Ok(m) if m.file_type().is_block_device() => {
-            if opts.format != ImageFormat::Raw {
-                bail!("{}: a block device takes --format raw", out.display());
-            }
-            if !opts.wipe {
-                bail!(
-                    "{} is a block device: pass --wipe to erase everything on it",
-                    out.display()
-                );
-            }
-            return Ok(Target::Device(out.clone()));
-        }
-        Ok(m) if m.is_dir() => bail!("{} is a directory", out.display()),
-        Ok(_) if !opts.force => bail!("{} exists: pass --force to overwrite it", out.display()),
-        _ => {}
-    }
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = out
-        .file_name()
-        .ok_or_else(|| anyhow!("{}: not a file name", out.display()))?;
-    let file = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
-        .tempfile_in(dir)
-        .with_context(|| format!("Creating a file in {}", dir.display()))?;
-    file.as_file()
-        .set_len(size.unwrap_or(0))
-        .with_context(|| format!("Sizing {}", file.path().display()))?;
-    Ok(Target::File(file))
-}
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("Running {shown}"))?;
-    if !out.status.success() {
-        bail!(
-            "{shown} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// A loop device, detached when dropped.
-struct Loop(PathBuf);
-
-impl Loop {
-    fn attach(file: &Path) -> Result<Loop> {
-        let dev = run(Command::new("losetup")
-            .args(["--find", "--show", "--partscan"])
-            .arg(file))?;
-        Ok(Loop(PathBuf::from(dev)))
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup")
-            .arg("--detach")
-            .arg(&self.0)
-            .status();
-    }
-}
-
-/// The device node of partition `n` of `disk`, waiting for the kernel to make
-/// it (and asking it to, where partition scanning is not automatic).
-fn partition(disk: &Path, n: u32) -> Result<PathBuf> {
-    let name = disk.display().to_string();
-    let sep = if name.ends_with(|c: char| c.is_ascii_digit()) {
-        "p"
-    } else {
-        ""
-    };
-    let node = PathBuf::from(format!("{name}{sep}{n}"));
-    let started = Instant::now();
-    let mut asked = false;
-    while !node.exists() {
-        if !asked {
-            // Kernels without GPT partition scanning still take BLKPG.
-            let _ = Command::new("partx")
-                .args(["--add", "--nr", &n.to_string()])
-                .arg(disk)
-                .output();
-            asked = true;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            bail!("{} did not appear", node.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(node)
-}
-
-/// A mounted file system, unmounted when dropped (the private mount
-/// namespace unmounts it anyway if we die).
-struct Mounted(PathBuf);
-
-impl Mounted {
-    fn new(device: &Path, target: &Path, fstype: &str) -> Result<Mounted> {
-        std::fs::create_dir_all(target)?;
-        nix::mount::mount(
-            Some(device),
-            target,
-            Some(fstype),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .with_context(|| format!("Mounting {} on {}", device.display(), target.display()))?;
-        Ok(Mounted(target.to_path_buf()))
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if nix::mount::umount(&self.0).is_err() {
-            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
-
-/// Run `argv` with the new deployment as `/`, the real /boot and the sysroot
-/// at /sysroot: what grub-install and grub-mkconfig see on the installed system.
-fn in_deployment(deployment: &Path, sysroot: &Path, argv: &[&str]) -> Result<String> {
-    run(Command::new("bwrap")
-        .arg("--bind")
-        .arg(deployment)
-        .arg("/")
-        .arg("--bind")
-        .arg(sysroot.join("boot"))
-        .arg("/boot")
-        .arg("--bind")
-        .arg(sysroot)
-        .arg("/sysroot")
-        .args(["--dev-bind", "/dev", "/dev", "--proc", "/proc"])
-        .args([
-            "--ro-bind",
-            "/sys",
-            "/sys",
-            "--tmpfs",
-            "/tmp",
-            "--tmpfs",
-            "/run",
-        ])
-        .args(["--unshare-pid", "--die-with-parent", "--"])
-        .args(argv)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("LC_ALL", "C.UTF-8"))
-}
-
-/// GRUB for UEFI, as the removable-media loader `EFI/BOOT/BOOTX64.EFI`.
-/// grub-install insists on a mounted FAT file system for the ESP, which needs
-/// a FAT driver in the kernel composing the image; so the image is made with
-/// grub-mkimage (from the commit) and copied onto the ESP with mtools. Its
-/// embedded configuration finds /boot by UUID and reads `grub/grub.cfg`
-/// there, with the modules beside it, as grub-install would set it up.
-fn install_grub_efi(deployment: &Path, sysroot: &Path, esp: &Path, boot_uuid: &str) -> Result<()> {
-    let modules = sysroot.join("boot/grub/x86_64-efi");
-    std::fs::create_dir_all(&modules)?;
-    for entry in std::fs::read_dir(deployment.join("usr/lib/grub/x86_64-efi"))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let keep = Path::new(&name)
-            .extension()
-            .is_some_and(|e| e == "mod" || e == "lst");
-        if keep {
-            std::fs::copy(entry.path(), modules.join(&name))?;
-        }
-    }
-    let staging = sysroot.join("boot/efi-staging");
-    std::fs::create_dir_all(&staging)?;
-    std::fs::write(
-        staging.join("early.cfg"),
-        format!("search --no-floppy --fs-uuid --set=root {boot_uuid}\nset prefix=($root)/grub\n"),
-    )?;
-    in_deployment(
-        deployment,
-        sysroot,
-        &[
-            "grub-mkimage",
-            "--format=x86_64-efi",
-            "--directory=/usr/lib/grub/x86_64-efi",
-            "--output=/boot/efi-staging/BOOTX64.EFI",
-            "--config=/boot/efi-staging/early.cfg",
-            "--prefix=/grub",
-            "part_gpt",
-            "fat",
-            "ext2",
-            "search",
-            "search_fs_uuid",
-            "normal",
-            "configfile",
-        ],
-    )?;
-    run(Command::new("mmd")
-        .arg("-i")
-        .arg(esp)
-        .args(["::/EFI", "::/EFI/BOOT"]))?;
-    run(Command::new("mcopy")
-        .arg("-i")
-        .arg(esp)
-        .arg(staging.join("BOOTX64.EFI"))
-        .arg("::/EFI/BOOT/BOOTX64.EFI"))?;
-    std::fs::remove_dir_all(&staging)?;
-    Ok(())
-}
-
 /// Write the disk image of `opts.reference`.
 pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
     let started = Instant::now();
@@ -529,37 +284,7 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
         .tempdir()
         .context("Creating a work directory")?;
 
-    sink.task("Partitioning", || -> Result<()> {
-        if let Target::Device(dev) = &output_raw {
-            run(Command::new("wipefs").arg("--all").arg(dev))?;
-        }
-        let layout = format!(
-            "label: gpt\n\
-             size={BIOS_BOOT_MIB}MiB, type=21686148-6449-6E6F-744E-656564454649, name=\"BIOS boot\"\n\
-             size={ESP_MIB}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI System\"\n\
-             size={BOOT_MIB}MiB, type=BC13C2FF-59E6-4262-A352-B275FD29D172, name=\"boot\"\n\
-             type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name=\"root\"\n"
-        );
-        let mut child = Command::new("sfdisk")
-            .args(["--quiet", "--wipe", "always"])
-            .arg(output_raw.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .context("Running sfdisk (package fdisk)")?;
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(layout.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!("sfdisk failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
-    })?;
+    sink.task("Partitioning", || partition(&output_raw))?;
 
     let attached = match &output_raw {
         Target::File(f) => Some(Loop::attach(f.path())?),
@@ -569,25 +294,16 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
         .as_ref()
         .map_or_else(|| output_raw.path().to_path_buf(), |l| l.0.clone());
     let (esp_dev, boot_dev, root_dev) = (
-        partition(&disk, 2)?,
-        partition(&disk, 3)?,
-        partition(&disk, 4)?,
+        partition_node(&disk, 2)?,
+        partition_node(&disk, 3)?,
+        partition_node(&disk, 4)?,
     );
     let (boot_uuid, root_uuid) = (
         glib::uuid_string_random().to_string(),
         glib::uuid_string_random().to_string(),
     );
-    sink.task("Making file systems", || -> Result<()> {
-        run(Command::new("mkfs.vfat")
-            .args(["-F", "32", "-n", "EFI-SYSTEM"])
-            .arg(&esp_dev))?;
-        run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", "boot", "-U", &boot_uuid])
-            .arg(&boot_dev))?;
-        run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", "root", "-U", &root_uuid])
-            .arg(&root_dev))?;
-        Ok(())
+    sink.task("Making file systems", || {
+        make_filesystems(&esp_dev, &boot_dev, &boot_uuid, &root_dev, &root_uuid)
     })?;
 
     let sysroot_path = work.path().join("sysroot");
@@ -666,30 +382,14 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
         Ok(dir)
     })?;
 
-    sink.task("Installing GRUB", || -> Result<()> {
-        if facts.bios {
-            let disk = disk.display().to_string();
-            in_deployment(
-                &deployment_dir,
-                &sysroot_path,
-                &[
-                    "grub-install",
-                    "--target=i386-pc",
-                    "--boot-directory=/boot",
-                    &disk,
-                ],
-            )?;
-        }
-        install_grub_efi(&deployment_dir, &sysroot_path, &esp_dev, &boot_uuid)?;
-        in_deployment(
+    sink.task("Installing GRUB", || {
+        grub::install(
             &deployment_dir,
             &sysroot_path,
-            &["grub-mkconfig", "-o", "/boot/loader/grub.cfg"],
-        )?;
-        let link = sysroot_path.join("boot/grub/grub.cfg");
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink("../loader/grub.cfg", &link)?;
-        Ok(())
+            facts.bios.then_some(disk.as_path()),
+            &esp_dev,
+            &boot_uuid,
+        )
     })?;
 
     drop(boot_mount);

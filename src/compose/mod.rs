@@ -13,6 +13,8 @@
 //! Any failure leaves the ref where it was.
 
 pub mod command;
+mod disk;
+mod grub;
 pub mod image;
 pub mod treefile;
 

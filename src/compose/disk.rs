@@ -1,0 +1,227 @@
+//! The disk of `compose image`: where it goes (a file written under a
+//! temporary name, or a block device), its GPT layout, loop devices,
+//! partitions, file systems and mounts, each undone when dropped.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::image::{ImageFormat, ImageOptions};
+
+pub(super) const MIB: u64 = 1024 * 1024;
+/// Partition sizes: GRUB's BIOS core image, the ESP (GRUB for UEFI is a few
+/// MB), and /boot (each deployment with its own kernel or initramfs adds
+/// one pair; libostree keeps up to three).
+const BIOS_BOOT_MIB: u64 = 1;
+const ESP_MIB: u64 = 127;
+const BOOT_MIB: u64 = 768;
+
+/// The smallest disk that holds the commit (with room for the first upgrade
+/// to share most objects), and the default size.
+pub(super) fn sizes(content: u64) -> (u64, u64) {
+    let fixed = (1 + BIOS_BOOT_MIB + ESP_MIB + BOOT_MIB + 1) * MIB;
+    let minimum = fixed + content + content / 5 + 256 * MIB;
+    (minimum, (2 * minimum).max(4 << 30))
+}
+
+/// Where the disk goes.
+pub(super) enum Target {
+    /// A file: built under a temporary name, renamed into place at the end.
+    File(tempfile::NamedTempFile),
+    Device(PathBuf),
+}
+
+impl Target {
+    pub(super) fn path(&self) -> &Path {
+        match self {
+            Target::File(f) => f.path(),
+            Target::Device(p) => p,
+        }
+    }
+}
+
+pub(super) fn open_target(opts: &ImageOptions, size: Option<u64>) -> Result<Target> {
+    let out = &opts.output;
+    match std::fs::metadata(out) {
+        Ok(m) if m.file_type().is_block_device() => {
+            if opts.format != ImageFormat::Raw {
+                bail!("{}: a block device takes --format raw", out.display());
+            }
+            if !opts.wipe {
+                bail!(
+                    "{} is a block device: pass --wipe to erase everything on it",
+                    out.display()
+                );
+            }
+            return Ok(Target::Device(out.clone()));
+        }
+        Ok(m) if m.is_dir() => bail!("{} is a directory", out.display()),
+        Ok(_) if !opts.force => bail!("{} exists: pass --force to overwrite it", out.display()),
+        _ => {}
+    }
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = out
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: not a file name", out.display()))?;
+    let file = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .tempfile_in(dir)
+        .with_context(|| format!("Creating a file in {}", dir.display()))?;
+    file.as_file()
+        .set_len(size.unwrap_or(0))
+        .with_context(|| format!("Sizing {}", file.path().display()))?;
+    Ok(Target::File(file))
+}
+
+pub(super) fn run(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("Running {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A loop device, detached when dropped.
+pub(super) struct Loop(pub(super) PathBuf);
+
+impl Loop {
+    pub(super) fn attach(file: &Path) -> Result<Loop> {
+        let dev = run(Command::new("losetup")
+            .args(["--find", "--show", "--partscan"])
+            .arg(file))?;
+        Ok(Loop(PathBuf::from(dev)))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup")
+            .arg("--detach")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The device node of partition `n` of `disk`, waiting for the kernel to make
+/// it (and asking it to, where partition scanning is not automatic).
+pub(super) fn partition_node(disk: &Path, n: u32) -> Result<PathBuf> {
+    let name = disk.display().to_string();
+    let sep = if name.ends_with(|c: char| c.is_ascii_digit()) {
+        "p"
+    } else {
+        ""
+    };
+    let node = PathBuf::from(format!("{name}{sep}{n}"));
+    let started = Instant::now();
+    let mut asked = false;
+    while !node.exists() {
+        if !asked {
+            // Kernels without GPT partition scanning still take BLKPG.
+            let _ = Command::new("partx")
+                .args(["--add", "--nr", &n.to_string()])
+                .arg(disk)
+                .output();
+            asked = true;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("{} did not appear", node.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(node)
+}
+
+/// A mounted file system, unmounted when dropped (the private mount
+/// namespace unmounts it anyway if we die).
+pub(super) struct Mounted(PathBuf);
+
+impl Mounted {
+    pub(super) fn new(device: &Path, target: &Path, fstype: &str) -> Result<Mounted> {
+        std::fs::create_dir_all(target)?;
+        nix::mount::mount(
+            Some(device),
+            target,
+            Some(fstype),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .with_context(|| format!("Mounting {} on {}", device.display(), target.display()))?;
+        Ok(Mounted(target.to_path_buf()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if nix::mount::umount(&self.0).is_err() {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Write the GPT: BIOS boot, ESP, /boot, root (the rest of the disk).
+pub(super) fn partition(target: &Target) -> Result<()> {
+    if let Target::Device(dev) = target {
+        run(Command::new("wipefs").arg("--all").arg(dev))?;
+    }
+    let layout = format!(
+        "label: gpt\n\
+         size={BIOS_BOOT_MIB}MiB, type=21686148-6449-6E6F-744E-656564454649, name=\"BIOS boot\"\n\
+         size={ESP_MIB}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI System\"\n\
+         size={BOOT_MIB}MiB, type=BC13C2FF-59E6-4262-A352-B275FD29D172, name=\"boot\"\n\
+         type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name=\"root\"\n"
+    );
+    let mut child = Command::new("sfdisk")
+        .args(["--quiet", "--wipe", "always"])
+        .arg(target.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("Running sfdisk (package fdisk)")?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(layout.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("sfdisk failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// FAT for the ESP, ext4 with the given UUIDs for /boot and the root.
+pub(super) fn make_filesystems(
+    esp: &Path,
+    boot: &Path,
+    boot_uuid: &str,
+    root: &Path,
+    root_uuid: &str,
+) -> Result<()> {
+    run(Command::new("mkfs.vfat")
+        .args(["-F", "32", "-n", "EFI-SYSTEM"])
+        .arg(esp))?;
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "boot", "-U", boot_uuid])
+        .arg(boot))?;
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "root", "-U", root_uuid])
+        .arg(root))?;
+    Ok(())
+}

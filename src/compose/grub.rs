@@ -1,0 +1,132 @@
+//! GRUB for the disk of `compose image`, taken from the commit itself: for
+//! BIOS (grub-install into the BIOS boot partition) and for UEFI (the
+//! removable-media loader on the ESP), with `/boot/grub/grub.cfg` pointing
+//! at the configuration libostree rewrites with every deployment.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+
+use super::disk::run;
+
+/// Install GRUB for UEFI, and for BIOS when `bios_disk` is given, and
+/// generate its configuration in the new deployment.
+pub(super) fn install(
+    deployment_dir: &Path,
+    sysroot_path: &Path,
+    bios_disk: Option<&Path>,
+    esp_dev: &Path,
+    boot_uuid: &str,
+) -> Result<()> {
+    if let Some(disk) = bios_disk {
+        let disk = disk.display().to_string();
+        in_deployment(
+            deployment_dir,
+            sysroot_path,
+            &[
+                "grub-install",
+                "--target=i386-pc",
+                "--boot-directory=/boot",
+                &disk,
+            ],
+        )?;
+    }
+    install_grub_efi(deployment_dir, sysroot_path, esp_dev, boot_uuid)?;
+    in_deployment(
+        deployment_dir,
+        sysroot_path,
+        &["grub-mkconfig", "-o", "/boot/loader/grub.cfg"],
+    )?;
+    let link = sysroot_path.join("boot/grub/grub.cfg");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("../loader/grub.cfg", &link)?;
+    Ok(())
+}
+
+/// Run `argv` with the new deployment as `/`, the real /boot and the sysroot
+/// at /sysroot: what grub-install and grub-mkconfig see on the installed system.
+fn in_deployment(deployment: &Path, sysroot: &Path, argv: &[&str]) -> Result<String> {
+    run(Command::new("bwrap")
+        .arg("--bind")
+        .arg(deployment)
+        .arg("/")
+        .arg("--bind")
+        .arg(sysroot.join("boot"))
+        .arg("/boot")
+        .arg("--bind")
+        .arg(sysroot)
+        .arg("/sysroot")
+        .args(["--dev-bind", "/dev", "/dev", "--proc", "/proc"])
+        .args([
+            "--ro-bind",
+            "/sys",
+            "/sys",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/run",
+        ])
+        .args(["--unshare-pid", "--die-with-parent", "--"])
+        .args(argv)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LC_ALL", "C.UTF-8"))
+}
+
+/// GRUB for UEFI, as the removable-media loader `EFI/BOOT/BOOTX64.EFI`.
+/// grub-install insists on a mounted FAT file system for the ESP, which needs
+/// a FAT driver in the kernel composing the image; so the image is made with
+/// grub-mkimage (from the commit) and copied onto the ESP with mtools. Its
+/// embedded configuration finds /boot by UUID and reads `grub/grub.cfg`
+/// there, with the modules beside it, as grub-install would set it up.
+fn install_grub_efi(deployment: &Path, sysroot: &Path, esp: &Path, boot_uuid: &str) -> Result<()> {
+    let modules = sysroot.join("boot/grub/x86_64-efi");
+    std::fs::create_dir_all(&modules)?;
+    for entry in std::fs::read_dir(deployment.join("usr/lib/grub/x86_64-efi"))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let keep = Path::new(&name)
+            .extension()
+            .is_some_and(|e| e == "mod" || e == "lst");
+        if keep {
+            std::fs::copy(entry.path(), modules.join(&name))?;
+        }
+    }
+    let staging = sysroot.join("boot/efi-staging");
+    std::fs::create_dir_all(&staging)?;
+    std::fs::write(
+        staging.join("early.cfg"),
+        format!("search --no-floppy --fs-uuid --set=root {boot_uuid}\nset prefix=($root)/grub\n"),
+    )?;
+    in_deployment(
+        deployment,
+        sysroot,
+        &[
+            "grub-mkimage",
+            "--format=x86_64-efi",
+            "--directory=/usr/lib/grub/x86_64-efi",
+            "--output=/boot/efi-staging/BOOTX64.EFI",
+            "--config=/boot/efi-staging/early.cfg",
+            "--prefix=/grub",
+            "part_gpt",
+            "fat",
+            "ext2",
+            "search",
+            "search_fs_uuid",
+            "normal",
+            "configfile",
+        ],
+    )?;
+    run(Command::new("mmd")
+        .arg("-i")
+        .arg(esp)
+        .args(["::/EFI", "::/EFI/BOOT"]))?;
+    run(Command::new("mcopy")
+        .arg("-i")
+        .arg(esp)
+        .arg(staging.join("BOOTX64.EFI"))
+        .arg("::/EFI/BOOT/BOOTX64.EFI"))?;
+    std::fs::remove_dir_all(&staging)?;
+    Ok(())
+}
