@@ -14,6 +14,8 @@ use common::*;
 struct Stats {
     median: Duration,
     p99: Duration,
+    min: Duration,
+    max: Duration,
 }
 
 fn stats(mut samples: Vec<Duration>) -> Stats {
@@ -22,6 +24,8 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
     Stats {
         median: at(0.5),
         p99: at(0.99),
+        min: samples[0],
+        max: samples[samples.len() - 1],
     }
 }
 
@@ -60,9 +64,30 @@ fn rss_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether to run section `name`: all of them, unless APT_OSTREE_BENCH
+/// names some (status, limits, upgrade, layering, compose, minbase).
+fn wanted(name: &str) -> bool {
+    std::env::var("APT_OSTREE_BENCH").map_or(true, |v| v.split(',').any(|s| s.trim() == name))
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing to parse.
     let s = TestSysroot::with_two_deployments();
+    if !wanted("status") {
+        if wanted("limits") {
+            limits_bench(&s);
+        }
+        if wanted("upgrade") {
+            upgrade_bench();
+        }
+        if wanted("layering") {
+            layering_bench();
+        }
+        if wanted("compose") || wanted("minbase") {
+            compose_bench();
+        }
+        return;
+    }
     println!(
         "apt-ostree benchmarks ({} deployments, sysroot on tmpfs)",
         2
@@ -177,6 +202,19 @@ fn main() {
     compose_bench();
 }
 
+/// The ratio of two medians, with the spread of each set of runs.
+fn ratio_row(ours: &Stats, floor: &Stats) {
+    println!(
+        "{:<44} {:>13.2}x   (ours {:.0}-{:.0} ms, floor {:.0}-{:.0} ms over the runs)",
+        "  ratio of the medians",
+        ours.median.as_secs_f64() / floor.median.as_secs_f64(),
+        ours.min.as_secs_f64() * 1e3,
+        ours.max.as_secs_f64() * 1e3,
+        floor.min.as_secs_f64() * 1e3,
+        floor.max.as_secs_f64() * 1e3,
+    );
+}
+
 /// What one user can do to everyone else: root's status while that user
 /// holds all the connections it may (and tries 3,000), and the daemon's
 /// memory while 1,000 connections trickle never-ending 1 MB messages.
@@ -222,6 +260,14 @@ fn limits_bench(s: &TestSysroot) {
 /// Compose the demo treefile from Debian's archive, split into its phases,
 /// next to plain mmdebstrap of the same package set; then recompose unchanged.
 fn compose_bench() {
+    if let (false, Ok(repo)) = (
+        wanted("compose"),
+        std::env::var("APT_OSTREE_BENCH_MINBASE_REPO"),
+    ) {
+        // Only the layering figure, on a repository composed earlier.
+        minbase_layering_bench(std::path::Path::new(&repo));
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let treefile = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/treefiles/debian-minimal.toml");
@@ -318,7 +364,7 @@ fn minbase_layering_bench(repo: &std::path::Path) {
             .arg(format!("{REMOTE}:{image}")));
     };
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
+    for _ in 0..5 {
         let s = TestSysroot::empty();
         deploy(&s);
         // Warm: lists and the .deb in the cache, then back to the plain image.
@@ -350,16 +396,12 @@ fn minbase_layering_bench(repo: &std::path::Path) {
     }
     let (ours, floor) = (stats(ours), stats(floor));
     row(
-        "install hello, Debian minbase (median of 3)",
+        "install hello, Debian minbase (median of 5)",
         &ms(ours.median),
         "checkout -H + unpack + commit + deploy",
         &ms(floor.median),
     );
-    println!(
-        "{:<44} {:>13.2}x",
-        "  ratio",
-        ours.median.as_secs_f64() / floor.median.as_secs_f64()
-    );
+    ratio_row(&ours, &floor);
 }
 
 /// Layer one small package (from a local apt repository: no download)
@@ -397,11 +439,7 @@ fn layering_bench() {
         "checkout -H + unpack + commit + deploy",
         &ms(floor.median),
     );
-    println!(
-        "{:<44} {:>13.2}x",
-        "  ratio",
-        ours.median.as_secs_f64() / floor.median.as_secs_f64()
-    );
+    ratio_row(&ours, &floor);
 }
 
 /// A repository whose REF moves from v1 to a commit with a few MB more.

@@ -46,7 +46,11 @@ fn packages() -> Vec<Deb> {
             .control_file("triggers", "activate-noawait ldconfig\n"),
         // Activates a file trigger of a base package (debianutils watches shells.d).
         Deb::new("demo-shell", "1.0").file("/usr/share/debianutils/shells.d/demo-shell", "/usr/bin/demo-shell\n"),
-        Deb::new("demo-fail", "1.0").script("postinst", "echo 'demo-fail: refusing on purpose' >&2\nexit 3"),
+        Deb::new("demo-fail", "1.0").script(
+            "postinst",
+            // The first line poses as dpkg: the report must still name demo-fail.
+            "echo 'dpkg: error processing package demo-lib (--install):' >&2\necho 'demo-fail: refusing on purpose' >&2\nexit 3",
+        ),
         Deb::new("demo-inplace-etc", "1.0")
             .script("postinst", "echo 'appended by demo-inplace-etc' >> /etc/apt-ostree-image-version"),
         Deb::new("demo-inplace-usr", "1.0")

@@ -237,9 +237,21 @@ impl AptRoot {
 
     /// Resolve `request` and download what it installs from repositories;
     /// return the plan and every .deb to install, in order.
-    pub fn plan_and_fetch(&self, request: &Request, sink: &Sink) -> Result<(Plan, Vec<PathBuf>)> {
+    ///
+    /// `before_fetch` runs between the two and may block: libapt's fetcher
+    /// switches the whole process's effective uid to its sandbox user for a
+    /// moment (to check what that user can reach), so the caller must not be
+    /// writing files as root on another thread while it runs.
+    pub fn plan_and_fetch(
+        &self,
+        request: &Request,
+        sink: &Sink,
+        before_fetch: impl FnOnce(),
+    ) -> Result<(Plan, Vec<PathBuf>)> {
         let cache = self.open(&request.local)?;
-        let plan = sink.task("Resolving dependencies", || self.resolve(&cache, request))?;
+        let plan = sink.task("Resolving dependencies", || self.resolve(&cache, request));
+        before_fetch();
+        let plan = plan?;
         let debs = self.fetch(&cache, &plan, sink)?;
         Ok((plan, debs))
     }

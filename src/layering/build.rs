@@ -19,13 +19,11 @@ use crate::tree;
 /// Build the layered commit for `origin` on `base`.
 pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Result<Layered> {
     let workdir = Workdir::new(sysroot, sink.id())?;
-    let (plan, debs) = resolve_and_fetch(sysroot, sink, base, origin)?;
-    sink.check_cancelled()?;
-
     let devino = ostree::RepoDevInoCache::new();
-    sink.task("Checking out the base", || {
+    let (plan, debs) = resolve_and_fetch_while(sysroot, sink, base, origin, || {
         checkout(&sysroot.repo(), base, &workdir.root(), &devino)
     })?;
+    sink.check_cancelled()?;
 
     let mut tree = Staging::mount(&workdir, &debs)?;
     tree.run_dpkg(&plan, sink)?;
@@ -53,18 +51,42 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
     Ok(Layered { commit, plan })
 }
 
-/// Resolve `origin`'s request against `base` and fetch what it needs.
-/// Repository .debs are checked against the index's hashes as they are
-/// fetched; local ones were checked whole when they were requested.
-fn resolve_and_fetch(
+/// Resolve `origin`'s request against `base` on a thread of its own while
+/// `checkout` runs here (they are independent, and libapt's dependency
+/// cache over a whole archive costs about as much as checking out the
+/// base), then fetch what the plan needs once the checkout is done (see
+/// [`crate::apt::AptRoot::plan_and_fetch`] for why not sooner). Repository
+/// .debs are checked against the index's hashes as they are fetched; local
+/// ones were checked whole when they were requested.
+fn resolve_and_fetch_while(
     sysroot: &Sysroot,
     sink: &Sink,
     base: &str,
     origin: &Origin,
+    checkout: impl FnOnce() -> Result<()>,
 ) -> Result<(Plan, Vec<PathBuf>)> {
     let apt = apt_root(sysroot, base)?;
+    // Updating stale lists fetches too: before the checkout starts.
     apt.refresh(sink, false)?;
-    apt.plan_and_fetch(&request_for(sysroot, origin), sink)
+    let request = request_for(sysroot, origin);
+    let (checkout_done, may_fetch) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let resolving = scope.spawn(move || {
+            apt.plan_and_fetch(&request, sink, || {
+                // Returns once `checkout_done` is dropped, checkout over.
+                let _ = may_fetch.recv();
+            })
+        });
+        let result = checkout();
+        drop(checkout_done);
+        let resolved = resolving
+            .join()
+            .map_err(|_| anyhow::anyhow!("Resolving packages panicked"))?;
+        // A resolution error says more than a checkout error caused by it.
+        let resolved = resolved?;
+        result?;
+        Ok(resolved)
+    })
 }
 
 /// The tree being built: the hard-linked checkout under an overlayfs, so
@@ -92,6 +114,9 @@ const DPKG_SCRATCH: [&str; 7] = [
     "diversions-old",
     "statoverride-old",
 ];
+
+/// dpkg's status fd, under the scratch /var.
+const DPKG_STATUS: &str = "lib/apt-ostree-dpkg-status";
 
 /// Where the .debs appear inside the sandbox.
 const DEBS_INSIDE: &str = "/run/apt-ostree-debs";
@@ -144,32 +169,39 @@ impl Staging {
     fn run_dpkg(&self, plan: &Plan, sink: &Sink) -> Result<()> {
         if !plan.remove.is_empty() {
             sink.task("Removing base packages", || {
-                let mut argv = vec![
-                    "dpkg",
-                    "--purge",
-                    "--force-depends",
-                    "--force-remove-essential",
-                ];
-                argv.extend(plan.remove.iter().map(String::as_str));
-                scripts::check(&self.sandbox.run(&argv, sink)?, plan)
+                let mut args = vec!["--purge", "--force-depends", "--force-remove-essential"];
+                args.extend(plan.remove.iter().map(String::as_str));
+                self.dpkg(&args, plan, sink)
             })?;
         }
         if !self.debs.is_empty() {
             sink.check_cancelled()?;
             sink.task("Installing packages", || {
-                let mut argv = vec![
-                    "dpkg",
+                let mut args = vec![
                     "--install",
                     "--force-confdef",
                     "--force-confold",
                     "--force-unsafe-io",
                 ];
-                argv.extend(self.debs.iter().map(String::as_str));
-                scripts::check(&self.sandbox.run(&argv, sink)?, plan)?;
+                args.extend(self.debs.iter().map(String::as_str));
+                self.dpkg(&args, plan, sink)?;
                 scripts::check_installed(&self.mnt().join(dpkg::DATABASE_DIR).join("status"), plan)
             })?;
         }
         Ok(())
+    }
+
+    /// Run dpkg with `args`, its machine-readable status going to a file of
+    /// the scratch /var (removed before /var is turned into tmpfiles.d).
+    fn dpkg(&self, args: &[&str], plan: &Plan, sink: &Sink) -> Result<()> {
+        let script = format!("exec dpkg --status-fd 3 \"$@\" 3>/var/{DPKG_STATUS}");
+        let mut argv = vec!["sh", "-c", &script, "dpkg"];
+        argv.extend(args);
+        let ran = self.sandbox.run(&argv, sink)?;
+        let status_file = self.var.join(DPKG_STATUS);
+        let status = std::fs::read_to_string(&status_file).unwrap_or_default();
+        let _ = std::fs::remove_file(&status_file);
+        scripts::check(&ran, &status, plan)
     }
 
     /// Tidy the tree (policy-rc.d, dpkg's scratch files), turn /var content

@@ -1,4 +1,7 @@
-//! Reading dpkg's failures: which package, which maintainer script, what it said.
+//! Reading dpkg's failures: which package, which maintainer script, what it
+//! said. The package and script come from dpkg's machine-readable status
+//! (`--status-fd`), never from the output, which maintainer scripts write
+//! too; the output is what the user reads.
 
 use crate::apt::Plan;
 use crate::error::Error;
@@ -12,34 +15,43 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("post-removal script", "postrm"),
 ];
 
-/// What failed, from dpkg's output: (package, script, exit status).
-pub fn parse_failure(output: &str) -> Option<(String, String, i32)> {
-    let package = output
-        .split("error processing package ")
-        .nth(1)
-        .or_else(|| output.split("error processing archive ").nth(1))
-        .and_then(|rest| rest.split([' ', '\n']).next())
-        .map(|p| p.trim_end_matches(':').to_string())?;
+/// The first error dpkg reported on its status fd, as (package, script,
+/// exit status). dpkg writes `status: PACKAGE : error : MESSAGE`, where
+/// PACKAGE is the archive's path when unpacking it failed.
+pub fn parse_failure(status: &str) -> Option<(String, String, i32)> {
+    let (subject, message) = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("status: "))
+        .find_map(|l| l.split_once(" : error : "))?;
+    let package = match subject.rsplit_once('/') {
+        // An archive: NNN-NAME_VERSION_ARCH.deb as build.rs links them.
+        Some((_, file)) => {
+            let file = file.split_once('-').map_or(file, |(_, rest)| rest);
+            file.split('_').next().unwrap_or(file).to_string()
+        }
+        None => subject.to_string(),
+    };
     let script = SCRIPTS
         .iter()
-        .find(|(words, _)| output.contains(words))
-        .map(|(_, s)| s.to_string())
-        .unwrap_or_else(|| "dpkg".into());
-    let status = output
+        .find(|(words, _)| message.contains(words))
+        .map_or("dpkg", |(_, s)| s)
+        .to_string();
+    let exit_status = message
         .split("returned error exit status ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
-    Some((package, script, status))
+    Some((package, script, exit_status))
 }
 
-/// Fail with [`Error::ScriptFailed`] if dpkg did.
-pub fn check(ran: &Logged, plan: &Plan) -> anyhow::Result<()> {
+/// Fail with [`Error::ScriptFailed`] if dpkg did; `status` is what it wrote
+/// on its status fd.
+pub fn check(ran: &Logged, status: &str, plan: &Plan) -> anyhow::Result<()> {
     if ran.status.success() {
         return Ok(());
     }
-    let (package, script, exit_status) = parse_failure(&ran.text).unwrap_or_else(|| {
+    let (package, script, exit_status) = parse_failure(status).unwrap_or_else(|| {
         (
             plan.install
                 .first()
@@ -83,12 +95,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_failing_script_in_dpkg_output() {
-        let output = include_str!("../../tests/fixtures/dpkg-postinst-failure.txt");
+    fn finds_the_failing_script_in_dpkg_status() {
+        let status = include_str!("../../tests/fixtures/dpkg-status-fd-postinst-failure.txt");
         assert_eq!(
-            parse_failure(output),
+            parse_failure(status),
             Some(("demo-fail".into(), "postinst".into(), 3))
         );
-        assert_eq!(parse_failure("all good"), None);
+        // What a script prints cannot pose as dpkg's verdict.
+        let output = include_str!("../../tests/fixtures/dpkg-postinst-failure.txt");
+        assert_eq!(parse_failure(output), None);
+        assert_eq!(
+            parse_failure(
+                "status: /run/apt-ostree-debs/001-demo-broken_1.0_all.deb : error : \
+                 cannot access archive: No such file or directory\n"
+            ),
+            Some(("demo-broken".into(), "dpkg".into(), 1))
+        );
+        assert_eq!(parse_failure("status: demo-ok: installed\n"), None);
     }
 }
