@@ -570,3 +570,23 @@ fn package_lists_are_reused_until_refresh_md_force() {
     assert_eq!(rc, 0, "{out}{err}");
     assert!(deployment_root(s, 0).join("usr/share/demo-late/x").exists());
 }
+
+#[test]
+fn a_relative_sysroot_path_works_like_an_absolute_one() {
+    let env = layering_env();
+    let s = &env.s;
+    let (parent, name) = (s.path.parent().unwrap(), s.path.file_name().unwrap());
+    let (rc, out, err) = code(
+        Command::new(cli())
+            .current_dir(parent)
+            .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
+            .env_remove("APT_OSTREE_ADDRESS")
+            .arg("--sysroot")
+            .arg(name)
+            .args(["install", "demo-lib"]),
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(deployment_root(s, 0)
+        .join("usr/share/demo-lib/data.txt")
+        .exists());
+}

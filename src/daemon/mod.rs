@@ -88,6 +88,11 @@ impl Daemon {
         log_level: Option<LevelHandle>,
     ) -> Result<Daemon> {
         let config = Config::load(&config_path)?;
+        // Engines join paths onto the sysroot's (and libostree hands back
+        // paths relative to it): a relative --sysroot would resolve against
+        // whatever directory each of them assumes.
+        let sysroot = std::path::absolute(&sysroot)
+            .with_context(|| format!("Resolving {}", sysroot.display()))?;
         let wake = UnixStream::pair().context("Creating the wake-up socketpair")?;
         wake.1.set_nonblocking(true)?;
         wake.0.set_nonblocking(true)?;
