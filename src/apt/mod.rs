@@ -69,6 +69,13 @@ pub struct Plan {
     pub remove: Vec<String>,
 }
 
+/// The packages whose marks changed, by name (for a stable plan).
+fn changed_packages(cache: &Cache) -> Vec<rust_apt::Package<'_>> {
+    let mut changes: Vec<_> = cache.get_changes(false).collect();
+    changes.sort_by_cached_key(|p| p.name().to_string());
+    changes
+}
+
 /// Streams libapt's download progress into the transaction.
 struct SinkProgress {
     sink: Sink,
@@ -346,8 +353,17 @@ impl AptRoot {
         }
         // Marking installs dependencies already; the problem resolver is
         // only needed (and only costs time) when that left something broken.
-        let broken = cache.get_changes(false).any(|p| p.is_inst_broken());
-        let resolved = if broken { cache.resolve(false) } else { Ok(()) };
+        // Each scan for changes walks the whole archive: one, unless the
+        // resolver ran and changed the marks.
+        let mut changes = changed_packages(cache);
+        let broken = changes.iter().any(|p| p.is_inst_broken());
+        let resolved = if broken {
+            let resolved = cache.resolve(false);
+            changes = changed_packages(cache);
+            resolved
+        } else {
+            Ok(())
+        };
         // The resolver may "succeed" by dropping a request it cannot satisfy.
         let dropped = wanted.iter().any(|p| !p.marked_install());
         if resolved.is_err() || dropped {
@@ -359,7 +375,7 @@ impl AptRoot {
         }
         let mut plan = Plan::default();
         let mut unexpected = Vec::new();
-        for pkg in cache.get_changes(true) {
+        for pkg in changes {
             let name = pkg.name().to_string();
             if pkg.marked_delete() {
                 if request.remove.contains(&name) {
