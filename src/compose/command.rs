@@ -81,7 +81,7 @@ pub enum ComposeCommand {
         /// A kernel argument for the installed system (repeatable).
         #[arg(long = "karg", value_name = "ARG")]
         kargs: Vec<String>,
-        /// The remote the installed system upgrades from (default: the treefile's [remote]).
+        /// The remote the installed system upgrades from (default: the treefile's `[remote]`).
         #[arg(long, value_name = "NAME=URL", value_parser = parse_remote)]
         remote: Option<(String, String)>,
         /// Overwrite an existing output file.
