@@ -196,12 +196,24 @@ fn build_rootfs(t: &Treefile, dest: &Path, scratch: &Path, sink: &Sink) -> Resul
                 if staged.chars().any(char::is_whitespace) {
                     bail!("local-packages: the work directory {staged:?} must not contain spaces");
                 }
+                // apt in the chroot resolves names through the chroot's
+                // /etc/resolv.conf, which systemd-resolved (if the image
+                // has it) made a link to a stub that nothing serves there:
+                // the host's stands in while apt runs.
                 cmd.arg(format!("--customize-hook=copy-in {staged} /tmp"))
+                    .arg(
+                        "--customize-hook=mv \"$1/etc/resolv.conf\" \"$1/etc/.resolv.conf.image\" \
+                         2>/dev/null; cp -L /etc/resolv.conf \"$1/etc/resolv.conf\"",
+                    )
                     .arg(
                         "--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive sh -c \
                          'apt-get install --yes --no-install-recommends /tmp/local-packages/*.deb'",
                     )
-                    .arg("--customize-hook=rm -rf \"$1\"/tmp/local-packages");
+                    .arg(
+                        "--customize-hook=rm -f \"$1/etc/resolv.conf\"; \
+                         mv \"$1/etc/.resolv.conf.image\" \"$1/etc/resolv.conf\" 2>/dev/null; \
+                         rm -rf \"$1\"/tmp/local-packages",
+                    );
             }
             cmd.arg(&suite).arg(dest).args(&mirrors);
             let output =
