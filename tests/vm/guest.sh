@@ -43,8 +43,13 @@ case $PHASE in
         sh -c '[ "$(getent shadow root | cut -d: -f2 | cut -c1-3)" = "\$6\$" ]'
     check "status marks a booted deployment" sh -c 'apt-ostree status --json | grep -q "\"booted\": true"'
     check "ostree agrees" sh -c 'ostree admin status | grep -q "^\* debian"'
-    check "varlinkctl introspect" sh -c "varlinkctl introspect $SOCKET org.aptostree.Sysroot | grep -q 'method GetStatus'"
-    check "varlinkctl call" sh -c "varlinkctl call $SOCKET org.aptostree.Sysroot.GetStatus '{}' | grep -q deployments"
+    if command -v varlinkctl >/dev/null; then
+        check "varlinkctl introspect" sh -c "varlinkctl introspect $SOCKET org.aptostree.Sysroot | grep -q 'method GetStatus'"
+        check "varlinkctl call" sh -c "varlinkctl call $SOCKET org.aptostree.Sysroot.GetStatus '{}' | grep -q deployments"
+    else
+        # Debian 12's systemd (252) predates varlinkctl (255): not a pass, said as such.
+        echo "      SKIPPED: varlinkctl checks (systemd $(systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p') has no varlinkctl)"
+    fi
     check "install vmtest-hello" apt-ostree install vmtest-hello
     check "the install is pending" sh -c 'apt-ostree status --json | grep -q vmtest-hello'
     check "kargs --append" apt-ostree kargs --append=vmtest.marker=1
