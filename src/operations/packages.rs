@@ -195,7 +195,12 @@ pub fn change_packages(
     sink: &Sink,
     change: &PackageRequest,
 ) -> Result<Outcome> {
-    let Start { origin, base, .. } = start(sysroot)?;
+    let Start {
+        origin,
+        base,
+        commit,
+        ..
+    } = start(sysroot)?;
     let mut new = changed_origin(sysroot, &origin, &base, change)?;
     if new == origin {
         return Ok(Outcome::unchanged("No change."));
@@ -233,8 +238,7 @@ pub fn change_packages(
         )));
     }
     if change.dry_run {
-        let default = start(sysroot)?.commit;
-        let current = sysroot.packages(&default)?;
+        let current = sysroot.packages(&commit)?;
         let diff = dpkg::diff(&current, &planned_packages(&base_packages, &plan));
         return Ok(Outcome {
             changed: false,
