@@ -13,7 +13,7 @@
 //!   cleanup, package changes, kernel arguments, initramfs, refresh-md), and
 //!   the one rule for where a change starts ([`operations::start`]).
 //! - Engines, which know nothing of Varlink or of the operations above them:
-//!   - [`layering`]: builds a layered commit (resolve, fetch, checkout, dpkg, apply, commit).
+//!   - [`layering`]: builds a layered commit (resolve, fetch, checkout, dpkg, finish, commit).
 //!   - [`compose`]: builds images from treefiles (`compose tree`, `compose image`).
 //!   - [`apt`]: libapt-pkg: resolution against a base commit, fetching.
 //!   - [`sandbox`]: bubblewrap for dpkg and scripts.

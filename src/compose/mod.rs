@@ -365,7 +365,6 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
                 parent: previous.as_deref(),
                 subject: &format!("{} {version}", t.reference),
                 metadata,
-                devino: None,
                 refs: Vec::new(),
                 // The ref moves last, once the commit is signed and its
                 // delta written: a failure before leaves it where it was.

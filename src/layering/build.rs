@@ -1,5 +1,5 @@
 //! `build`: the layering pipeline as its named steps: resolve and fetch,
-//! check out, run dpkg, regenerate the initramfs, finish the tree (apply),
+//! check out, run dpkg, regenerate the initramfs, finish the tree,
 //! commit. Each step is one function below, in that order.
 
 use std::path::{Path, PathBuf};
@@ -19,9 +19,8 @@ use crate::tree;
 /// Build the layered commit for `origin` on `base`.
 pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Result<Layered> {
     let workdir = Workdir::new(sysroot, sink.id())?;
-    let devino = ostree::RepoDevInoCache::new();
     let (plan, debs) = resolve_and_fetch_while(sysroot, sink, base, origin, || {
-        checkout(&sysroot.repo(), base, &workdir.root(), &devino)
+        checkout(&sysroot.repo(), base, &workdir.root())
     })?;
     sink.check_cancelled()?;
 
@@ -32,11 +31,11 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
             regenerate_initramfs(&tree.sandbox, args, sink)
         })?;
     }
-    sink.task("Finishing the tree", || tree.finish())?;
+    let status = sink.task("Finishing the tree", || tree.finish())?;
     sink.check_cancelled()?;
 
     let commit = sink.task("Committing", || {
-        commit_tree(sysroot, base, origin, &plan, &workdir.root(), &devino)
+        commit_tree(sysroot, base, origin, &plan, &status, &tree.upper)
     })?;
     tracing::info!(
         MESSAGE_ID = crate::logging::message_id::PACKAGES_LAYERED,
@@ -92,10 +91,10 @@ fn resolve_and_fetch_while(
 /// The tree being built: the hard-linked checkout under an overlayfs, so
 /// every write lands in `upper` and none goes through a hard link into the
 /// repository (see overlay.rs); dpkg's /var is a scratch directory beside it.
+/// The commit is the base's tree with `upper` written over it.
 struct Staging {
     overlay: overlay::Overlay,
     upper: PathBuf,
-    root: PathBuf,
     var: PathBuf,
     sandbox: Sandbox,
     /// The .debs as the sandbox sees them, in installation order.
@@ -154,7 +153,6 @@ impl Staging {
             },
             overlay,
             upper,
-            root,
             var,
             debs: inside,
         })
@@ -205,9 +203,9 @@ impl Staging {
     }
 
     /// Tidy the tree (policy-rc.d, dpkg's scratch files), turn /var content
-    /// into tmpfiles.d and new users into sysusers.d, unmount, and apply the
-    /// upper layer to the checkout by rename and unlink only.
-    fn finish(&mut self) -> Result<()> {
+    /// into tmpfiles.d and new users into sysusers.d, and unmount, leaving
+    /// every change in `upper`. Returns the tree's dpkg status file.
+    fn finish(&mut self) -> Result<String> {
         let mnt = self.mnt().to_path_buf();
         std::fs::remove_file(mnt.join("usr/sbin/policy-rc.d")).ok();
         let database = mnt.join(dpkg::DATABASE_DIR);
@@ -234,8 +232,10 @@ impl Staging {
                 &format!("# Users and groups created by layered packages (apt-ostree)\n{sysusers}"),
             )?;
         }
+        let status = std::fs::read_to_string(database.join("status"))
+            .context("Reading the tree's dpkg status")?;
         self.overlay.unmount()?;
-        overlay::apply(&self.upper, &self.root).context("Applying the changes to the checkout")
+        Ok(status)
     }
 }
 

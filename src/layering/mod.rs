@@ -10,10 +10,10 @@
 //! 3. run real dpkg and the maintainer scripts in a bubblewrap sandbox (no
 //!    network, /etc = usr/etc, scratch /var);
 //! 4. finish: turn /var content into tmpfiles.d entries and new users into
-//!    sysusers.d entries, drop dpkg's scratch files, and apply the upper
-//!    layer to the checkout by rename and unlink only;
-//! 5. commit the tree (unchanged files are recognised by device and inode, so
-//!    only what dpkg wrote is read) with metadata naming the base and packages.
+//!    sysusers.d entries, drop dpkg's scratch files, unmount;
+//! 5. commit the base commit's tree with the overlay's upper layer written
+//!    over it (only what dpkg changed is read), with metadata naming the base
+//!    and packages.
 
 mod build;
 pub use build::build;
@@ -189,19 +189,13 @@ pub fn plan(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Resu
     })
 }
 
-/// Check `commit` out at `dest` by hard links (never copies), recording
-/// every file's device and inode in `cache` for the commit.
-fn checkout(
-    repo: &ostree::Repo,
-    commit: &str,
-    dest: &Path,
-    cache: &ostree::RepoDevInoCache,
-) -> Result<()> {
+/// Check `commit` out at `dest` by hard links (never copies): the overlay's
+/// read-only lower layer.
+fn checkout(repo: &ostree::Repo, commit: &str, dest: &Path) -> Result<()> {
     let opts = ostree::RepoCheckoutAtOptions {
         mode: ostree::RepoCheckoutMode::None,
         overwrite_mode: ostree::RepoCheckoutOverwriteMode::None,
         no_copy_fallback: true,
-        devino_to_csum_cache: Some(cache.clone()),
         ..Default::default()
     };
     repo.checkout_at(
@@ -214,19 +208,19 @@ fn checkout(
     .with_context(|| format!("Checking out {commit} to {}", dest.display()))
 }
 
-/// Commit the finished tree with metadata naming its base and packages.
+/// Commit `base` with the changes in `upper` (see overlay.rs), with metadata
+/// naming the base and the packages of the tree's dpkg `status`.
 fn commit_tree(
     sysroot: &Sysroot,
     base: &str,
     origin: &Origin,
     plan: &Plan,
-    root: &Path,
-    devino: &ostree::RepoDevInoCache,
+    status: &str,
+    upper: &Path,
 ) -> Result<String> {
     let repo = sysroot.repo();
     let base_info = crate::sysroot::CommitInfo::load(&repo, base)?;
-    let status = std::fs::read_to_string(root.join(dpkg::DATABASE_DIR).join("status"))?;
-    let packages: Vec<(String, String, String)> = dpkg::parse_status(&status)
+    let packages: Vec<(String, String, String)> = dpkg::parse_status(status)
         .into_iter()
         .map(|p| (p.name, p.version, p.architecture))
         .collect();
@@ -253,14 +247,14 @@ fn commit_tree(
             .collect::<Vec<_>>(),
     );
     metadata.insert(keys::PACKAGES, packages);
-    crate::sysroot::commit_directory(
+    crate::sysroot::commit_changes(
         &repo,
-        root,
+        base,
+        |tree| overlay::write_changes(&repo, upper, tree),
         crate::sysroot::NewCommit {
             parent: Some(base),
             subject: "apt-ostree layered packages",
             metadata,
-            devino: Some(devino),
             // Keep the base (and, through the deployment, this commit) alive across prunes.
             refs: vec![(base_ref(base), base.to_string())],
             set_ref: None,

@@ -4,11 +4,11 @@
 //! hard links to repository objects) under an empty `upper`. Every write the
 //! kernel sees lands in `upper`: a file changed in place is copied up first,
 //! a deleted one becomes a whiteout. Nothing can write through to `lower`.
-//! Afterwards [`apply`] moves the changes onto `lower` by rename and unlink
-//! only (never writing into a file), so the checkout becomes the new tree and
-//! the commit still recognises every untouched file by device and inode.
+//! Afterwards [`write_changes`] writes what `upper` records over the base
+//! commit's tree: the new commit costs what dpkg changed, and the checkout is
+//! never modified at all.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -25,7 +25,7 @@ impl Overlay {
             std::fs::create_dir_all(d)?;
         }
         // No redirects, metadata-only copies or inode index: what lands in
-        // upper is plain files, directories and whiteouts that apply() knows.
+        // upper is plain files, directories and whiteouts that write_changes() knows.
         let options = format!(
             "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
             lower.display(),
@@ -64,84 +64,201 @@ impl Drop for Overlay {
     }
 }
 
+/// Overlayfs's own bookkeeping on what it copied up or created.
+const OVERLAY_XATTR_PREFIX: &str = "trusted.overlay.";
+
 fn is_opaque(dir: &Path) -> bool {
     let mut value = [0u8; 4];
     matches!(rustix::fs::lgetxattr(dir, "trusted.overlay.opaque", &mut value), Ok(n) if n > 0)
         && value[0] == b'y'
 }
 
-fn remove_any(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-    .with_context(|| format!("Removing {}", path.display()))
+fn is_whiteout(meta: &std::fs::Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-/// Move the changes recorded in `upper` onto `lower`.
-pub fn apply(upper: &Path, lower: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(upper).with_context(|| format!("Reading {}", upper.display()))? {
-        let entry = entry?;
-        let (from, to) = (entry.path(), lower.join(entry.file_name()));
-        let meta = std::fs::symlink_metadata(&from)?;
-        let ft = meta.file_type();
-        if ft.is_char_device() && meta.rdev() == 0 {
-            // A whiteout: deleted in the merged view.
-            remove_any(&to)?;
-        } else if ft.is_dir() {
-            let lower_is_dir = std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir());
-            if is_opaque(&from) || !lower_is_dir {
-                // Replaced wholesale (or new): take upper's directory as it is.
-                remove_any(&to)?;
-                std::fs::rename(&from, &to).with_context(|| format!("Moving {}", to.display()))?;
-            } else {
-                // Directories are not repository objects: their metadata may change in place.
-                std::fs::set_permissions(
-                    &to,
-                    std::fs::Permissions::from_mode(meta.mode() & 0o7777),
-                )?;
-                nix::unistd::chown(&to, Some(meta.uid().into()), Some(meta.gid().into()))?;
-                apply(&from, &to)?;
-            }
-        } else {
-            // A new or replaced file or symlink: rename over the old name;
-            // the object the old name linked to is untouched.
-            if std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir()) {
-                remove_any(&to)?;
-            }
-            std::fs::rename(&from, &to).with_context(|| format!("Moving {}", to.display()))?;
+/// Remove overlayfs's xattrs from `path`, so that none reaches a commit
+/// (they name the scratch filesystem's inodes and would make every copied-up
+/// file a new object).
+fn strip_overlay_xattrs(path: &Path) -> Result<()> {
+    let mut names = vec![0u8; 4096];
+    let n = match rustix::fs::llistxattr(path, &mut names) {
+        Ok(n) => n,
+        // A filesystem without xattrs holds none of overlayfs's.
+        Err(rustix::io::Errno::OPNOTSUPP) => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("Listing xattrs of {}", path.display())),
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if name.starts_with(OVERLAY_XATTR_PREFIX.as_bytes()) {
+            rustix::fs::lremovexattr(path, name)
+                .with_context(|| format!("Removing an xattr of {}", path.display()))?;
         }
     }
+    Ok(())
+}
+
+/// What `tree` holds under `name`: a directory (`Some(true)`), anything
+/// else (`Some(false)`), or nothing.
+fn entry_is_dir(tree: &ostree::MutableTree, name: &str) -> Result<Option<bool>> {
+    match tree.lookup(name) {
+        Ok((_, subdir)) => Ok(Some(subdir.is_some())),
+        Err(e) if e.matches(ostree::gio::IOErrorEnum::NotFound) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("Looking up {name} in the base tree")),
+    }
+}
+
+/// Prepare `upper` to be written over `base` (the base tree's directory at
+/// the same place, if it has one): what a whiteout hides, an opaque
+/// directory replaces, or a new entry of another type displaces is removed
+/// from `base`; whiteouts leave `upper`; overlayfs's xattrs are dropped.
+fn remove_hidden(upper: &Path, base: Option<&ostree::MutableTree>) -> Result<()> {
+    strip_overlay_xattrs(upper)?;
+    for entry in std::fs::read_dir(upper).with_context(|| format!("Reading {}", upper.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name
+            .to_str()
+            .with_context(|| format!("{} is not UTF-8", path.display()))?;
+        let meta = std::fs::symlink_metadata(&path)?;
+        let in_base = match base {
+            Some(tree) => entry_is_dir(tree, name)?,
+            None => None,
+        };
+        let remove_from_base = || -> Result<()> {
+            if let (Some(tree), Some(_)) = (base, in_base) {
+                tree.remove(name, true)
+                    .with_context(|| format!("Removing {name} from the base tree"))?;
+            }
+            Ok(())
+        };
+        if is_whiteout(&meta) {
+            remove_from_base()?;
+            std::fs::remove_file(&path)?;
+        } else if meta.is_dir() {
+            if in_base == Some(true) && !is_opaque(&path) {
+                let (_, subdir) = base.expect("found in base").lookup(name)?;
+                remove_hidden(&path, subdir.as_ref())?;
+            } else {
+                // New, or replacing the base's entry wholesale.
+                remove_from_base()?;
+                remove_hidden(&path, None)?;
+            }
+        } else {
+            if in_base == Some(true) {
+                remove_from_base()?;
+            }
+            strip_overlay_xattrs(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Write the changes `upper` records (overlay unmounted) over `base`, the
+/// tree of the commit that was the overlay's lower layer. Whiteouts and
+/// opaque directories remove what they hide; everything else in `upper`,
+/// directories' metadata included, is written over the base's entries by
+/// libostree. The root directory keeps the base's metadata (`upper` itself
+/// is a directory we created, not a copy of the tree's root).
+pub fn write_changes(repo: &ostree::Repo, upper: &Path, base: &ostree::MutableTree) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let root_metadata = base.metadata_checksum();
+    remove_hidden(upper, Some(base))?;
+    let dir = std::fs::File::open(upper).with_context(|| format!("Opening {}", upper.display()))?;
+    repo.write_dfd_to_mtree(
+        dir.as_raw_fd(),
+        ".",
+        base,
+        None,
+        ostree::gio::Cancellable::NONE,
+    )
+    .with_context(|| format!("Writing the changes in {}", upper.display()))?;
+    base.set_metadata_checksum(&root_metadata);
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sysroot::{commit_changes, commit_directory, NewCommit};
+    use ostree::{gio, glib};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn new_commit() -> NewCommit<'static> {
+        NewCommit {
+            parent: None,
+            subject: "test",
+            metadata: glib::VariantDict::new(None),
+            refs: Vec::new(),
+            set_ref: None,
+        }
+    }
+
+    fn overlay_xattrs(root: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                let mut names = vec![0u8; 4096];
+                let n = rustix::fs::llistxattr(&path, &mut names).unwrap_or(0);
+                for name in names[..n].split(|b| *b == 0) {
+                    if name.starts_with(OVERLAY_XATTR_PREFIX.as_bytes()) {
+                        found.push(format!(
+                            "{} {}",
+                            path.display(),
+                            String::from_utf8_lossy(name)
+                        ));
+                    }
+                }
+                if entry.file_type().unwrap().is_dir() {
+                    dirs.push(path);
+                }
+            }
+        }
+        found
+    }
 
     #[test]
-    fn changes_land_on_lower_without_writing_into_its_files() {
+    fn changes_are_written_over_the_base_tree_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
-        let (lower, upper, work, merged) = (
-            dir.path().join("lower"),
-            dir.path().join("upper"),
-            dir.path().join("work"),
-            dir.path().join("merged"),
-        );
-        std::fs::create_dir_all(lower.join("etc/old")).unwrap();
-        std::fs::create_dir_all(lower.join("keep")).unwrap();
-        std::fs::write(lower.join("etc/conf"), "base\n").unwrap();
-        std::fs::write(lower.join("etc/gone"), "x").unwrap();
-        std::fs::write(lower.join("etc/old/f"), "old").unwrap();
-        std::fs::write(lower.join("keep/same"), "same").unwrap();
-        // A second name for etc/conf, as a repository object would have.
-        let object = dir.path().join("object");
-        std::fs::hard_link(lower.join("etc/conf"), &object).unwrap();
-        let same_ino = std::fs::metadata(lower.join("keep/same")).unwrap().ino();
+        let d = |p: &str| dir.path().join(p);
+        let repo = ostree::Repo::new_for_path(d("repo"));
+        repo.create(ostree::RepoMode::Bare, gio::Cancellable::NONE)
+            .unwrap();
+        let tree = d("tree");
+        for sub in ["etc/old", "keep", "usr/lib/modules/6.1.0", "dir-to-link"] {
+            std::fs::create_dir_all(tree.join(sub)).unwrap();
+        }
+        for (file, text) in [
+            ("etc/conf", "base\n"),
+            ("etc/gone", "x"),
+            ("etc/old/f", "old"),
+            ("keep/same", "same"),
+            ("file-to-dir", "f"),
+            ("usr/lib/modules/6.1.0/vmlinuz", "kernel"),
+        ] {
+            std::fs::write(tree.join(file), text).unwrap();
+        }
+        let base = commit_directory(&repo, &tree, new_commit()).unwrap();
 
-        let mut ov = Overlay::mount(&lower, &upper, &work, &merged).unwrap();
+        // The lower layer is a hard-link checkout, as layering makes it.
+        let lower = d("lower");
+        let opts = ostree::RepoCheckoutAtOptions {
+            no_copy_fallback: true,
+            ..Default::default()
+        };
+        repo.checkout_at(
+            Some(&opts),
+            libc::AT_FDCWD,
+            &lower,
+            &base,
+            gio::Cancellable::NONE,
+        )
+        .unwrap();
+        let conf_ino = std::fs::metadata(lower.join("etc/conf")).unwrap().ino();
+        let (upper, merged) = (d("upper"), d("merged"));
+        let mut ov = Overlay::mount(&lower, &upper, &d("work"), &merged).unwrap();
         {
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new()
@@ -156,35 +273,70 @@ mod tests {
         std::fs::write(merged.join("etc/old/new"), "new").unwrap();
         std::fs::create_dir_all(merged.join("usr/bin")).unwrap();
         std::fs::write(merged.join("usr/bin/tool"), "tool").unwrap();
+        std::fs::remove_file(merged.join("file-to-dir")).unwrap();
+        std::fs::create_dir(merged.join("file-to-dir")).unwrap();
+        std::fs::remove_dir(merged.join("dir-to-link")).unwrap();
+        std::os::unix::fs::symlink("keep", merged.join("dir-to-link")).unwrap();
+        std::fs::set_permissions(merged.join("keep"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        // The scratch upper directory's own mode is not the tree root's.
+        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o711)).unwrap();
         ov.unmount().unwrap();
 
-        assert_eq!(
-            std::fs::read_to_string(&object).unwrap(),
-            "base\n",
-            "wrote through a hard link"
-        );
-        apply(&upper, &lower).unwrap();
+        let changed = commit_changes(
+            &repo,
+            &base,
+            |tree| write_changes(&repo, &upper, tree),
+            new_commit(),
+        )
+        .unwrap();
+        let out = d("out");
+        repo.checkout_at(
+            Some(&opts),
+            libc::AT_FDCWD,
+            &out,
+            &changed,
+            gio::Cancellable::NONE,
+        )
+        .unwrap();
+        let read = |p: &str| std::fs::read_to_string(out.join(p)).unwrap();
+        assert_eq!(read("etc/conf"), "base\nappended\n");
         assert_eq!(
             std::fs::read_to_string(lower.join("etc/conf")).unwrap(),
-            "base\nappended\n"
+            "base\n",
+            "wrote through a hard link into the repository"
         );
-        assert_eq!(std::fs::read_to_string(&object).unwrap(), "base\n");
-        assert!(!lower.join("etc/gone").exists());
+        assert_eq!(
+            std::fs::metadata(lower.join("etc/conf")).unwrap().ino(),
+            conf_ino
+        );
+        assert!(!out.join("etc/gone").exists(), "a whiteout removes");
         assert!(
-            !lower.join("etc/old/f").exists(),
+            !out.join("etc/old/f").exists(),
             "an opaque directory replaces the old one"
         );
+        assert_eq!(read("etc/old/new"), "new");
+        assert_eq!(read("usr/bin/tool"), "tool");
+        assert!(out.join("file-to-dir").is_dir());
         assert_eq!(
-            std::fs::read_to_string(lower.join("etc/old/new")).unwrap(),
-            "new"
+            std::fs::read_link(out.join("dir-to-link")).unwrap(),
+            Path::new("keep")
         );
         assert_eq!(
-            std::fs::read_to_string(lower.join("usr/bin/tool")).unwrap(),
-            "tool"
+            std::fs::metadata(out.join("keep")).unwrap().mode() & 0o7777,
+            0o700,
+            "a directory's changed mode is kept"
         );
         assert_eq!(
+            std::fs::metadata(&out).unwrap().mode() & 0o7777,
+            std::fs::metadata(&tree).unwrap().mode() & 0o7777,
+            "the root keeps the base's metadata"
+        );
+        assert_eq!(
+            std::fs::metadata(out.join("keep/same")).unwrap().ino(),
             std::fs::metadata(lower.join("keep/same")).unwrap().ino(),
-            same_ino
+            "an untouched file is the base's object"
         );
+        assert_eq!(overlay_xattrs(&out), Vec::<String>::new());
     }
 }

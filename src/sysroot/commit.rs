@@ -64,14 +64,11 @@ impl CommitInfo {
     }
 }
 
-/// A commit to write from a directory.
+/// A commit to write.
 pub struct NewCommit<'a> {
     pub parent: Option<&'a str>,
     pub subject: &'a str,
     pub metadata: glib::VariantDict,
-    /// Device/inode to checksum map of a hard-link checkout the directory
-    /// came from: unchanged files are not read again.
-    pub devino: Option<&'a ostree::RepoDevInoCache>,
     /// Refs to point at the new commit, and extra (ref, checksum) pairs.
     pub refs: Vec<(String, String)>,
     pub set_ref: Option<&'a str>,
@@ -84,17 +81,8 @@ pub fn commit_directory(
     root: &std::path::Path,
     c: NewCommit,
 ) -> Result<String> {
-    use ostree::gio;
-    use ostree::gio::prelude::*;
     use std::os::fd::AsRawFd;
-    // One syncfs at the end instead of an fsync per object: as durable, much faster.
-    repo.set_disable_fsync(true);
-    repo.prepare_transaction(gio::Cancellable::NONE)?;
-    let result = (|| -> Result<String> {
-        let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::NONE, None);
-        if let Some(cache) = c.devino {
-            modifier.set_devino_cache(cache);
-        }
+    commit(repo, c, || {
         let mtree = ostree::MutableTree::new();
         let dir =
             std::fs::File::open(root).with_context(|| format!("Opening {}", root.display()))?;
@@ -102,10 +90,45 @@ pub fn commit_directory(
             dir.as_raw_fd(),
             ".",
             &mtree,
-            Some(&modifier),
-            gio::Cancellable::NONE,
+            None,
+            ostree::gio::Cancellable::NONE,
         )
         .with_context(|| format!("Reading {}", root.display()))?;
+        Ok(mtree)
+    })
+}
+
+/// Write the tree of commit `base`, changed by `change`, as a commit (as
+/// [`commit_directory`] does): what `change` leaves alone is never read
+/// again, so the cost follows the size of the change, not of the tree.
+pub fn commit_changes(
+    repo: &ostree::Repo,
+    base: &str,
+    change: impl FnOnce(&ostree::MutableTree) -> Result<()>,
+    c: NewCommit,
+) -> Result<String> {
+    commit(repo, c, || {
+        let mtree = ostree::MutableTree::from_commit(repo, base)
+            .with_context(|| format!("Loading the tree of {base}"))?;
+        change(&mtree)?;
+        Ok(mtree)
+    })
+}
+
+/// Commit the tree `fill` writes (its content objects inside the same
+/// repository transaction), with `ostree.bootable`/`ostree.linux` metadata.
+fn commit(
+    repo: &ostree::Repo,
+    c: NewCommit,
+    fill: impl FnOnce() -> Result<ostree::MutableTree>,
+) -> Result<String> {
+    use ostree::gio;
+    use ostree::gio::prelude::*;
+    // One syncfs at the end instead of an fsync per object: as durable, much faster.
+    repo.set_disable_fsync(true);
+    repo.prepare_transaction(gio::Cancellable::NONE)?;
+    let result = (|| -> Result<String> {
+        let mtree = fill()?;
         let tree = repo.write_mtree(&mtree, gio::Cancellable::NONE)?;
         ostree::commit_metadata_for_bootable(&tree, &c.metadata, gio::Cancellable::NONE)
             .context("Finding the tree's kernel")?;
