@@ -48,7 +48,7 @@ case $PHASE in
         check "varlinkctl call" sh -c "varlinkctl call $SOCKET org.aptostree.Sysroot.GetStatus '{}' | grep -q deployments"
     else
         # Debian 12's systemd (252) predates varlinkctl (255): not a pass, said as such.
-        echo "      SKIPPED: varlinkctl checks (systemd $(systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p') has no varlinkctl)"
+        say "  SKIPPED: varlinkctl checks (systemd $(systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p') has no varlinkctl)"
     fi
     check "install vmtest-hello" apt-ostree install vmtest-hello
     check "the install is pending" sh -c 'apt-ostree status --json | grep -q vmtest-hello'
