@@ -324,6 +324,16 @@ fn in_place_writes_never_reach_the_repository() {
     assert!(new.ends_with("appended by demo-inplace-usr\n"), "{new}");
     assert!(!base.contains("appended"), "the base image's file changed");
     s.assert_fsck_clean();
+    // overlayfs's bookkeeping (opaque markers on new directories, origins of
+    // copied-up files) is scratch state, never part of a layered commit.
+    let commit = &s.deployments()[0].0;
+    let listing = stdout(s.repo_cmd().args(["ls", "-R", "-X", commit, "/"]));
+    assert!(listing.contains("/usr/share/base-passwd/passwd.master"));
+    let leaked: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains("trusted.overlay"))
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:#?}");
 }
 
 #[test]

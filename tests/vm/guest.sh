@@ -64,6 +64,10 @@ case $PHASE in
     check "file under /var" test -f /var/lib/vmtest-hello/state
     check "system user" getent passwd vmtest-hello
     check "layered packages in status" sh -c 'apt-ostree status --booted | grep LayeredPackages | grep -q vmtest-hello'
+    # The layering overlay's upper layer sat on this ext4: its bookkeeping
+    # xattrs (opaque markers, origins) must not have reached the commit.
+    check "no overlayfs xattrs in the layered commit" sh -c \
+        'c=$(ostree admin status | sed -n "s/^\* debian \([0-9a-f]*\)\..*/\1/p"); [ -n "$c" ] && ostree ls -R -X "$c" /usr/share/vmtest-hello >/dev/null && ! ostree ls -R -X "$c" / | grep trusted.overlay'
     check "install vmtest-extra" apt-ostree install vmtest-extra
     check "upgrade to the new base" apt-ostree upgrade
     # The first LayeredPackages line is the pending deployment's.
