@@ -77,18 +77,18 @@ fn is_whiteout(meta: &std::fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-/// Remove overlayfs's xattrs from `path`, so that none reaches a commit
-/// (they name the scratch filesystem's inodes and would make every copied-up
-/// file a new object).
+/// Remove overlayfs's xattrs from `path`, so that none reaches a commit:
+/// they describe the scratch filesystem, not the image.
 fn strip_overlay_xattrs(path: &Path) -> Result<()> {
-    let mut names = vec![0u8; 4096];
+    // The kernel's limit for a list of xattr names (XATTR_LIST_MAX).
+    let mut names = vec![0u8; 65536];
     let n = match rustix::fs::llistxattr(path, &mut names) {
         Ok(n) => n,
         // A filesystem without xattrs holds none of overlayfs's.
         Err(rustix::io::Errno::OPNOTSUPP) => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("Listing xattrs of {}", path.display())),
     };
-    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+    for name in names[..n].split(|b| *b == 0) {
         if name.starts_with(OVERLAY_XATTR_PREFIX.as_bytes()) {
             rustix::fs::lremovexattr(path, name)
                 .with_context(|| format!("Removing an xattr of {}", path.display()))?;
@@ -97,12 +97,21 @@ fn strip_overlay_xattrs(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What `tree` holds under `name`: a directory (`Some(true)`), anything
-/// else (`Some(false)`), or nothing.
-fn entry_is_dir(tree: &ostree::MutableTree, name: &str) -> Result<Option<bool>> {
+/// What the base tree holds under a name.
+enum InBase {
+    Nothing,
+    NotADirectory,
+    Directory(ostree::MutableTree),
+}
+
+fn in_base(base: Option<&ostree::MutableTree>, name: &str) -> Result<InBase> {
+    let Some(tree) = base else {
+        return Ok(InBase::Nothing);
+    };
     match tree.lookup(name) {
-        Ok((_, subdir)) => Ok(Some(subdir.is_some())),
-        Err(e) if e.matches(ostree::gio::IOErrorEnum::NotFound) => Ok(None),
+        Ok((_, Some(subdir))) => Ok(InBase::Directory(subdir)),
+        Ok((_, None)) => Ok(InBase::NotADirectory),
+        Err(e) if e.matches(ostree::gio::IOErrorEnum::NotFound) => Ok(InBase::Nothing),
         Err(e) => Err(e).with_context(|| format!("Looking up {name} in the base tree")),
     }
 }
@@ -121,31 +130,31 @@ fn remove_hidden(upper: &Path, base: Option<&ostree::MutableTree>) -> Result<()>
             .to_str()
             .with_context(|| format!("{} is not UTF-8", path.display()))?;
         let meta = std::fs::symlink_metadata(&path)?;
-        let in_base = match base {
-            Some(tree) => entry_is_dir(tree, name)?,
-            None => None,
-        };
+        let found = in_base(base, name)?;
         let remove_from_base = || -> Result<()> {
-            if let (Some(tree), Some(_)) = (base, in_base) {
-                tree.remove(name, true)
-                    .with_context(|| format!("Removing {name} from the base tree"))?;
+            match (base, &found) {
+                (Some(tree), InBase::NotADirectory | InBase::Directory(_)) => tree
+                    .remove(name, false)
+                    .with_context(|| format!("Removing {name} from the base tree")),
+                _ => Ok(()),
             }
-            Ok(())
         };
         if is_whiteout(&meta) {
             remove_from_base()?;
             std::fs::remove_file(&path)?;
         } else if meta.is_dir() {
-            if in_base == Some(true) && !is_opaque(&path) {
-                let (_, subdir) = base.expect("found in base").lookup(name)?;
-                remove_hidden(&path, subdir.as_ref())?;
-            } else {
+            match &found {
+                InBase::Directory(subdir) if !is_opaque(&path) => {
+                    remove_hidden(&path, Some(subdir))?
+                }
                 // New, or replacing the base's entry wholesale.
-                remove_from_base()?;
-                remove_hidden(&path, None)?;
+                _ => {
+                    remove_from_base()?;
+                    remove_hidden(&path, None)?;
+                }
             }
         } else {
-            if in_base == Some(true) {
+            if let InBase::Directory(_) = found {
                 remove_from_base()?;
             }
             strip_overlay_xattrs(&path)?;
