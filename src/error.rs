@@ -89,6 +89,12 @@ pub enum Error {
         exit_status: i32,
         output: String,
     },
+    #[error("invalid image reference {reference:?}: {reason}")]
+    InvalidImageReference { reference: String, reason: String },
+    #[error("fetching the image {image} failed: {reason}")]
+    ImageFetchFailed { image: String, reason: String },
+    #[error("the image {image} cannot be deployed: {reason}")]
+    ImageNotDeployable { image: String, reason: String },
     #[error("not supported: {reason}")]
     NotSupported { reason: String },
     /// Anything else, with its whole chain of causes (the IDL's `Failed`).

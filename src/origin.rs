@@ -4,17 +4,44 @@
 //! `[origin] refspec` is ostree's own key. Like rpm-ostree, a deployment that
 //! carries layered packages or overrides names its base `baserefspec` instead,
 //! so that a plain `ostree admin upgrade` refuses it rather than silently
-//! dropping the layers. Groups and keys we do not know are kept as they are.
+//! dropping the layers. A deployment of a container image names it
+//! `container-image-reference` (rpm-ostree's key) instead of a refspec.
+//! Groups and keys we do not know are kept as they are.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
 use ostree::glib;
 
+use crate::imgref::ImageReference;
+
+/// Where the base image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// An OSTree refspec ("remote:ref", "ref", or a bare checksum).
+    Refspec(String),
+    /// A container image.
+    Image(ImageReference),
+}
+
+impl Default for Base {
+    fn default() -> Self {
+        Base::Refspec(String::new())
+    }
+}
+
+impl std::fmt::Display for Base {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Base::Refspec(r) => f.write_str(r),
+            Base::Image(i) => i.fmt(f),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Origin {
-    /// The base refspec ("remote:ref", "ref", or a bare checksum).
-    pub refspec: String,
+    pub base: Base,
     /// Commit pinned by `deploy`, instead of the ref's head.
     pub override_commit: Option<String>,
     /// Package names requested with `install`.
@@ -35,6 +62,7 @@ const ORIGIN: &str = "origin";
 const PACKAGES: &str = "packages";
 const OVERRIDES: &str = "overrides";
 const APT_OSTREE: &str = "apt-ostree";
+const IMAGE_KEY: &str = "container-image-reference";
 
 impl Origin {
     /// Parse an origin file's text.
@@ -53,9 +81,16 @@ impl Origin {
                 })
                 .unwrap_or_default()
         };
-        let refspec = string(ORIGIN, "baserefspec")
-            .or_else(|| string(ORIGIN, "refspec"))
-            .context("Origin file has neither origin/refspec nor origin/baserefspec")?;
+        let base = match string(ORIGIN, IMAGE_KEY) {
+            Some(image) => Base::Image(ImageReference::parse(&image)?),
+            None => Base::Refspec(
+                string(ORIGIN, "baserefspec")
+                    .or_else(|| string(ORIGIN, "refspec"))
+                    .context(
+                        "Origin file has no origin/refspec, origin/baserefspec or origin/container-image-reference",
+                    )?,
+            ),
+        };
         let mut requested_local_packages = BTreeMap::new();
         for entry in list(PACKAGES, "requested-local") {
             let (sha, name) = entry
@@ -68,7 +103,7 @@ impl Origin {
             _ => None,
         };
         Ok(Origin {
-            refspec,
+            base,
             override_commit: string(ORIGIN, "override-commit"),
             requested_packages: list(PACKAGES, "requested").into_iter().collect(),
             requested_local_packages,
@@ -99,14 +134,20 @@ impl Origin {
             // The source parsed before, so it loads again.
             let _ = kf.load_from_data(&self.source, glib::KeyFileFlags::KEEP_COMMENTS);
         }
-        let _ = kf.remove_key(ORIGIN, "refspec");
-        let _ = kf.remove_key(ORIGIN, "baserefspec");
-        let key = if self.is_layered() {
-            "baserefspec"
-        } else {
-            "refspec"
-        };
-        kf.set_string(ORIGIN, key, &self.refspec);
+        for key in ["refspec", "baserefspec", IMAGE_KEY] {
+            let _ = kf.remove_key(ORIGIN, key);
+        }
+        match &self.base {
+            Base::Refspec(refspec) => {
+                let key = if self.is_layered() {
+                    "baserefspec"
+                } else {
+                    "refspec"
+                };
+                kf.set_string(ORIGIN, key, refspec);
+            }
+            Base::Image(image) => kf.set_string(ORIGIN, IMAGE_KEY, &image.to_string()),
+        }
         match &self.override_commit {
             Some(c) => kf.set_string(ORIGIN, "override-commit", c),
             None => {
@@ -173,7 +214,7 @@ mod tests {
     #[test]
     fn plain_ostree_origin() {
         let o = Origin::parse(include_str!("../tests/fixtures/origin-plain.origin")).unwrap();
-        assert_eq!(o.refspec, "demo:debian/12/x86_64/demo");
+        assert_eq!(o.base, Base::Refspec("demo:debian/12/x86_64/demo".into()));
         assert!(!o.is_layered());
         assert!(o.to_data().contains("refspec=demo:debian/12/x86_64/demo"));
     }
@@ -182,7 +223,7 @@ mod tests {
     fn layered_origin_round_trips_and_keeps_unknown_keys() {
         let text = include_str!("../tests/fixtures/origin-layered.origin");
         let o = Origin::parse(text).unwrap();
-        assert_eq!(o.refspec, "demo:debian/12/x86_64/demo");
+        assert_eq!(o.base.to_string(), "demo:debian/12/x86_64/demo");
         assert_eq!(
             o.requested_packages.iter().collect::<Vec<_>>(),
             ["htop", "jq"]
@@ -206,6 +247,36 @@ mod tests {
         let data = o.to_data();
         assert!(data.contains("\nrefspec=demo:"), "{data}");
         assert!(!data.contains("[packages]"), "{data}");
+    }
+
+    #[test]
+    fn an_image_origin_keeps_rpm_ostrees_key_with_or_without_layers() {
+        let text =
+            "[origin]\ncontainer-image-reference=ostree-unverified-registry:localhost:5000/os:13\n";
+        let mut o = Origin::parse(text).unwrap();
+        let Base::Image(image) = &o.base else {
+            panic!("{:?}", o.base)
+        };
+        assert_eq!(image.name, "localhost:5000/os:13");
+        o.requested_packages.insert("htop".into());
+        let data = o.to_data();
+        assert!(
+            data.contains(
+                "container-image-reference=ostree-unverified-registry:localhost:5000/os:13"
+            ),
+            "{data}"
+        );
+        assert!(!data.contains("refspec"), "{data}");
+        assert_eq!(Origin::parse(&data).unwrap(), Origin::parse(&data).unwrap());
+        // Rebasing back to a refspec drops the image key.
+        o.base = Base::Refspec("debian:debian/13/x86_64/base".into());
+        let data = o.to_data();
+        assert!(!data.contains("container-image-reference"), "{data}");
+        assert!(
+            data.contains("baserefspec=debian:debian/13/x86_64/base"),
+            "{data}"
+        );
+        assert!(Origin::parse("[origin]\ncontainer-image-reference=nonsense\n").is_err());
     }
 
     #[test]

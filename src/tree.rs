@@ -535,9 +535,11 @@ pub fn make_deployable(root: &Path, placeholder_kernel: bool) -> Result<Conversi
     conversion.tmpfiles_lines = lines.lines().count();
     let tmpfiles = root.join(COMPOSED_TMPFILES);
     std::fs::create_dir_all(tmpfiles.parent().expect("has parent"))?;
-    std::fs::write(
+    // An image pulled from a registry may already have this file, and its
+    // checkout is hard-linked to the repository: replace, never write into it.
+    crate::fsutil::write_atomic(
         &tmpfiles,
-        format!("# /var of the composed image (apt-ostree compose)\n{lines}"),
+        format!("# /var of the composed image (apt-ostree compose)\n{lines}").as_bytes(),
     )?;
     for entry in std::fs::read_dir(&var)?.flatten() {
         let p = entry.path();

@@ -56,6 +56,7 @@ fn render_deployment(out: &mut String, d: &Deployment, verbose: bool) {
     let origin = d
         .refspec
         .clone()
+        .or_else(|| d.containerImageReference.clone())
         .unwrap_or_else(|| format!("{}:(unknown origin)", d.osname));
     let mut tags = Vec::new();
     for (on, tag) in [
@@ -88,6 +89,9 @@ fn render_deployment(out: &mut String, d: &Deployment, verbose: bool) {
             field(out, "Commit", &d.checksum);
         }
         None => field(out, "Commit", &d.checksum),
+    }
+    if let Some(digest) = &d.imageDigest {
+        field(out, "Digest", digest);
     }
     if let Some(p) = &d.pinnedRevision {
         field(out, "PinnedRevision", p);

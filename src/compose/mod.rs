@@ -335,12 +335,7 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
     ));
 
     let started = Instant::now();
-    let status =
-        std::fs::read_to_string(root.join(dpkg::DATABASE_DIR).join("status")).unwrap_or_default();
-    let packages: Vec<(String, String, String)> = dpkg::parse_status(&status)
-        .into_iter()
-        .map(|p| (p.name, p.version, p.architecture))
-        .collect();
+    let packages = dpkg::packages_of_tree(&root);
     let version = t
         .version
         .clone()
@@ -361,6 +356,7 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
         commit_directory(
             &repo,
             &root,
+            None,
             NewCommit {
                 parent: previous.as_deref(),
                 subject: &format!("{} {version}", t.reference),
@@ -369,6 +365,8 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
                 // The ref moves last, once the commit is signed and its
                 // delta written: a failure before leaves it where it was.
                 set_ref: None,
+                timestamp: None,
+                bootable: true,
             },
         )
     })?;

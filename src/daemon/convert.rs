@@ -19,6 +19,8 @@ pub fn deployment(d: &DeploymentStatus) -> idl::Deployment {
         version: d.version.clone(),
         timestamp: d.timestamp as i64,
         refspec: d.refspec.clone(),
+        containerImageReference: d.container_image_reference.clone(),
+        imageDigest: d.image_digest.clone(),
         pinnedRevision: d.pinned_revision.clone(),
         booted: d.booted,
         staged: d.staged,

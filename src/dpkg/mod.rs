@@ -15,3 +15,14 @@ pub use version::compare_versions;
 pub const DATABASE_DIR: &str = "usr/share/dpkg/database";
 /// Where a tree that was not converted keeps it.
 pub const LEGACY_DATABASE_DIR: &str = "var/lib/dpkg";
+
+/// The packages of a deployable tree on disk, as commits record them
+/// (`apt-ostree.packages`: name, version, architecture).
+pub fn packages_of_tree(root: &std::path::Path) -> Vec<(String, String, String)> {
+    let status =
+        std::fs::read_to_string(root.join(DATABASE_DIR).join("status")).unwrap_or_default();
+    parse_status(&status)
+        .into_iter()
+        .map(|p| (p.name, p.version, p.architecture))
+        .collect()
+}

@@ -258,6 +258,8 @@ fn commit_tree(
             // Keep the base (and, through the deployment, this commit) alive across prunes.
             refs: vec![(base_ref(base), base.to_string())],
             set_ref: None,
+            timestamp: None,
+            bootable: true,
         },
     )
 }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::sysroot::{tree_entry, TreeEntry as InBase};
+
 pub struct Overlay {
     pub merged: PathBuf,
     mounted: bool,
@@ -97,22 +99,10 @@ fn strip_overlay_xattrs(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What the base tree holds under a name.
-enum InBase {
-    Nothing,
-    NotADirectory,
-    Directory(ostree::MutableTree),
-}
-
 fn in_base(base: Option<&ostree::MutableTree>, name: &str) -> Result<InBase> {
-    let Some(tree) = base else {
-        return Ok(InBase::Nothing);
-    };
-    match tree.lookup(name) {
-        Ok((_, Some(subdir))) => Ok(InBase::Directory(subdir)),
-        Ok((_, None)) => Ok(InBase::NotADirectory),
-        Err(e) if e.matches(ostree::gio::IOErrorEnum::NotFound) => Ok(InBase::Nothing),
-        Err(e) => Err(e).with_context(|| format!("Looking up {name} in the base tree")),
+    match base {
+        None => Ok(InBase::Nothing),
+        Some(tree) => tree_entry(tree, name).with_context(|| format!("In the base tree: {name}")),
     }
 }
 
@@ -200,6 +190,8 @@ mod tests {
             metadata: glib::VariantDict::new(None),
             refs: Vec::new(),
             set_ref: None,
+            timestamp: None,
+            bootable: true,
         }
     }
 
@@ -249,7 +241,7 @@ mod tests {
         ] {
             std::fs::write(tree.join(file), text).unwrap();
         }
-        let base = commit_directory(&repo, &tree, new_commit()).unwrap();
+        let base = commit_directory(&repo, &tree, None, new_commit()).unwrap();
 
         // The lower layer is a hard-link checkout, as layering makes it.
         let lower = d("lower");

@@ -100,6 +100,7 @@ pub fn cleanup(sysroot: &mut Sysroot, sink: &Sink, opts: &CleanupOptions) -> Res
         .iter()
         .map(|r| format!("removed {r}"))
         .collect::<Vec<_>>();
+    super::prune_refs(sysroot)?;
     if opts.base {
         sink.task_begin("Pruning unreferenced objects");
         sysroot

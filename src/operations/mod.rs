@@ -7,6 +7,7 @@
 //! operation that makes a new deployment starts from the same place, chosen
 //! by [`start`]: one rule, so that no operation can pick another.
 
+mod image;
 mod lifecycle;
 mod outcome;
 mod packages;
@@ -61,4 +62,16 @@ fn base_of(info: &CommitInfo) -> String {
     info.base_checksum
         .clone()
         .unwrap_or_else(|| info.checksum.clone())
+}
+
+/// Drop the refs that keep base commits, image layers and images alive
+/// once no deployment is built on them (`ostree prune` frees the objects).
+fn prune_refs(sysroot: &mut Sysroot) -> Result<()> {
+    crate::layering::prune_base_refs(sysroot)?;
+    let mut kept = Vec::new();
+    for d in sysroot.ostree().deployments() {
+        let info = sysroot.commit_info(&d.csum())?;
+        kept.push(sysroot.commit_info(&base_of(&info))?);
+    }
+    crate::container::prune(&sysroot.repo(), &kept)
 }

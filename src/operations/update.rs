@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use super::{base_of, start, Outcome, Start, UpdateInfo};
 use crate::dpkg;
 use crate::error::Error;
-use crate::origin::Origin;
+use crate::imgref::ImageReference;
+use crate::origin::{Base, Origin};
 use crate::progress::Sink;
 use crate::refspec::Refspec;
 use crate::sysroot::{pull, pull_subdir, CommitInfo, PullRequest, Sysroot};
@@ -20,7 +21,7 @@ pub struct UpgradeOptions {
     pub allow_downgrade: bool,
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -41,10 +42,15 @@ pub fn cached_update(sysroot: &mut Sysroot) -> Option<UpdateInfo> {
     let update: UpdateInfo = serde_json::from_str(&text).ok()?;
     let start = start(sysroot).ok()?;
     let info = sysroot.commit_info(&start.commit).ok()?;
-    (start.base != update.checksum && update.timestamp >= info.timestamp).then_some(update)
+    // An image's update is named by its digest, an OSTree one by its commit.
+    let current = match &start.origin.base {
+        Base::Image(_) => sysroot.commit_info(&start.base).ok()?.image_digest?,
+        Base::Refspec(_) => start.base.clone(),
+    };
+    (current != update.checksum && update.timestamp >= info.timestamp).then_some(update)
 }
 
-fn store_cached_update(sysroot: &Sysroot, update: &UpdateInfo) -> Result<()> {
+pub(super) fn store_cached_update(sysroot: &Sysroot, update: &UpdateInfo) -> Result<()> {
     let dir = sysroot.state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("Creating {}", dir.display()))?;
     let tmp = dir.join(".cached-update.json.tmp");
@@ -54,6 +60,17 @@ fn store_cached_update(sysroot: &Sysroot, update: &UpdateInfo) -> Result<()> {
 
 pub(super) fn clear_cached_update(sysroot: &Sysroot) {
     let _ = std::fs::remove_file(cached_update_path(sysroot));
+}
+
+/// The OSTree refspec a deployment follows; images have none.
+fn ostree_refspec(origin: &Origin, what: &str) -> Result<Refspec> {
+    match &origin.base {
+        Base::Refspec(r) => Ok(Refspec::parse(r)?),
+        Base::Image(image) => Err(Error::NotSupported {
+            reason: format!("{what} of a deployment that follows the container image {image}"),
+        }
+        .into()),
+    }
 }
 
 /// Pull `commit` (or the head) of `refspec`; return the commit's checksum.
@@ -157,7 +174,12 @@ fn find_version(
 }
 
 /// Refuse to go back in time unless asked to.
-fn check_downgrade(sysroot: &mut Sysroot, current: &str, target: &str, allow: bool) -> Result<()> {
+pub(super) fn check_downgrade(
+    sysroot: &mut Sysroot,
+    current: &str,
+    target: &str,
+    allow: bool,
+) -> Result<()> {
     if allow {
         return Ok(());
     }
@@ -212,7 +234,7 @@ pub(super) fn deploy_base(
         base.to_string()
     };
     let deployment = sysroot.deploy_commit(sink, &commit, origin, None)?;
-    crate::layering::prune_base_refs(sysroot)?;
+    super::prune_refs(sysroot)?;
     let diff = match before {
         Some(b) => Some(dpkg::diff(
             &sysroot.packages(&b)?,
@@ -239,12 +261,17 @@ pub(super) fn deploy_base(
 
 /// `upgrade`: fetch the origin's newest commit and deploy it.
 pub fn upgrade(sysroot: &mut Sysroot, sink: &Sink, opts: &UpgradeOptions) -> Result<Outcome> {
+    let start = start(sysroot)?;
+    if let Base::Image(image) = &start.origin.base {
+        let image = image.clone();
+        return super::image::upgrade(sysroot, sink, opts, start, &image);
+    }
     let Start {
         origin,
         base: current_base,
         ..
-    } = start(sysroot)?;
-    let refspec = Refspec::parse(&origin.refspec)?;
+    } = start;
+    let refspec = ostree_refspec(&origin, "upgrade")?;
     let metadata_only = (opts.check || opts.preview) && !opts.download_only;
     let head = fetch(sysroot, sink, &refspec, None, metadata_only)?;
     let pinned = origin.override_commit.is_some();
@@ -318,9 +345,24 @@ pub fn rebase(
     refspec: &str,
     revision: Option<&str>,
 ) -> Result<Outcome> {
+    if ImageReference::is_image_reference(refspec) {
+        return super::image::rebase(sysroot, sink, ImageReference::parse(refspec)?, revision);
+    }
     let origin = start(sysroot)?.origin;
-    let current = Refspec::parse(&origin.refspec)?;
-    let target = Refspec::parse(refspec)?.or_branch_of(&current);
+    let target = match &origin.base {
+        Base::Refspec(current) => Refspec::parse(refspec)?.or_branch_of(&Refspec::parse(current)?),
+        Base::Image(_) => {
+            let target = Refspec::parse(refspec)?;
+            if target.branch.is_empty() {
+                return Err(Error::InvalidRefspec {
+                    refspec: refspec.to_string(),
+                    reason: "the deployment follows a container image: name the ref too".into(),
+                }
+                .into());
+            }
+            target
+        }
+    };
     let commit = match revision {
         None => fetch(sysroot, sink, &target, None, false)?,
         Some(r) if is_full_checksum(r) => fetch(sysroot, sink, &target, Some(r), false)?,
@@ -330,7 +372,7 @@ pub fn rebase(
         }
     };
     let mut origin = origin;
-    origin.refspec = target.to_string();
+    origin.base = Base::Refspec(target.to_string());
     origin.override_commit = revision.map(|_| commit.clone());
     let mut outcome = deploy_base(sysroot, sink, &commit, &origin)?;
     outcome.message = format!("Rebased to {target}: {}", outcome.message);
@@ -360,7 +402,11 @@ pub fn deploy_revision(
         base: current_base,
         ..
     } = start(sysroot)?;
-    let refspec = Refspec::parse(&origin.refspec)?;
+    if let Base::Image(image) = &origin.base {
+        // An image's revisions are its digests: deploying one pins it.
+        return super::image::rebase(sysroot, sink, image.clone(), Some(revision));
+    }
+    let refspec = ostree_refspec(&origin, "deploy")?;
     let local = sysroot.repo().resolve_rev(revision, true).ok().flatten();
     let commit = if is_full_checksum(revision) {
         fetch(sysroot, sink, &refspec, Some(revision), false).map_err(
@@ -400,8 +446,20 @@ pub fn refresh_metadata(sysroot: &mut Sysroot, sink: &Sink, force: bool) -> Resu
         base: current_base,
         ..
     } = start(sysroot)?;
-    let refspec = Refspec::parse(&origin.refspec)?;
     crate::layering::refresh_lists(sysroot, sink, &current_base, force)?;
+    if let Base::Image(image) = &origin.base {
+        let remote = crate::container::inspect(image)?;
+        return Ok(Outcome {
+            changed: true,
+            message: format!(
+                "{image} is at {} ({})",
+                remote.version.as_deref().unwrap_or("an unversioned image"),
+                remote.digest
+            ),
+            ..Default::default()
+        });
+    }
+    let refspec = ostree_refspec(&origin, "refresh-md")?;
     let head = fetch(sysroot, sink, &refspec, None, true)?;
     let info = sysroot.commit_info(&head)?;
     Ok(Outcome {
@@ -439,7 +497,10 @@ pub fn versions(sysroot: &mut Sysroot) -> Result<Vec<ImageVersion>> {
     for d in sysroot.ostree().deployments() {
         installed.insert(base_of(&sysroot.commit_info(&d.csum())?));
     }
-    let mut history = ref_history(sysroot, &origin.refspec);
+    let mut history = match &origin.base {
+        Base::Refspec(r) => ref_history(sysroot, r),
+        Base::Image(_) => Vec::new(),
+    };
     if history.is_empty() {
         // A local origin without its ref any more: the base itsysroot.
         history = ref_history(sysroot, &current_base);

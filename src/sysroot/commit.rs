@@ -24,6 +24,11 @@ pub mod keys {
     pub const REMOTE_NAME: &str = "apt-ostree.remote-name";
     pub const REMOTE_URL: &str = "apt-ostree.remote-url";
     pub const REMOTE_GPG_VERIFY: &str = "apt-ostree.remote-gpg-verify";
+    /// Container images: the manifest digest, the reference the image was
+    /// pulled as, and its layers' digests (bottom first), which cleanup keeps.
+    pub const IMAGE_DIGEST: &str = "apt-ostree.image.digest";
+    pub const IMAGE_REFERENCE: &str = "apt-ostree.image.reference";
+    pub const IMAGE_LAYERS: &str = "apt-ostree.image.layers";
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,6 +40,10 @@ pub struct CommitInfo {
     pub timestamp: u64,
     pub base_checksum: Option<String>,
     pub layered_packages: Vec<String>,
+    /// The manifest digest of the container image this commit was made from.
+    pub image_digest: Option<String>,
+    /// The digests of that image's layers.
+    pub image_layers: Vec<String>,
 }
 
 impl CommitInfo {
@@ -60,6 +69,12 @@ impl CommitInfo {
                 .ok()
                 .flatten()
                 .unwrap_or_default(),
+            image_digest: string(keys::IMAGE_DIGEST),
+            image_layers: metadata
+                .lookup::<Vec<String>>(keys::IMAGE_LAYERS)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
         })
     }
 }
@@ -72,25 +87,38 @@ pub struct NewCommit<'a> {
     /// Refs to point at the new commit, and extra (ref, checksum) pairs.
     pub refs: Vec<(String, String)>,
     pub set_ref: Option<&'a str>,
+    /// The commit time, seconds since the epoch (default: now).
+    pub timestamp: Option<u64>,
+    /// Record the tree's kernel (`ostree.bootable`, `ostree.linux`); a tree
+    /// that is only part of an OS (an image layer) has none.
+    pub bootable: bool,
 }
 
 /// Write `root` as a commit, with `ostree.bootable`/`ostree.linux` metadata
-/// derived from its kernel, in one repository transaction.
+/// derived from its kernel, in one repository transaction. With `devino`, the
+/// cache filled when `root` was checked out by hard links, files that were
+/// not replaced since are not read again.
 pub fn commit_directory(
     repo: &ostree::Repo,
     root: &std::path::Path,
+    devino: Option<&ostree::RepoDevInoCache>,
     c: NewCommit,
 ) -> Result<String> {
     use std::os::fd::AsRawFd;
-    commit(repo, c, || {
+    commit_tree(repo, c, || {
         let mtree = ostree::MutableTree::new();
         let dir =
             std::fs::File::open(root).with_context(|| format!("Opening {}", root.display()))?;
+        let modifier = devino.map(|cache| {
+            let m = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::NONE, None);
+            m.set_devino_cache(cache);
+            m
+        });
         repo.write_dfd_to_mtree(
             dir.as_raw_fd(),
             ".",
             &mtree,
-            None,
+            modifier.as_ref(),
             ostree::gio::Cancellable::NONE,
         )
         .with_context(|| format!("Reading {}", root.display()))?;
@@ -107,7 +135,7 @@ pub fn commit_changes(
     change: impl FnOnce(&ostree::MutableTree) -> Result<()>,
     c: NewCommit,
 ) -> Result<String> {
-    commit(repo, c, || {
+    commit_tree(repo, c, || {
         let mtree = ostree::MutableTree::from_commit(repo, base)
             .with_context(|| format!("Loading the tree of {base}"))?;
         change(&mtree)?;
@@ -116,8 +144,9 @@ pub fn commit_changes(
 }
 
 /// Commit the tree `fill` writes (its content objects inside the same
-/// repository transaction), with `ostree.bootable`/`ostree.linux` metadata.
-fn commit(
+/// repository transaction), with `ostree.bootable`/`ostree.linux` metadata
+/// when `c.bootable`. Nothing `fill` wrote is kept if it fails.
+pub fn commit_tree(
     repo: &ostree::Repo,
     c: NewCommit,
     fill: impl FnOnce() -> Result<ostree::MutableTree>,
@@ -130,21 +159,33 @@ fn commit(
     let result = (|| -> Result<String> {
         let mtree = fill()?;
         let tree = repo.write_mtree(&mtree, gio::Cancellable::NONE)?;
-        ostree::commit_metadata_for_bootable(&tree, &c.metadata, gio::Cancellable::NONE)
-            .context("Finding the tree's kernel")?;
+        if c.bootable {
+            ostree::commit_metadata_for_bootable(&tree, &c.metadata, gio::Cancellable::NONE)
+                .context("Finding the tree's kernel")?;
+        }
         let tree = tree
             .downcast::<ostree::RepoFile>()
             .map_err(|_| anyhow::anyhow!("write_mtree did not return a RepoFile"))?;
-        let checksum = repo
-            .write_commit(
+        let checksum = match c.timestamp {
+            Some(time) => repo.write_commit_with_time(
+                c.parent,
+                Some(c.subject),
+                None,
+                Some(&c.metadata.end()),
+                &tree,
+                time,
+                gio::Cancellable::NONE,
+            )?,
+            None => repo.write_commit(
                 c.parent,
                 Some(c.subject),
                 None,
                 Some(&c.metadata.end()),
                 &tree,
                 gio::Cancellable::NONE,
-            )?
-            .to_string();
+            )?,
+        }
+        .to_string();
         if let Some(r) = c.set_ref {
             repo.transaction_set_ref(None, r, Some(&checksum));
         }
@@ -165,5 +206,23 @@ fn commit(
             let _ = repo.abort_transaction(gio::Cancellable::NONE);
             Err(e)
         }
+    }
+}
+
+/// What a MutableTree holds under a name: one lookup, one answer.
+pub enum TreeEntry {
+    Nothing,
+    /// A file or a symlink.
+    NotADirectory,
+    Directory(ostree::MutableTree),
+}
+
+/// Look `name` up in `tree` (libostree reports a missing name as an error).
+pub fn tree_entry(tree: &ostree::MutableTree, name: &str) -> Result<TreeEntry> {
+    match tree.lookup(name) {
+        Ok((_, Some(subdir))) => Ok(TreeEntry::Directory(subdir)),
+        Ok((_, None)) => Ok(TreeEntry::NotADirectory),
+        Err(e) if e.matches(ostree::gio::IOErrorEnum::NotFound) => Ok(TreeEntry::Nothing),
+        Err(e) => Err(e).with_context(|| format!("Looking up {name}")),
     }
 }

@@ -19,7 +19,10 @@ use anyhow::{Context, Result};
 use ostree::gio;
 use ostree::gio::prelude::*;
 
-pub use commit::{commit_changes, commit_directory, keys, CommitInfo, NewCommit};
+pub use commit::{
+    commit_changes, commit_directory, commit_tree, keys, tree_entry, CommitInfo, NewCommit,
+    TreeEntry,
+};
 pub use pull::{pull, pull_subdir, PullRequest};
 pub use status::{DeploymentStatus, SysrootStatus};
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::Sysroot;
-use crate::origin::Origin;
+use crate::origin::{Base, Origin};
 
 /// The kernel arguments a deployment records (a quoted value keeps its spaces). `ostree=` is ostree's own,
 /// rewritten on every deploy: not the administrator's to change, so not
@@ -47,6 +47,8 @@ pub struct DeploymentStatus {
     pub version: Option<String>,
     pub timestamp: u64,
     pub refspec: Option<String>,
+    pub container_image_reference: Option<String>,
+    pub image_digest: Option<String>,
     pub pinned_revision: Option<String>,
     pub booted: bool,
     pub staged: bool,
@@ -106,6 +108,16 @@ impl Sysroot {
             });
             let kernel_arguments = self.kernel_arguments_of(&d);
             let origin = origin.unwrap_or_default();
+            let (refspec, container_image_reference) = match &origin.base {
+                Base::Refspec(r) if r.is_empty() => (None, None),
+                Base::Refspec(r) => (Some(r.clone()), None),
+                Base::Image(i) => (None, Some(i.to_string())),
+            };
+            // An image's digest is recorded on its commit, the base of a layered one.
+            let image_digest = match &info.base_checksum {
+                Some(base) => self.commit_info(base).ok().and_then(|b| b.image_digest),
+                None => info.image_digest.clone(),
+            };
             deployments.push(DeploymentStatus {
                 id: format!("{}-{}.{}", d.osname(), checksum, d.deployserial()),
                 osname: d.osname().to_string(),
@@ -114,7 +126,9 @@ impl Sysroot {
                 index,
                 version: info.version.clone(),
                 timestamp: info.timestamp,
-                refspec: (!origin.refspec.is_empty()).then(|| origin.refspec.clone()),
+                refspec,
+                container_image_reference,
+                image_digest,
                 pinned_revision: origin.override_commit.clone(),
                 booted: booted.as_ref().is_some_and(|b| b.equal(&d)),
                 staged: d.is_staged(),

@@ -1,0 +1,249 @@
+//! Container images as the source of the OS: pull an image from any
+//! transport skopeo knows (a registry, an `oci:` directory, an archive,
+//! containers-storage) into the repository as a deployable commit.
+//!
+//! 1. [`registry`]: skopeo's image proxy gives the manifest, the config and
+//!    each layer blob; the containers ecosystem's configuration and policy apply.
+//! 2. [`layer`]: each layer the repository does not hold yet becomes a commit
+//!    of its own (`apt-ostree/layer/sha256/HEX`), its digest checked as it is
+//!    read; layers that an earlier image brought are not fetched again.
+//! 3. [`assemble`]: the layers are stacked (whiteouts applied) and converted
+//!    to a deployable tree by compose's own rules, then committed with the
+//!    image's digest, reference, version and layer list
+//!    (`apt-ostree/image/sha256/HEX` keeps it until a deployment does).
+//!
+//! [`prune`] drops the refs of layers and images that no deployment needs.
+
+mod assemble;
+mod layer;
+mod registry;
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result};
+use ostree::gio;
+use ostree::gio::prelude::*;
+
+use crate::error::Error;
+use crate::imgref::ImageReference;
+use crate::progress::Sink;
+use crate::sysroot::CommitInfo;
+pub use assemble::IMAGE_SYSUSERS;
+use layer::Layer;
+pub use registry::Registry;
+
+/// What a registry says an image is now, without fetching its layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteImage {
+    /// The manifest digest ("sha256:...").
+    pub digest: String,
+    /// `org.opencontainers.image.version`, else the `version` label.
+    pub version: Option<String>,
+    /// The image's creation time, seconds since the epoch.
+    pub created: Option<u64>,
+}
+
+/// An image pulled into the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PulledImage {
+    pub image: RemoteImage,
+    /// The deployable commit.
+    pub commit: String,
+    /// Layers fetched now (the others were in the repository already).
+    pub fetched_layers: usize,
+    pub fetched_bytes: u64,
+}
+
+fn image_ref(digest: &str) -> String {
+    format!("apt-ostree/image/{}", digest.replace(':', "/"))
+}
+
+fn remote_image(
+    registry: &Registry,
+    digest: String,
+) -> Result<(RemoteImage, oci_spec::image::ImageConfiguration)> {
+    let config = registry.config()?;
+    let labels = config.config().as_ref().and_then(|c| c.labels().clone());
+    let version = labels.and_then(|l| {
+        l.get("org.opencontainers.image.version")
+            .or_else(|| l.get("version"))
+            .cloned()
+    });
+    let created = config
+        .created()
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .and_then(|t| u64::try_from(t.timestamp()).ok());
+    Ok((
+        RemoteImage {
+            digest,
+            version,
+            created,
+        },
+        config,
+    ))
+}
+
+/// Ask where `reference` points now (manifest and config only).
+pub fn inspect(reference: &ImageReference) -> Result<RemoteImage> {
+    let registry = Registry::open(reference)?;
+    let manifest = registry.manifest()?;
+    Ok(remote_image(&registry, manifest.digest)?.0)
+}
+
+/// The deployable commit of the image with manifest `digest`, if pulled before.
+pub fn stored_image(repo: &ostree::Repo, digest: &str) -> Result<Option<String>> {
+    Ok(repo
+        .resolve_rev(&image_ref(digest), true)
+        .with_context(|| format!("Looking up image {digest}"))?
+        .map(|c| c.to_string()))
+}
+
+/// Pull `reference` into `repo` as a deployable commit.
+pub fn pull(repo: &ostree::Repo, reference: &ImageReference, sink: &Sink) -> Result<PulledImage> {
+    let not_deployable = |reason: String| Error::ImageNotDeployable {
+        image: reference.to_string(),
+        reason,
+    };
+    let registry = sink.task("Opening the image", || Registry::open(reference))?;
+    let manifest = registry.manifest()?;
+    let (image, _config) = remote_image(&registry, manifest.digest.clone())?;
+    sink.log(format!(
+        "{reference}: {} {}",
+        image.digest,
+        image.version.as_deref().unwrap_or("(no version label)")
+    ));
+    if let Some(commit) = stored_image(repo, &image.digest)? {
+        return Ok(PulledImage {
+            image,
+            commit,
+            fetched_layers: 0,
+            fetched_bytes: 0,
+        });
+    }
+    let descriptors = manifest.manifest.layers();
+    if descriptors.is_empty() {
+        return Err(not_deployable("the image has no layers".into()).into());
+    }
+    let tmp = repo_tmp(repo)?;
+    let work = tempfile::Builder::new()
+        .prefix("apt-ostree-image-")
+        .tempdir_in(&tmp)
+        .context("Creating the work directory")?;
+    let (mut layers, mut fetched_layers, mut fetched_bytes) = (Vec::new(), 0, 0);
+    for (i, d) in descriptors.iter().enumerate() {
+        sink.check_cancelled()?;
+        let digest = d.digest().to_string();
+        if let Some(layer) = Layer::stored(repo, &digest)? {
+            layers.push(layer);
+            continue;
+        }
+        let title = format!(
+            "Fetching layer {}/{} ({}, {})",
+            i + 1,
+            descriptors.len(),
+            short(&digest),
+            human_size(d.size())
+        );
+        let layer = sink.task(&title, || -> Result<Layer> {
+            let blob = work.path().join("blob");
+            registry.fetch_blob(d, &blob)?;
+            let layer = layer::import(repo, &blob, &digest).map_err(|e| {
+                match e.downcast::<layer::BadLayer>() {
+                    Ok(bad) => not_deployable(format!("layer {digest}: {bad}")).into(),
+                    Err(other) => other.context(format!("Importing layer {digest}")),
+                }
+            });
+            std::fs::remove_file(&blob).ok();
+            layer
+        })?;
+        fetched_layers += 1;
+        fetched_bytes += d.size();
+        layers.push(layer);
+    }
+    sink.check_cancelled()?;
+    let layer_digests: Vec<String> = descriptors.iter().map(|d| d.digest().to_string()).collect();
+    let reference_text = reference.to_string();
+    let commit = sink.task("Assembling the image", || {
+        assemble::assemble(
+            repo,
+            &layers,
+            work.path(),
+            &assemble::ImageMetadata {
+                reference: &reference_text,
+                digest: &image.digest,
+                layer_digests: &layer_digests,
+                version: image.version.as_deref(),
+                created: image.created,
+            },
+        )
+        .map_err(|e| match e.downcast::<assemble::NotDeployable>() {
+            Ok(bad) => not_deployable(bad.0).into(),
+            Err(other) => other,
+        })
+    })?;
+    repo.set_ref_immediate(
+        None,
+        &image_ref(&image.digest),
+        Some(&commit),
+        gio::Cancellable::NONE,
+    )
+    .context("Keeping the image's commit")?;
+    Ok(PulledImage {
+        image,
+        commit,
+        fetched_layers,
+        fetched_bytes,
+    })
+}
+
+fn repo_tmp(repo: &ostree::Repo) -> Result<std::path::PathBuf> {
+    let path = repo
+        .path()
+        .path()
+        .context("The repository has no local path")?
+        .join("tmp");
+    std::fs::create_dir_all(&path)?;
+    Ok(path)
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.split_once(':').map_or(digest, |x| x.1);
+    &hex[..hex.len().min(12)]
+}
+
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1 << 10 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
+}
+
+/// Drop the refs of layers and images that none of `kept` (the base commits
+/// of the deployments) is made of; `ostree prune` then frees their objects.
+pub fn prune(repo: &ostree::Repo, kept: &[CommitInfo]) -> Result<()> {
+    let layers: BTreeSet<String> = kept
+        .iter()
+        .flat_map(|c| c.image_layers.iter().map(|d| layer::layer_ref(d)))
+        .collect();
+    let images: BTreeSet<String> = kept
+        .iter()
+        .filter_map(|c| c.image_digest.as_deref().map(image_ref))
+        .collect();
+    for (prefix, keep) in [("apt-ostree/layer", &layers), ("apt-ostree/image", &images)] {
+        let refs = repo
+            .list_refs(Some(prefix), gio::Cancellable::NONE)
+            .with_context(|| format!("Listing {prefix} refs"))?;
+        for (name, _) in refs {
+            // libostree may or may not strip the prefix from the names.
+            let tail = name.trim_start_matches(prefix).trim_start_matches('/');
+            let full = format!("{prefix}/{tail}");
+            if !keep.contains(&full) {
+                repo.set_ref_immediate(None, &full, None, gio::Cancellable::NONE)
+                    .with_context(|| format!("Removing ref {full}"))?;
+            }
+        }
+    }
+    Ok(())
+}

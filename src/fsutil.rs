@@ -1,0 +1,59 @@
+//! File writes that a crash cannot leave half done.
+//!
+//! A file is written under a temporary name beside its final one, synced,
+//! renamed over the final name, and the directory is synced, so that after a
+//! power cut the name holds the old content or the whole new one. Renaming
+//! also never writes into an existing file, which matters in hard-linked
+//! checkouts, where that file may be a repository object.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Replace `path` with `contents`, atomically and durably.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".apt-ostree-")
+        .tempfile_in(dir)
+        .with_context(|| format!("Creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(contents)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("Writing {}", path.display()))?;
+    // tempfile creates 0600; what we write is read by others (units, tmpfiles).
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
+    tmp.persist(path)
+        .with_context(|| format!("Renaming into {}", path.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("Syncing {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn replaces_the_name_and_never_writes_into_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conf");
+        std::fs::write(&path, "old").unwrap();
+        // A second name for the old inode, as a hard-linked checkout has.
+        let other = dir.path().join("object");
+        std::fs::hard_link(&path, &other).unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(std::fs::read_to_string(&other).unwrap(), "old");
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o644);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 2, "a temporary file was left behind");
+    }
+}

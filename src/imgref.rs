@@ -1,0 +1,271 @@
+//! Container image references as users type them, spelled as rpm-ostree
+//! spells them: how the image is verified, then a containers transport.
+//!
+//! - `ostree-unverified-registry:HOST[:PORT]/NAME[:TAG|@DIGEST]`
+//! - `ostree-unverified-image:TRANSPORT:REF`
+//! - `ostree-image-signed:TRANSPORT:REF` (containers' own `policy.json` decides)
+//!
+//! with TRANSPORT one of `registry:` (also `docker://`), `oci:DIR[:TAG]`,
+//! `oci-archive:FILE[:TAG]` and `containers-storage:NAME`. What skopeo is
+//! handed is [`ImageReference::transport_ref`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::Error;
+
+/// How an image's origin is checked before it is deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// Transport security only (TLS, digests): `ostree-unverified-*`.
+    Unverified,
+    /// Signatures, as `/etc/containers/policy.json` requires for the image's scope.
+    Signed,
+}
+
+/// Where the image comes from (containers-image's transports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Registry,
+    Oci,
+    OciArchive,
+    ContainersStorage,
+}
+
+impl Transport {
+    fn prefix(self) -> &'static str {
+        match self {
+            Transport::Registry => "registry:",
+            Transport::Oci => "oci:",
+            Transport::OciArchive => "oci-archive:",
+            Transport::ContainersStorage => "containers-storage:",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageReference {
+    pub verification: Verification,
+    pub transport: Transport,
+    /// The transport-specific part: `HOST/NAME:TAG`, `DIR:TAG`, ...
+    pub name: String,
+}
+
+const UNVERIFIED_REGISTRY: &str = "ostree-unverified-registry:";
+const UNVERIFIED_IMAGE: &str = "ostree-unverified-image:";
+const SIGNED_IMAGE: &str = "ostree-image-signed:";
+
+impl ImageReference {
+    /// True for text that is meant as an image reference (and not an OSTree refspec).
+    pub fn is_image_reference(text: &str) -> bool {
+        [UNVERIFIED_REGISTRY, UNVERIFIED_IMAGE, SIGNED_IMAGE]
+            .iter()
+            .any(|p| text.starts_with(p))
+            || text.starts_with("ostree-remote-image:")
+    }
+
+    pub fn parse(text: &str) -> Result<ImageReference, Error> {
+        let invalid = |reason: &str| Error::InvalidImageReference {
+            reference: text.to_string(),
+            reason: reason.to_string(),
+        };
+        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid("it contains white space or control characters"));
+        }
+        let (verification, transport, name) = if let Some(name) =
+            text.strip_prefix(UNVERIFIED_REGISTRY)
+        {
+            (Verification::Unverified, Transport::Registry, name)
+        } else {
+            let (verification, rest) = if let Some(rest) = text.strip_prefix(UNVERIFIED_IMAGE) {
+                (Verification::Unverified, rest)
+            } else if let Some(rest) = text.strip_prefix(SIGNED_IMAGE) {
+                (Verification::Signed, rest)
+            } else if text.starts_with("ostree-remote-image:") {
+                return Err(invalid(
+                    "ostree-remote-image (signatures from an OSTree remote) is not supported; use ostree-image-signed",
+                ));
+            } else {
+                return Err(invalid(
+                    "expected ostree-unverified-registry:, ostree-unverified-image: or ostree-image-signed:",
+                ));
+            };
+            let (transport, name) = split_transport(rest).ok_or_else(|| {
+                invalid("unknown transport: expected registry:, oci:, oci-archive: or containers-storage:")
+            })?;
+            (verification, transport, name)
+        };
+        if name.is_empty() {
+            return Err(invalid("the image name is empty"));
+        }
+        match transport {
+            Transport::Registry => {
+                oci_spec::distribution::Reference::from_str(name)
+                    .map_err(|e| invalid(&format!("not a registry image name: {e}")))?;
+            }
+            Transport::Oci | Transport::OciArchive => {
+                if !name.starts_with('/') {
+                    return Err(invalid("the path must be absolute"));
+                }
+            }
+            Transport::ContainersStorage => {}
+        }
+        Ok(ImageReference {
+            verification,
+            transport,
+            name: name.to_string(),
+        })
+    }
+
+    /// The reference in containers-image's own syntax, as skopeo takes it.
+    pub fn transport_ref(&self) -> String {
+        match self.transport {
+            Transport::Registry => format!("docker://{}", self.name),
+            other => format!("{}{}", other.prefix(), self.name),
+        }
+    }
+
+    /// The digest a registry reference names (`NAME@sha256:...`): the machine is pinned to it.
+    pub fn pinned_digest(&self) -> Option<&str> {
+        match self.transport {
+            Transport::Registry => self.name.split_once('@').map(|(_, d)| d),
+            _ => None,
+        }
+    }
+
+    /// The same image with its tag or digest replaced by `digest`.
+    pub fn with_digest(&self, digest: &str) -> ImageReference {
+        let mut pinned = self.clone();
+        if self.transport == Transport::Registry {
+            let repo = self
+                .name
+                .split_once('@')
+                .map_or(self.name.as_str(), |x| x.0);
+            // A tag follows the last ':' after the last '/' (a port may precede it).
+            let last = repo.rsplit_once('/').map_or(repo, |x| x.1);
+            let repo = match last.rsplit_once(':') {
+                Some((_, tag)) => &repo[..repo.len() - tag.len() - 1],
+                None => repo,
+            };
+            pinned.name = format!("{repo}@{digest}");
+        }
+        pinned
+    }
+}
+
+fn split_transport(rest: &str) -> Option<(Transport, &str)> {
+    if let Some(name) = rest.strip_prefix("docker://") {
+        return Some((Transport::Registry, name));
+    }
+    [
+        Transport::Registry,
+        Transport::Oci,
+        Transport::OciArchive,
+        Transport::ContainersStorage,
+    ]
+    .into_iter()
+    .find_map(|t| rest.strip_prefix(t.prefix()).map(|name| (t, name)))
+}
+
+impl fmt::Display for ImageReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.verification, self.transport) {
+            (Verification::Unverified, Transport::Registry) => {
+                write!(f, "{UNVERIFIED_REGISTRY}{}", self.name)
+            }
+            (Verification::Unverified, t) => {
+                write!(f, "{UNVERIFIED_IMAGE}{}{}", t.prefix(), self.name)
+            }
+            (Verification::Signed, t) => write!(f, "{SIGNED_IMAGE}{}{}", t.prefix(), self.name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rpm_ostree_spellings_and_prints_them_back() {
+        let r = ImageReference::parse("ostree-unverified-registry:127.0.0.1:5000/debian/base:13")
+            .unwrap();
+        assert_eq!(r.verification, Verification::Unverified);
+        assert_eq!(r.transport, Transport::Registry);
+        assert_eq!(r.transport_ref(), "docker://127.0.0.1:5000/debian/base:13");
+        assert_eq!(
+            r.to_string(),
+            "ostree-unverified-registry:127.0.0.1:5000/debian/base:13"
+        );
+        assert_eq!(r.pinned_digest(), None);
+        let same =
+            ImageReference::parse("ostree-unverified-image:docker://127.0.0.1:5000/debian/base:13")
+                .unwrap();
+        assert_eq!(same, r);
+        let oci = ImageReference::parse("ostree-unverified-image:oci:/srv/images/base:v2").unwrap();
+        assert_eq!(oci.transport_ref(), "oci:/srv/images/base:v2");
+        assert_eq!(
+            oci.to_string(),
+            "ostree-unverified-image:oci:/srv/images/base:v2"
+        );
+        let signed =
+            ImageReference::parse("ostree-image-signed:registry:quay.io/example/os:latest")
+                .unwrap();
+        assert_eq!(signed.verification, Verification::Signed);
+        assert_eq!(signed.transport_ref(), "docker://quay.io/example/os:latest");
+        let storage =
+            ImageReference::parse("ostree-unverified-image:containers-storage:localhost/os")
+                .unwrap();
+        assert_eq!(storage.transport_ref(), "containers-storage:localhost/os");
+        let archive =
+            ImageReference::parse("ostree-unverified-image:oci-archive:/tmp/os.tar").unwrap();
+        assert_eq!(archive.transport_ref(), "oci-archive:/tmp/os.tar");
+    }
+
+    #[test]
+    fn a_digest_pins_and_a_tag_can_be_replaced_by_one() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let r = ImageReference::parse(&format!(
+            "ostree-unverified-registry:localhost:5000/os@{digest}"
+        ))
+        .unwrap();
+        assert_eq!(r.pinned_digest(), Some(digest.as_str()));
+        let tagged =
+            ImageReference::parse("ostree-unverified-registry:localhost:5000/os:13").unwrap();
+        assert_eq!(
+            tagged.with_digest(&digest).name,
+            format!("localhost:5000/os@{digest}")
+        );
+        let untagged =
+            ImageReference::parse("ostree-unverified-registry:localhost:5000/os").unwrap();
+        assert_eq!(
+            untagged.with_digest(&digest).name,
+            format!("localhost:5000/os@{digest}")
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_image_reference() {
+        for bad in [
+            "",
+            "debian:debian/13/x86_64/base",
+            "ostree-unverified-registry:",
+            "ostree-unverified-registry:Bad Name/x",
+            "ostree-unverified-registry:host/UPPER",
+            "ostree-unverified-registry:host/x:tag:more",
+            "ostree-unverified-registry:host/x@sha256:short",
+            "ostree-unverified-image:ftp://host/x",
+            "ostree-unverified-image:oci:relative/dir",
+            "ostree-image-signed:nothing",
+            "ostree-remote-image:fedora:registry:quay.io/x",
+            "ostree-unverified-registry:host/x\n",
+        ] {
+            assert!(
+                matches!(
+                    ImageReference::parse(bad),
+                    Err(Error::InvalidImageReference { .. })
+                ),
+                "{bad:?} accepted"
+            );
+        }
+    }
+}

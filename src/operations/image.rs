@@ -1,0 +1,141 @@
+//! Upgrade and rebase for deployments that follow a container image.
+//!
+//! The image is pulled into the repository as a deployable commit
+//! ([`crate::container`]); from there on it is a base like any other:
+//! layered packages are built on it again, /etc is merged, and the previous
+//! deployment stays for rollback.
+
+use anyhow::Result;
+
+use super::update::{check_downgrade, clear_cached_update, deploy_base, now, store_cached_update};
+use super::{start, Outcome, Start, UpdateInfo, UpgradeOptions};
+use crate::container;
+use crate::dpkg;
+use crate::error::Error;
+use crate::imgref::ImageReference;
+use crate::origin::Base;
+use crate::progress::Sink;
+use crate::sysroot::Sysroot;
+
+fn update_info(image: &ImageReference, remote: &container::RemoteImage) -> UpdateInfo {
+    UpdateInfo {
+        refspec: image.to_string(),
+        checksum: remote.digest.clone(),
+        version: remote.version.clone(),
+        timestamp: remote.created.unwrap_or(0),
+        checked_at: now(),
+        diff: None,
+    }
+}
+
+fn fetched(pulled: &container::PulledImage) -> String {
+    match pulled.fetched_layers {
+        0 => "no layer fetched".to_string(),
+        n => format!("{n} layers fetched ({} bytes)", pulled.fetched_bytes),
+    }
+}
+
+/// `upgrade` of an image deployment: ask the registry where the reference
+/// points now; pull and deploy it if that is another image.
+pub fn upgrade(
+    sysroot: &mut Sysroot,
+    sink: &Sink,
+    opts: &UpgradeOptions,
+    start: Start,
+    image: &ImageReference,
+) -> Result<Outcome> {
+    let current = sysroot.commit_info(&start.base)?;
+    if let Some(digest) = image.pinned_digest() {
+        return Ok(Outcome::unchanged(format!(
+            "No upgrade available: the deployment is pinned to {digest}"
+        )));
+    }
+    let check_only = opts.check && !opts.preview && !opts.download_only;
+    let remote = if check_only {
+        container::inspect(image)?
+    } else {
+        // Pulling an image the repository has costs one manifest request.
+        let pulled = container::pull(&sysroot.repo(), image, sink)?;
+        if current.image_digest.as_deref() != Some(pulled.image.digest.as_str()) {
+            sink.log(fetched(&pulled));
+            check_downgrade(sysroot, &start.base, &pulled.commit, opts.allow_downgrade)?;
+            let mut update = update_info(image, &pulled.image);
+            if opts.preview || opts.download_only {
+                if opts.preview {
+                    let base = start.base.clone();
+                    update.diff = Some(dpkg::diff(
+                        &sysroot.packages(&base)?,
+                        &sysroot.packages(&pulled.commit)?,
+                    ));
+                }
+                store_cached_update(sysroot, &update)?;
+                return Ok(Outcome {
+                    changed: true,
+                    message: if opts.download_only {
+                        format!(
+                            "Image {} downloaded; `apt-ostree upgrade` deploys it",
+                            pulled.image.digest
+                        )
+                    } else {
+                        String::new()
+                    },
+                    diff: update.diff.clone(),
+                    update: Some(update),
+                    ..Default::default()
+                });
+            }
+            let mut outcome = deploy_base(sysroot, sink, &pulled.commit, &start.origin)?;
+            clear_cached_update(sysroot);
+            outcome.message = format!("{} ({})", outcome.message, fetched(&pulled));
+            return Ok(outcome);
+        }
+        pulled.image
+    };
+    if current.image_digest.as_deref() == Some(remote.digest.as_str()) {
+        clear_cached_update(sysroot);
+        return Ok(Outcome::unchanged("No upgrade available."));
+    }
+    let update = update_info(image, &remote);
+    store_cached_update(sysroot, &update)?;
+    Ok(Outcome {
+        changed: true,
+        update: Some(update),
+        ..Default::default()
+    })
+}
+
+/// `rebase` to a container image (a digest as the revision pins it).
+pub fn rebase(
+    sysroot: &mut Sysroot,
+    sink: &Sink,
+    image: ImageReference,
+    revision: Option<&str>,
+) -> Result<Outcome> {
+    let image = match revision {
+        None => image,
+        Some(digest) if is_digest(digest) && image.pinned_digest().is_none() => {
+            image.with_digest(digest)
+        }
+        Some(other) => return Err(Error::RevisionNotFound {
+            revision: other.to_string(),
+            reason:
+                "the revision of an image is its digest (sha256:HEX), on a reference without one"
+                    .into(),
+        }
+        .into()),
+    };
+    let mut origin = start(sysroot)?.origin;
+    let pulled = container::pull(&sysroot.repo(), &image, sink)?;
+    sink.log(fetched(&pulled));
+    origin.base = Base::Image(image.clone());
+    origin.override_commit = None;
+    let mut outcome = deploy_base(sysroot, sink, &pulled.commit, &origin)?;
+    outcome.message = format!("Rebased to {image}: {}", outcome.message);
+    Ok(outcome)
+}
+
+/// A manifest digest as users give it: `sha256:` and 64 hex digits.
+pub fn is_digest(text: &str) -> bool {
+    text.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
