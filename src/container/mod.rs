@@ -130,7 +130,81 @@ pub fn pull(repo: &ostree::Repo, reference: &ImageReference, sink: &Sink) -> Res
         .prefix("apt-ostree-image-")
         .tempdir_in(&tmp)
         .context("Creating the work directory")?;
-    let (mut layers, mut fetched_layers, mut fetched_bytes) = (Vec::new(), 0, 0);
+    let mut fetched = Fetched::default();
+    let layer_digests: Vec<String> = descriptors.iter().map(|d| d.digest().to_string()).collect();
+    let reference_text = reference.to_string();
+    let made = fetch_layers(
+        repo,
+        &registry,
+        descriptors,
+        work.path(),
+        sink,
+        &mut fetched,
+    )
+    .and_then(|layers| {
+        sink.check_cancelled()?;
+        sink.task("Assembling the image", || {
+            assemble::assemble(
+                repo,
+                &layers,
+                work.path(),
+                &assemble::ImageMetadata {
+                    reference: &reference_text,
+                    digest: &image.digest,
+                    layer_digests: &layer_digests,
+                    version: image.version.as_deref(),
+                    created: image.created,
+                },
+            )
+            .map_err(|e| match e.downcast::<assemble::NotDeployable>() {
+                Ok(bad) => not_deployable(bad.0).into(),
+                Err(other) => other,
+            })
+        })
+    });
+    let commit = match made {
+        Ok(commit) => commit,
+        Err(e) => {
+            // What this pull brought is dropped again: the image is unusable.
+            for r in &fetched.refs {
+                let _ = repo.set_ref_immediate(None, r, None, gio::Cancellable::NONE);
+            }
+            return Err(e);
+        }
+    };
+    repo.set_ref_immediate(
+        None,
+        &image_ref(&image.digest),
+        Some(&commit),
+        gio::Cancellable::NONE,
+    )
+    .context("Keeping the image's commit")?;
+    Ok(PulledImage {
+        image,
+        commit,
+        fetched_layers: fetched.refs.len(),
+        fetched_bytes: fetched.bytes,
+    })
+}
+
+/// What one pull fetched: the refs of the layers it added, and their size.
+#[derive(Default)]
+struct Fetched {
+    refs: Vec<String>,
+    bytes: u64,
+}
+
+/// Each layer of the image, from the repository where an earlier image
+/// brought it, else fetched and imported.
+fn fetch_layers(
+    repo: &ostree::Repo,
+    registry: &Registry,
+    descriptors: &[oci_spec::image::Descriptor],
+    work: &std::path::Path,
+    sink: &Sink,
+    fetched: &mut Fetched,
+) -> Result<Vec<Layer>> {
+    let mut layers = Vec::new();
     for (i, d) in descriptors.iter().enumerate() {
         sink.check_cancelled()?;
         let digest = d.digest().to_string();
@@ -146,55 +220,26 @@ pub fn pull(repo: &ostree::Repo, reference: &ImageReference, sink: &Sink) -> Res
             human_size(d.size())
         );
         let layer = sink.task(&title, || -> Result<Layer> {
-            let blob = work.path().join("blob");
+            let blob = work.join("blob");
             registry.fetch_blob(d, &blob)?;
             let layer = layer::import(repo, &blob, &digest).map_err(|e| {
                 match e.downcast::<layer::BadLayer>() {
-                    Ok(bad) => not_deployable(format!("layer {digest}: {bad}")).into(),
+                    Ok(bad) => Error::ImageNotDeployable {
+                        image: registry.reference().to_string(),
+                        reason: format!("layer {digest}: {bad}"),
+                    }
+                    .into(),
                     Err(other) => other.context(format!("Importing layer {digest}")),
                 }
             });
             std::fs::remove_file(&blob).ok();
             layer
         })?;
-        fetched_layers += 1;
-        fetched_bytes += d.size();
+        fetched.refs.push(layer::layer_ref(&digest));
+        fetched.bytes += d.size();
         layers.push(layer);
     }
-    sink.check_cancelled()?;
-    let layer_digests: Vec<String> = descriptors.iter().map(|d| d.digest().to_string()).collect();
-    let reference_text = reference.to_string();
-    let commit = sink.task("Assembling the image", || {
-        assemble::assemble(
-            repo,
-            &layers,
-            work.path(),
-            &assemble::ImageMetadata {
-                reference: &reference_text,
-                digest: &image.digest,
-                layer_digests: &layer_digests,
-                version: image.version.as_deref(),
-                created: image.created,
-            },
-        )
-        .map_err(|e| match e.downcast::<assemble::NotDeployable>() {
-            Ok(bad) => not_deployable(bad.0).into(),
-            Err(other) => other,
-        })
-    })?;
-    repo.set_ref_immediate(
-        None,
-        &image_ref(&image.digest),
-        Some(&commit),
-        gio::Cancellable::NONE,
-    )
-    .context("Keeping the image's commit")?;
-    Ok(PulledImage {
-        image,
-        commit,
-        fetched_layers,
-        fetched_bytes,
-    })
+    Ok(layers)
 }
 
 fn repo_tmp(repo: &ostree::Repo) -> Result<std::path::PathBuf> {

@@ -72,6 +72,10 @@ impl Registry {
         })
     }
 
+    pub fn reference(&self) -> &ImageReference {
+        &self.reference
+    }
+
     fn failed(&self, e: impl std::fmt::Display) -> Error {
         Error::ImageFetchFailed {
             image: self.reference.to_string(),

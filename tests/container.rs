@@ -1,0 +1,453 @@
+//! Container images: a real registry (Debian's docker-registry on loopback),
+//! images built with buildah from a Containerfile, pulled by skopeo's image
+//! proxy into real sysroots on tmpfs.
+
+mod common;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use common::debs::{apt_repository, Deb};
+use common::*;
+
+/// skopeo reads registry settings only from the system's files: plain
+/// HTTP is allowed for loopback registries, which only tests run.
+fn allow_loopback_registries() {
+    let dir = Path::new("/etc/containers/registries.conf.d");
+    fs::create_dir_all(dir).unwrap();
+    let conf = dir.join("50-apt-ostree-tests-loopback.conf");
+    if !conf.exists() {
+        fs::write(
+            conf,
+            "# apt-ostree's tests: registries on loopback speak plain HTTP\n[[registry]]\nlocation = \"127.0.0.1\"\ninsecure = true\n",
+        )
+        .unwrap();
+    }
+}
+
+/// docker-registry on 127.0.0.1 with a free port and its access log kept.
+struct Registry {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        allow_loopback_registries();
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .unwrap();
+        let log = fs::File::create(dir.path().join("log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (Debian's package) runs");
+        assert!(
+            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "the registry did not start"
+        );
+        Registry { child, dir, port }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The layer and config blobs fetched so far, from the registry's access log.
+    fn blob_gets(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("log"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/sha256:"))
+            .map(|l| {
+                l.split("/blobs/")
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// The file holding a blob in the registry's storage.
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// buildah with a storage of its own.
+struct Buildah {
+    storage: tempfile::TempDir,
+}
+
+impl Buildah {
+    fn new() -> Buildah {
+        Buildah {
+            storage: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("buildah");
+        c.arg("--root")
+            .arg(self.storage.path().join("root"))
+            .arg("--runroot")
+            .arg(self.storage.path().join("run"))
+            .args(["--storage-driver", "vfs"]);
+        c
+    }
+
+    /// Build `containerfile` in `context` as `tag` and push it; the manifest digest.
+    fn build_and_push(&self, context: &Path, containerfile: &str, tag: &str) -> String {
+        fs::write(context.join("Containerfile"), containerfile).unwrap();
+        run(self
+            .cmd()
+            .args([
+                "bud",
+                "--isolation",
+                "chroot",
+                "--tls-verify=false",
+                "-t",
+                tag,
+            ])
+            .arg(context));
+        let digestfile = context.join("digest");
+        run(self
+            .cmd()
+            .args(["push", "--tls-verify=false", "--digestfile"])
+            .arg(&digestfile)
+            .arg(tag)
+            .arg(format!("docker://{tag}")));
+        fs::read_to_string(digestfile).unwrap().trim().to_string()
+    }
+}
+
+/// A plain Debian root (as debootstrap leaves one) as a tar, for `ADD`.
+fn base_context(dir: &Path, version: &str, with_kernel: bool) {
+    let tree = dir.join("tree");
+    run(Command::new("python3")
+        .arg(fixtures().join("host-tree.py"))
+        .arg(&tree)
+        .args(["--raw", "--version", version]));
+    if !with_kernel {
+        fs::remove_dir_all(tree.join("boot")).unwrap();
+        fs::create_dir(tree.join("boot")).unwrap();
+    }
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .arg("-cf")
+        .arg(dir.join("rootfs.tar"))
+        .arg("."));
+    fs::remove_dir_all(&tree).unwrap();
+}
+
+/// The layer digests of the image at `name` (HOST/NAME:TAG or @DIGEST), bottom first.
+fn manifest_layers(name: &str) -> Vec<String> {
+    let manifest: serde_json::Value = serde_json::from_str(&stdout(
+        Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("docker://{name}")),
+    ))
+    .unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn manifest_layers_of_digest(host: &str, digest: &str) -> Vec<String> {
+    manifest_layers(&format!("{host}/debian/os@{digest}"))
+}
+
+fn deployment_root(s: &TestSysroot, index: usize) -> PathBuf {
+    let d = s.deployments()[index].clone();
+    s.deployment_dir(&d.0, d.1)
+}
+
+/// Everything a user does with images, in the order a user does it: rebase
+/// to a base image, upgrade to a derived one (only its new layers fetched),
+/// layer a package on top, roll back.
+#[test]
+fn rebase_upgrade_layer_and_roll_back_with_images_from_a_registry() {
+    let registry = Registry::start();
+    let buildah = Buildah::new();
+    let host = registry.host();
+    let context = tempfile::tempdir().unwrap();
+    base_context(context.path(), "13.1", true);
+    let base_digest = buildah.build_and_push(
+        context.path(),
+        "FROM scratch\nADD rootfs.tar /\nLABEL org.opencontainers.image.version=13.1\n",
+        &format!("{host}/debian/os:stable"),
+    );
+
+    let s = TestSysroot::at_v1();
+    let image = format!("ostree-unverified-registry:{host}/debian/os:stable");
+    let (rc, out, err) = code(s.cli().args(["rebase", &image]));
+    assert_eq!(rc, 0, "{out}{err}");
+    let status = s.status();
+    let d = &status["deployments"][0];
+    assert_eq!(d["containerImageReference"], image.as_str(), "{status}");
+    assert_eq!(d["imageDigest"], base_digest.as_str());
+    assert_eq!(d["version"], "13.1");
+    assert!(d.get("refspec").is_none(), "{d}");
+    let text = stdout(s.cli().arg("status"));
+    assert!(
+        text.contains(&image) && text.contains(&base_digest),
+        "{text}"
+    );
+    // Deployed the way compose would have made it.
+    let root = deployment_root(&s, 0);
+    assert!(root.join("usr/etc/passwd").is_file());
+    assert!(root.join("usr/share/dpkg/database/status").is_file());
+    assert!(root
+        .join("usr/lib/modules/6.1.0-apt-ostree-demo/vmlinuz")
+        .is_file());
+    assert!(
+        fs::read_to_string(root.join("usr/lib/sysusers.d/apt-ostree-image.conf"))
+            .unwrap()
+            .contains("u daemon 1:1")
+    );
+    s.assert_fsck_clean();
+
+    // Nothing new: no layer is fetched again.
+    let before = registry.blob_gets().len();
+    let (rc, out, err) = code(s.cli().args(["upgrade", "--check"]));
+    assert_eq!(rc, 77, "{out}{err}");
+    let base_layers = manifest_layers(&format!("{host}/debian/os:stable"));
+    let gets = registry.blob_gets()[before..].to_vec();
+    assert!(
+        base_layers.iter().all(|l| !gets.contains(l)),
+        "a check fetched a layer: {gets:?}"
+    );
+
+    // A derived image: a file added, a base file deleted, a local package installed.
+    let derived = tempfile::tempdir().unwrap();
+    let deb = Deb::new("demo-derived", "1.0")
+        .file("/usr/share/demo-derived/hello", "from the derived image\n")
+        .build(derived.path());
+    fs::copy(&deb, derived.path().join("demo-derived.deb")).unwrap();
+    fs::write(derived.path().join("motd"), "derived motd\n").unwrap();
+    let derived_digest = buildah.build_and_push(
+        derived.path(),
+        &format!(
+            "FROM {host}/debian/os:stable\nCOPY motd /etc/motd.derived\nRUN rm /etc/issue.net\n\
+             COPY demo-derived.deb /tmp/\nRUN dpkg -i /tmp/demo-derived.deb && rm /tmp/demo-derived.deb\n\
+             LABEL org.opencontainers.image.version=13.2\n"
+        ),
+        &format!("{host}/debian/os:stable"),
+    );
+    assert_ne!(derived_digest, base_digest);
+    let (rc, out, err) = code(s.cli().args(["upgrade", "--check"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        out.contains(&derived_digest) || out.contains("13.2"),
+        "{out}"
+    );
+    let checked = registry.blob_gets().len();
+    let (rc, out, err) = code(s.cli().arg("upgrade"));
+    assert_eq!(rc, 0, "{out}{err}");
+    // Only the derived image's new layers (and its config) were fetched:
+    // the base layer it shares with the deployed image was not.
+    let fetched = registry.blob_gets()[checked..].to_vec();
+    let layers = manifest_layers(&format!("{host}/debian/os:stable"));
+    let (shared, new) = layers.split_at(1);
+    assert_eq!(shared, &manifest_layers_of_digest(&host, &base_digest)[..]);
+    assert!(
+        !fetched.contains(&shared[0]),
+        "the shared base layer was fetched again: {fetched:?}"
+    );
+    for layer in new {
+        assert!(fetched.contains(layer), "{layer} not fetched: {fetched:?}");
+    }
+    assert!(
+        fetched.len() <= new.len() + 1,
+        "more than the new layers and the config: {fetched:?}"
+    );
+    let status = s.status();
+    let d = &status["deployments"][0];
+    assert_eq!(d["imageDigest"], derived_digest.as_str(), "{status}");
+    assert_eq!(d["version"], "13.2");
+    let root = deployment_root(&s, 0);
+    assert_eq!(
+        fs::read_to_string(root.join("usr/etc/motd.derived")).unwrap(),
+        "derived motd\n"
+    );
+    assert!(
+        !root.join("usr/etc/issue.net").exists(),
+        "RUN rm did not delete"
+    );
+    assert!(root.join("usr/share/demo-derived/hello").is_file());
+    let listed = stdout(s.cli().args(["db", "list"]));
+    assert!(listed.contains("demo-derived"), "{listed}");
+
+    // Layering on top of an image deployment, from an apt repository.
+    let apt = tempfile::tempdir().unwrap();
+    apt_repository(
+        apt.path(),
+        &[Deb::new("demo-on-image", "1.0").file("/usr/share/demo-on-image/ok", "layered\n")],
+    );
+    let http = HttpServer::start(apt.path(), None);
+    fs::write(
+        deployment_root(&s, 0).join("etc/apt/sources.list.d/test.list"),
+        format!("deb [trusted=yes] {}/ ./\n", http.url()),
+    )
+    .unwrap();
+    let (rc, out, err) = code(s.cli().args(["install", "demo-on-image"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    let status = s.status();
+    let d = &status["deployments"][0];
+    assert_eq!(d["requestedPackages"], serde_json::json!(["demo-on-image"]));
+    assert_eq!(d["containerImageReference"], image.as_str());
+    assert_eq!(d["imageDigest"], derived_digest.as_str(), "{d}");
+    assert!(deployment_root(&s, 0)
+        .join("usr/share/demo-on-image/ok")
+        .is_file());
+    s.assert_fsck_clean();
+
+    // Rollback makes the derived image without the layer the default again.
+    let (rc, out, err) = code(s.cli().arg("rollback"));
+    assert_eq!(rc, 0, "{out}{err}");
+    let status = s.status();
+    let d = &status["deployments"][0];
+    assert_eq!(d["imageDigest"], derived_digest.as_str());
+    assert_eq!(d["requestedPackages"], serde_json::json!([]));
+
+    // Cleanup keeps what deployments use and drops the rest.
+    let (rc, out, err) = code(s.cli().args(["cleanup", "-b"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    s.assert_fsck_clean();
+}
+
+/// Each kind of bad input: a typed error, and no deployment, ref or layer left behind.
+#[test]
+fn bad_image_references_and_images_change_nothing() {
+    let registry = Registry::start();
+    let buildah = Buildah::new();
+    let host = registry.host();
+    let s = TestSysroot::at_v1();
+    let deployments = s.deployments();
+    let refs = || stdout(s.repo_cmd().arg("refs"));
+    let refs_before = refs();
+    let fails_with = |args: &[&str], error: &str| {
+        let (rc, out, err) = code(s.cli().args(args));
+        assert_eq!(rc, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(error), "{args:?}: wanted {error}: {err}");
+        assert_eq!(
+            s.deployments(),
+            deployments,
+            "{args:?} changed the deployments"
+        );
+        err
+    };
+
+    fails_with(
+        &["rebase", "ostree-unverified-registry:Not A Name"],
+        "invalid image reference",
+    );
+    fails_with(
+        &["rebase", "ostree-unverified-image:ftp://x/y"],
+        "invalid image reference",
+    );
+    // Nothing listens on port 9 of loopback.
+    fails_with(
+        &["rebase", "ostree-unverified-registry:127.0.0.1:9/os:1"],
+        "fetching the image",
+    );
+    fails_with(
+        &[
+            "rebase",
+            &format!("ostree-unverified-registry:{host}/no/such:tag"),
+        ],
+        "fetching the image",
+    );
+    // Debian's policy accepts anything: "signed" would mean nothing.
+    fails_with(
+        &[
+            "rebase",
+            &format!("ostree-image-signed:registry:{host}/os:1"),
+        ],
+        "signature check failed",
+    );
+
+    // An image without a kernel.
+    let context = tempfile::tempdir().unwrap();
+    base_context(context.path(), "13.1", false);
+    buildah.build_and_push(
+        context.path(),
+        "FROM scratch\nADD rootfs.tar /\n",
+        &format!("{host}/nokernel:1"),
+    );
+    let err = fails_with(
+        &[
+            "rebase",
+            &format!("ostree-unverified-registry:{host}/nokernel:1"),
+        ],
+        "cannot be deployed",
+    );
+    assert!(err.contains("no kernel"), "{err}");
+
+    // A layer whose content does not match its digest.
+    base_context(context.path(), "13.1", true);
+    buildah.build_and_push(
+        context.path(),
+        "FROM scratch\nADD rootfs.tar /\n",
+        &format!("{host}/corrupt:1"),
+    );
+    let layer = manifest_layers(&format!("{host}/corrupt:1"))[0].clone();
+    let blob = registry.blob_path(&layer);
+    let mut bytes = fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&blob, bytes).unwrap();
+    fails_with(
+        &[
+            "rebase",
+            &format!("ostree-unverified-registry:{host}/corrupt:1"),
+        ],
+        "fetching the image",
+    );
+    // No ref of any image or layer, good or bad, was left behind.
+    assert_eq!(refs(), refs_before);
+    s.assert_fsck_clean();
+}
