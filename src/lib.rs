@@ -15,13 +15,15 @@
 //! - Engines, which know nothing of Varlink or of the operations above them:
 //!   - [`layering`]: builds a layered commit (resolve, fetch, checkout, dpkg, finish, commit).
 //!   - [`compose`]: builds images from treefiles (`compose tree`, `compose image`).
+//!   - [`container`]: pulls OCI images (skopeo's image proxy) into deployable commits.
 //!   - [`apt`]: libapt-pkg: resolution against a base commit, fetching.
 //!   - [`sandbox`]: bubblewrap for dpkg and scripts.
 //!   - [`tree`]: the deployable tree layout.
 //!   - [`sysroot`]: the libostree adapter (load, status, pull, deploy, commit, lock).
 //!   - [`dpkg`]: dpkg databases stored in commits, Debian version ordering, package diffs.
 //! - Shared pieces: [`error`] (the typed errors and their IDL names),
-//!   [`origin`] (the deployment origin file), [`refspec`], [`kargs`] (kernel
+//!   [`origin`] (the deployment origin file), [`refspec`], [`imgref`]
+//!   (container image references), [`fsutil`] (atomic writes), [`kargs`] (kernel
 //!   command lines), [`config`] (apt-ostreed.conf), [`progress`] (events
 //!   engines emit), [`logging`].
 
