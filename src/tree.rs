@@ -303,6 +303,16 @@ mod tests {
     }
 
     #[test]
+    fn a_second_conversion_keeps_the_first_ones_var() {
+        let new = "L /var/lib/dpkg - - - - ../../usr/share/dpkg/database\nd /var/lib/new 0755 root root - -\n";
+        let earlier = "# comment\nL /var/lib/dpkg - - - - ../../usr/share/dpkg/database\nL /var/lock - - - - /run/lock\nd /var/lib/new 0700 root root - -\n";
+        assert_eq!(
+            merge_tmpfiles(new, earlier),
+            format!("{new}L /var/lock - - - - /run/lock\n")
+        );
+    }
+
+    #[test]
     fn a_tree_without_kernel_needs_the_placeholder_to_be_allowed() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
@@ -383,6 +393,23 @@ mod tests {
             "initial\n"
         );
     }
+}
+
+/// `new` tmpfiles.d lines, then the lines of `earlier` for paths `new` does not name.
+fn merge_tmpfiles(new: &str, earlier: &str) -> String {
+    let path = |line: &str| line.split_whitespace().nth(1).map(str::to_string);
+    let named: BTreeSet<String> = new.lines().filter_map(path).collect();
+    let mut merged = new.to_string();
+    for line in earlier.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        if path(line).is_some_and(|p| !named.contains(&p)) {
+            merged.push_str(line);
+            merged.push('\n');
+        }
+    }
+    merged
 }
 
 /// What [`make_deployable`] found and did.
@@ -532,8 +559,13 @@ pub fn make_deployable(root: &Path, placeholder_kernel: bool) -> Result<Conversi
         crate::dpkg::DATABASE_DIR
     );
     lines.push_str(&var_to_tmpfiles(&var, root)?);
-    conversion.tmpfiles_lines = lines.lines().count();
     let tmpfiles = root.join(COMPOSED_TMPFILES);
+    // A tree converted before (an image built FROM an encapsulated base)
+    // has its /var only in this list: keep what the new /var does not redefine.
+    if let Ok(earlier) = std::fs::read_to_string(&tmpfiles) {
+        lines = merge_tmpfiles(&lines, &earlier);
+    }
+    conversion.tmpfiles_lines = lines.lines().count();
     std::fs::create_dir_all(tmpfiles.parent().expect("has parent"))?;
     // An image pulled from a registry may already have this file, and its
     // checkout is hard-linked to the repository: replace, never write into it.

@@ -182,18 +182,7 @@ fn base_context(dir: &Path, version: &str, with_kernel: bool) {
 
 /// The layer digests of the image at `name` (HOST/NAME:TAG or @DIGEST), bottom first.
 fn manifest_layers(name: &str) -> Vec<String> {
-    let manifest: serde_json::Value = serde_json::from_str(&stdout(
-        Command::new("skopeo")
-            .args(["inspect", "--raw"])
-            .arg(format!("docker://{name}")),
-    ))
-    .unwrap();
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
+    manifest_layers_in(&format!("docker://{name}"))
 }
 
 fn manifest_layers_of_digest(host: &str, digest: &str) -> Vec<String> {
@@ -450,4 +439,130 @@ fn bad_image_references_and_images_change_nothing() {
     // No ref of any image or layer, good or bad, was left behind.
     assert_eq!(refs(), refs_before);
     s.assert_fsck_clean();
+}
+
+/// `compose container-encapsulate`: the same commit gives the same image;
+/// one changed package changes few layers; a Containerfile builds on the
+/// image with dpkg and apt's state where they expect it, and the derived
+/// image deploys.
+#[test]
+fn an_encapsulated_commit_is_a_base_that_containerfiles_build_on() {
+    let registry = Registry::start();
+    let buildah = Buildah::new();
+    let host = registry.host();
+    let base = base_repo();
+    let out = tempfile::tempdir().unwrap();
+    let encapsulate = |rev: &str, dest: &str| {
+        let (rc, stdout, stderr) = code(
+            Command::new(cli())
+                .args(["compose", "container-encapsulate", "--repo"])
+                .arg(&base.path)
+                .args([rev, dest]),
+        );
+        assert_eq!(rc, 0, "{stdout}{stderr}");
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("digest: "))
+            .unwrap()
+            .to_string()
+    };
+    let dir = out.path().join("oci");
+    let v2 = encapsulate(&base.v2, &format!("oci:{}:v2", dir.display()));
+    let again = encapsulate(&base.v2, &format!("oci:{}:again", dir.display()));
+    assert_eq!(v2, again, "the same commit gave another image");
+    let v1 = encapsulate(&base.v1, &format!("oci:{}:v1", dir.display()));
+    let layers = |tag: &str| manifest_layers_in(&format!("oci:{}:{tag}", dir.display()));
+    let (l1, l2) = (layers("v1"), layers("v2"));
+    assert!(l2.len() > 4, "not split by package: {l2:?}");
+    let changed = l2.iter().filter(|l| !l1.contains(l)).count();
+    // demo-base 1.0 -> 1.1: its own layer, dpkg's database, and the
+    // version file no package owns.
+    assert!(changed <= 3, "{changed} of {} layers changed", l2.len());
+    assert_ne!(v1, v2);
+    let inspect: serde_json::Value = serde_json::from_str(&stdout(
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:v2", dir.display())),
+    ))
+    .unwrap();
+    assert_eq!(inspect["Labels"]["containers.bootc"], "1", "{inspect}");
+    assert_eq!(inspect["Labels"]["ostree.bootable"], "1");
+    assert_eq!(
+        inspect["Labels"]["org.opencontainers.image.version"],
+        "12.2"
+    );
+
+    // Straight to a registry (through skopeo), then FROM it.
+    let pushed = encapsulate(&base.v2, &format!("registry:{host}/debian/base:12"));
+    assert_eq!(pushed, v2, "the registry got another image");
+    let context = tempfile::tempdir().unwrap();
+    let deb = Deb::new("demo-derived", "1.0")
+        .file("/usr/share/demo-derived/hello", "from the derived image\n")
+        .build(context.path());
+    fs::copy(&deb, context.path().join("demo-derived.deb")).unwrap();
+    let derived = buildah.build_and_push(
+        context.path(),
+        &format!(
+            "FROM {host}/debian/base:12\n\
+             COPY demo-derived.deb /tmp/\n\
+             RUN dpkg -i /tmp/demo-derived.deb && rm /tmp/demo-derived.deb && dpkg -s demo-derived\n\
+             RUN test -d /var/lib/apt/lists/partial && echo built > /root/built && rm /etc/issue.net\n"
+        ),
+        &format!("{host}/debian/derived:1"),
+    );
+    let s = TestSysroot::at_v1();
+    let (rc, out, err) = code(s.cli().args([
+        "rebase",
+        &format!("ostree-unverified-registry:{host}/debian/derived:1"),
+    ]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(
+        s.status()["deployments"][0]["imageDigest"],
+        derived.as_str()
+    );
+    let root = deployment_root(&s, 0);
+    assert!(root.join("usr/share/demo-derived/hello").is_file());
+    assert!(!root.join("usr/etc/issue.net").exists());
+    assert!(root.join("usr/etc/passwd").is_file());
+    let tmpfiles =
+        fs::read_to_string(root.join("usr/lib/tmpfiles.d/apt-ostree-compose.conf")).unwrap();
+    assert!(
+        tmpfiles.contains("L /var/lib/dpkg - - - - ../../usr/share/dpkg/database"),
+        "{tmpfiles}"
+    );
+    assert!(
+        tmpfiles.contains("/var/roothome/built"),
+        "what RUN wrote to /root is kept: {tmpfiles}"
+    );
+    let listed = stdout(s.cli().args(["db", "list"]));
+    assert!(
+        listed.contains("demo-derived") && listed.contains("demo-base"),
+        "{listed}"
+    );
+    s.assert_fsck_clean();
+
+    // Nonsense destinations are refused before anything is written.
+    let (rc, _, err) = code(
+        Command::new(cli())
+            .args(["compose", "container-encapsulate", "--repo"])
+            .arg(&base.path)
+            .args([&base.v2, "ftp://nowhere/x"]),
+    );
+    assert_eq!(rc, 1);
+    assert!(err.contains("invalid image reference"), "{err}");
+}
+
+fn manifest_layers_in(transport_ref: &str) -> Vec<String> {
+    let manifest: serde_json::Value = serde_json::from_str(&stdout(
+        Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(transport_ref),
+    ))
+    .unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
 }

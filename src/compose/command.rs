@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::compose::image::{compose_image, parse_size, ImageFormat, ImageOptions};
@@ -91,6 +91,27 @@ pub enum ComposeCommand {
         #[arg(long)]
         wipe: bool,
     },
+    /// Write a composed commit as an OCI image that container tools can build on.
+    ///
+    /// The image is a plain Debian root file system (labelled containers.bootc=1
+    /// and ostree.bootable=1), layered by package; the same commit always
+    /// gives the same digest. A Containerfile can `FROM` it, and machines
+    /// `apt-ostree rebase` to it or to images derived from it.
+    ContainerEncapsulate {
+        /// The OSTree repository holding the commit.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The ref or commit to write.
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// Where to: oci:DIR[:TAG], registry:HOST/NAME:TAG (through skopeo),
+        /// oci-archive:FILE or containers-storage:NAME.
+        #[arg(value_name = "IMAGEREF")]
+        destination: String,
+        /// At most this many layers (the largest packages get one each).
+        #[arg(long, default_value_t = crate::container::EncapsulateOptions::default().max_layers)]
+        max_layers: usize,
+    },
 }
 
 fn parse_remote(text: &str) -> Result<(String, String), String> {
@@ -107,6 +128,39 @@ fn parse_remote(text: &str) -> Result<(String, String), String> {
 }
 
 fn run(command: &ComposeCommand) -> Result<u8> {
+    if let ComposeCommand::ContainerEncapsulate {
+        repo,
+        reference,
+        destination,
+        max_layers,
+    } = command
+    {
+        let repo_path = repo;
+        let repo = ostree::Repo::new_for_path(repo_path);
+        repo.open(ostree::gio::Cancellable::NONE)
+            .with_context(|| format!("Opening the repository {}", repo_path.display()))?;
+        let commit = repo
+            .resolve_rev(reference, false)
+            .with_context(|| format!("Resolving {reference}"))?
+            .context("no such ref")?
+            .to_string();
+        let opts = crate::container::EncapsulateOptions {
+            max_layers: *max_layers,
+        };
+        let image = crate::container::encapsulate(
+            &repo,
+            &commit,
+            destination,
+            &opts,
+            &ConsoleProgress::sink(),
+        )?;
+        println!(
+            "{reference} ({commit}) => {destination}\n  digest: {}\n  layers: {}",
+            image.digest,
+            image.layers.len()
+        );
+        return Ok(0);
+    }
     if let ComposeCommand::Image {
         repo,
         reference,

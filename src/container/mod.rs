@@ -13,8 +13,10 @@
 //!    (`apt-ostree/image/sha256/HEX` keeps it until a deployment does).
 //!
 //! [`prune`] drops the refs of layers and images that no deployment needs.
+//! [`encapsulate`] goes the other way: a composed commit as an OCI image.
 
 mod assemble;
+mod encapsulate;
 mod layer;
 mod registry;
 
@@ -29,6 +31,7 @@ use crate::imgref::ImageReference;
 use crate::progress::Sink;
 use crate::sysroot::CommitInfo;
 pub use assemble::IMAGE_SYSUSERS;
+pub use encapsulate::{EncapsulateOptions, Encapsulated};
 use layer::Layer;
 pub use registry::Registry;
 
@@ -291,4 +294,80 @@ pub fn prune(repo: &ostree::Repo, kept: &[CommitInfo]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Write commit `commit` of `repo` as an image to `destination`, in
+/// containers' transport syntax: `oci:DIR[:TAG]` is written directly; any
+/// other destination (`registry:HOST/NAME:TAG`, `docker://...`,
+/// `oci-archive:...`, `containers-storage:...`) is written to a layout in
+/// `repo`'s tmp/ first and copied there by `skopeo copy`.
+pub fn encapsulate(
+    repo: &ostree::Repo,
+    commit: &str,
+    destination: &str,
+    opts: &EncapsulateOptions,
+    sink: &Sink,
+) -> Result<Encapsulated> {
+    let invalid = |reason: &str| Error::InvalidImageReference {
+        reference: destination.to_string(),
+        reason: reason.to_string(),
+    };
+    if let Some(rest) = destination.strip_prefix("oci:") {
+        let (dir, tag) = match rest.rsplit_once(':') {
+            Some((dir, tag)) if !tag.contains('/') => (dir, tag),
+            _ => (rest, "latest"),
+        };
+        if dir.is_empty() {
+            return Err(invalid("no directory").into());
+        }
+        return encapsulate::encapsulate_to_oci_dir(
+            repo,
+            commit,
+            std::path::Path::new(dir),
+            tag,
+            opts,
+            sink,
+        );
+    }
+    let target = match destination.strip_prefix("registry:") {
+        Some(name) => format!("docker://{name}"),
+        None if ["docker://", "oci-archive:", "containers-storage:", "dir:"]
+            .iter()
+            .any(|p| destination.starts_with(p)) =>
+        {
+            destination.to_string()
+        }
+        None => {
+            return Err(invalid(
+                "expected oci:DIR[:TAG], registry:NAME, docker://NAME, oci-archive:FILE or containers-storage:NAME",
+            )
+            .into())
+        }
+    };
+    let layout = tempfile::Builder::new()
+        .prefix("apt-ostree-encapsulate-")
+        .tempdir_in(repo_tmp(repo)?)?;
+    let written =
+        encapsulate::encapsulate_to_oci_dir(repo, commit, layout.path(), "latest", opts, sink)?;
+    sink.task(
+        &format!("Copying the image to {target}"),
+        || -> Result<()> {
+            let logged = crate::progress::run_logged(
+                std::process::Command::new("skopeo")
+                    .arg("copy")
+                    .arg("--preserve-digests")
+                    .arg(format!("oci:{}:latest", layout.path().display()))
+                    .arg(&target),
+                sink,
+            )
+            .context("Running skopeo")?;
+            anyhow::ensure!(
+                logged.status.success(),
+                "skopeo copy to {target} failed: {}",
+                logged.text
+            );
+            Ok(())
+        },
+    )?;
+    Ok(written)
 }
