@@ -34,6 +34,13 @@ const VAR_SCRATCH: &[&str] = &[
     "backups",
 ];
 
+/// True for a path under /var (relative to it) that is package-manager scratch.
+pub fn is_var_scratch(rel: &str) -> bool {
+    VAR_SCRATCH
+        .iter()
+        .any(|s| rel == *s || rel.starts_with(&format!("{s}/")))
+}
+
 pub const LAYERED_TMPFILES: &str = "usr/lib/tmpfiles.d/apt-ostree-layered.conf";
 pub const LAYERED_SYSUSERS: &str = "usr/lib/sysusers.d/apt-ostree-layered.conf";
 pub const COMPOSED_TMPFILES: &str = "usr/lib/tmpfiles.d/apt-ostree-compose.conf";
@@ -99,10 +106,7 @@ pub fn var_to_tmpfiles(var: &Path, root: &Path) -> Result<String> {
                 .expect("under var")
                 .to_string_lossy()
                 .to_string();
-            if VAR_SCRATCH
-                .iter()
-                .any(|s| rel == *s || rel.starts_with(&format!("{s}/")))
-            {
+            if is_var_scratch(&rel) {
                 continue;
             }
             let meta = std::fs::symlink_metadata(&path)?;

@@ -566,3 +566,44 @@ fn manifest_layers_in(transport_ref: &str) -> Vec<String> {
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// `container lint` on a root as a Containerfile leaves it: exit 0 with
+/// warnings only, 1 with an error, and every finding named.
+#[test]
+fn container_lint_names_what_will_not_work_once_deployed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    run(Command::new("python3")
+        .arg(fixtures().join("host-tree.py"))
+        .arg(&root)
+        .args(["--raw", "--version", "1"]));
+    let lint = || {
+        code(
+            Command::new(cli())
+                .args(["container", "lint", "--rootfs"])
+                .arg(&root),
+        )
+    };
+    let (rc, out, err) = lint();
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("ready to deploy (0 warnings)"), "{out}");
+
+    fs::create_dir_all(root.join("var/lib/myapp")).unwrap();
+    fs::write(root.join("var/lib/myapp/seed"), "x").unwrap();
+    let (rc, out, _) = lint();
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains("warning: 1 files under /var") && out.contains("/var/lib/myapp/seed"),
+        "{out}"
+    );
+
+    for kernel in fs::read_dir(root.join("boot")).unwrap() {
+        fs::remove_file(kernel.unwrap().path()).unwrap();
+    }
+    fs::create_dir_all(root.join("usr/etc")).unwrap();
+    let (rc, out, _) = lint();
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("error: no kernel"), "{out}");
+    assert!(out.contains("error: /usr/etc exists"), "{out}");
+    assert!(out.contains("2 errors"), "{out}");
+}

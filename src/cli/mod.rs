@@ -182,6 +182,11 @@ pub enum Command {
         #[command(subcommand)]
         command: db::DbCommand,
     },
+    /// Work on container images (runs here, without the daemon).
+    Container {
+        #[command(subcommand)]
+        command: ContainerCommand,
+    },
     /// Build base images and bootable disks (runs here, as root, without the daemon).
     Compose {
         #[command(subcommand)]
@@ -288,7 +293,52 @@ fn split_local_packages(args: Vec<String>) -> Result<(Vec<String>, Vec<String>)>
     Ok((names, files))
 }
 
+/// `apt-ostree container ...`.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Check a root file system for what will not work once deployed: run it
+    /// as the last RUN of a Containerfile. Exits 1 when it finds an error.
+    Lint {
+        /// The root to check.
+        #[arg(long, default_value = "/")]
+        rootfs: PathBuf,
+    },
+}
+
+fn container_lint(rootfs: &std::path::Path) -> u8 {
+    use crate::container::lint::{lint, Severity};
+    let findings = lint(rootfs);
+    for f in &findings {
+        let label = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        println!("{label}: {}", f.message);
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    if errors == 0 {
+        println!(
+            "{}: ready to deploy ({} warnings)",
+            rootfs.display(),
+            findings.len()
+        );
+        0
+    } else {
+        println!("{}: {errors} errors", rootfs.display());
+        1
+    }
+}
+
 fn run(cli: Cli) -> Result<u8> {
+    if let Command::Container {
+        command: ContainerCommand::Lint { rootfs },
+    } = &cli.command
+    {
+        return Ok(container_lint(rootfs));
+    }
     if let Command::Compose { .. } = &cli.command {
         // Parsed here (for --help, completions and man pages), run by the
         // helper binary with the same arguments: it loads libostree, we don't.
@@ -495,7 +545,7 @@ fn run(cli: Cli) -> Result<u8> {
         },
         Command::Kargs(args) => kargs::run(&client, args)?,
         Command::Db { command } => db::run(&client, command)?,
-        Command::Compose { .. } | Command::GenerateDocs { .. } => {
+        Command::Compose { .. } | Command::GenerateDocs { .. } | Command::Container { .. } => {
             unreachable!("handled before connecting")
         }
         Command::Initramfs {

@@ -18,6 +18,7 @@
 mod assemble;
 mod encapsulate;
 mod layer;
+pub mod lint;
 mod registry;
 
 use std::collections::BTreeSet;
