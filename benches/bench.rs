@@ -3,6 +3,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod containers;
 
 use std::os::unix::net::UnixStream;
 use std::process::Command;
@@ -65,7 +66,7 @@ fn rss_kib(pid: u32, key: &str) -> u64 {
 }
 
 /// Whether to run section `name`: all of them, unless APT_OSTREE_BENCH
-/// names some (status, limits, upgrade, layering, compose, minbase).
+/// names some (status, limits, upgrade, layering, compose, minbase, containers).
 fn wanted(name: &str) -> bool {
     std::env::var("APT_OSTREE_BENCH").map_or(true, |v| v.split(',').any(|s| s.trim() == name))
 }
@@ -85,6 +86,9 @@ fn main() {
         }
         if wanted("compose") || wanted("minbase") {
             compose_bench();
+        }
+        if wanted("containers") {
+            containers::bench();
         }
         return;
     }
@@ -200,6 +204,7 @@ fn main() {
     upgrade_bench();
     layering_bench();
     compose_bench();
+    containers::bench();
 }
 
 /// The ratio of two medians, with the spread of each set of runs.

@@ -9,8 +9,8 @@
 //!
 //! Files are split into layers by Debian package, from dpkg's `*.list`
 //! files: the largest packages get a layer each, the rest share one, files
-//! no package owns (and every directory) form the first layer, and dpkg's
-//! database the last. An update that changes one package changes its
+//! no package owns form the first layer, the initramfs and generated files
+//! (tmpfiles.d, sysusers.d, ld.so.cache) one each, and dpkg's database the last. An update that changes one package changes its
 //! layer and the database's. The tar and gzip streams are written
 //! deterministically (sorted, mtime 0, numeric owners, no gzip time or
 //! name), so the same commit always gives the same image digest.
@@ -35,8 +35,8 @@ const DEFAULT_MAX_LAYERS: usize = 48;
 
 #[derive(Debug, Clone)]
 pub struct EncapsulateOptions {
-    /// At most this many layers (at least 4: files no package owns, one
-    /// package, the other packages, dpkg's database).
+    /// At most this many layers (at least 6: files no package owns, one
+    /// package, the other packages, the initramfs, generated files, dpkg's database).
     pub max_layers: usize,
 }
 
@@ -245,6 +245,18 @@ fn content(repo: &ostree::Repo, checksum: &str) -> Result<Box<dyn Read>> {
     Ok(Box::new(stream.into_read()))
 }
 
+/// Files that tools generate from the packages' content rather than ship.
+fn is_generated(path: &str) -> bool {
+    [
+        "usr/lib/tmpfiles.d/",
+        "usr/lib/sysusers.d/",
+        "usr/share/factory/",
+        "etc/ld.so.cache",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
+}
+
 /// The layers: name and the paths each holds (their parent directories are implied).
 fn plan_layers(
     entries: &BTreeMap<String, Entry>,
@@ -252,17 +264,28 @@ fn plan_layers(
     max_layers: usize,
 ) -> Vec<(String, Vec<String>)> {
     let mut rootfs = Vec::new();
+    // Files no package owns that change with almost any package change
+    // (tmpfiles.d and sysusers.d lists, ld.so.cache, factory copies of
+    // /var), and the generated initramfs: layers of their own, so that an
+    // update of one package does not change the large first layer.
+    let mut generated = Vec::new();
+    let mut boot = Vec::new();
     let mut database = Vec::new();
     let mut by_package: BTreeMap<&str, (u64, Vec<String>)> = BTreeMap::new();
     for (path, entry) in entries {
-        // Every directory is in the first layer, empty ones included
-        // (/root, apt's lists); the others repeat the parents of their files.
-        if matches!(entry.kind, Kind::Dir) {
-            rootfs.push(path.clone());
-            continue;
-        }
         if path.starts_with("var/lib/dpkg/") {
             database.push(path.clone());
+            continue;
+        }
+        // A directory is in the layer of the package that lists it, else in
+        // the first layer, so that empty ones exist (/root, apt's lists) and
+        // a package that adds one changes only its own layer; every layer
+        // also repeats the parents of what it holds.
+        if matches!(entry.kind, Kind::Dir) {
+            match owner.get(path) {
+                Some(package) => by_package.entry(package).or_default().1.push(path.clone()),
+                None => rootfs.push(path.clone()),
+            }
             continue;
         }
         match owner.get(path) {
@@ -274,11 +297,13 @@ fn plan_layers(
                 };
                 slot.1.push(path.clone());
             }
+            None if is_generated(path) => generated.push(path.clone()),
+            None if path.starts_with("usr/lib/modules/") => boot.push(path.clone()),
             None => rootfs.push(path.clone()),
         }
     }
     // The largest packages get layers of their own; the order of the layers is by name.
-    let own = max_layers.saturating_sub(3).max(1);
+    let own = max_layers.saturating_sub(5).max(1);
     let mut sizes: Vec<(&str, u64)> = by_package.iter().map(|(p, (s, _))| (*p, *s)).collect();
     sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let big: std::collections::BTreeSet<&str> = sizes.iter().take(own).map(|(p, _)| *p).collect();
@@ -293,6 +318,12 @@ fn plan_layers(
     }
     if !others.is_empty() {
         layers.push(("other packages".to_string(), others));
+    }
+    if !boot.is_empty() {
+        layers.push(("initramfs".to_string(), boot));
+    }
+    if !generated.is_empty() {
+        layers.push(("generated files".to_string(), generated));
     }
     layers.push(("dpkg database".to_string(), database));
     layers
@@ -327,6 +358,39 @@ impl<W> Digesting<W> {
     }
     fn digest(&self) -> String {
         format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
+    }
+}
+
+/// Hands the compressor the same chunks for the same stream, however the
+/// bytes arrived (a bare repository and an archive one read files in
+/// different pieces): deflate's output may depend on the chunking.
+struct FixedChunks<W: Write> {
+    inner: W,
+    buffer: Vec<u8>,
+}
+
+const CHUNK: usize = 1 << 16;
+
+impl<W: Write> Write for FixedChunks<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        let whole = self.buffer.len() / CHUNK * CHUNK;
+        for chunk in self.buffer[..whole].chunks(CHUNK) {
+            self.inner.write_all(chunk)?;
+        }
+        self.buffer.drain(..whole);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        // Only the end of the stream passes a short chunk: see finish().
+        Ok(())
+    }
+}
+
+impl<W: Write> FixedChunks<W> {
+    fn finish(mut self) -> std::io::Result<W> {
+        self.inner.write_all(&self.buffer)?;
+        Ok(self.inner)
     }
 }
 
@@ -384,7 +448,11 @@ fn write_layer(
     let gz = flate2::GzBuilder::new()
         .mtime(0)
         .write(compressed, flate2::Compression::default());
-    let mut tar = tar::Builder::new(Digesting::new(gz));
+    let chunked = FixedChunks {
+        inner: gz,
+        buffer: Vec::with_capacity(2 * CHUNK),
+    };
+    let mut tar = tar::Builder::new(Digesting::new(chunked));
     for path in paths {
         let entry = &entries[path];
         match &entry.kind {
@@ -412,7 +480,7 @@ fn write_layer(
     }
     let uncompressed = tar.into_inner()?;
     let diff_id = uncompressed.digest();
-    let mut compressed = uncompressed.inner.finish()?;
+    let mut compressed = uncompressed.inner.finish()?.finish()?;
     compressed.flush()?;
     let blob = Blob {
         digest: compressed.digest(),
@@ -457,8 +525,8 @@ pub fn encapsulate_to_oci_dir(
     opts: &EncapsulateOptions,
     sink: &Sink,
 ) -> Result<Encapsulated> {
-    if opts.max_layers < 4 {
-        bail!("--max-layers must be at least 4 (files no package owns, a package, the others, dpkg's database)");
+    if opts.max_layers < 6 {
+        bail!("--max-layers must be at least 6 (files no package owns, a package, the other packages, the initramfs, generated files, dpkg's database)");
     }
     let info = CommitInfo::load(repo, commit)?;
     let entries = sink.task("Reading the commit", || read_tree(repo, commit))?;
@@ -623,13 +691,27 @@ mod tests {
         let names = |layers: Vec<(String, Vec<String>)>| {
             layers.into_iter().map(|l| l.0).collect::<Vec<_>>()
         };
+        entries.insert("usr/lib/tmpfiles.d/x.conf".into(), file(3));
         assert_eq!(
-            names(plan_layers(&entries, &owner, 4)),
-            ["rootfs", "big", "other packages", "dpkg database"]
+            names(plan_layers(&entries, &owner, 6)),
+            [
+                "rootfs",
+                "big",
+                "other packages",
+                "generated files",
+                "dpkg database"
+            ]
         );
         assert_eq!(
             names(plan_layers(&entries, &owner, 48)),
-            ["rootfs", "big", "mid", "small", "dpkg database"]
+            [
+                "rootfs",
+                "big",
+                "mid",
+                "small",
+                "generated files",
+                "dpkg database"
+            ]
         );
     }
 }

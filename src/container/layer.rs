@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use ostree::{gio, glib};
 use sha2::{Digest as _, Sha256};
 
-use crate::sysroot::{commit_tree, tree_entry, NewCommit, TreeEntry};
+use crate::sysroot::{tree_entry, write_commit, NewCommit, TreeEntry};
 
 /// Metadata keys of layer commits.
 pub const LAYER_DIGEST: &str = "apt-ostree.layer.digest";
@@ -91,7 +91,8 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Import the blob in `blob` (whose digest must be `digest`) and point its ref at it.
+/// Import the blob in `blob` (whose digest must be `digest`) and point its
+/// ref at it, inside the caller's repository transaction.
 pub fn import(repo: &ostree::Repo, blob: &Path, digest: &str) -> Result<Layer> {
     let expected = digest
         .strip_prefix("sha256:")
@@ -105,7 +106,7 @@ pub fn import(repo: &ostree::Repo, blob: &Path, digest: &str) -> Result<Layer> {
     let mut tree = TreeBuilder::new(repo);
     let metadata = glib::VariantDict::new(None);
     metadata.insert(LAYER_DIGEST, digest);
-    let commit = commit_tree(
+    let commit = write_commit(
         repo,
         NewCommit {
             parent: None,

@@ -137,14 +137,18 @@ pub fn pull(repo: &ostree::Repo, reference: &ImageReference, sink: &Sink) -> Res
     let mut fetched = Fetched::default();
     let layer_digests: Vec<String> = descriptors.iter().map(|d| d.digest().to_string()).collect();
     let reference_text = reference.to_string();
-    let made = fetch_layers(
-        repo,
-        &registry,
-        descriptors,
-        work.path(),
-        sink,
-        &mut fetched,
-    )
+    // All new layers in one repository transaction: one sync, and a
+    // failure keeps none of them.
+    let made = crate::sysroot::in_transaction(repo, || {
+        fetch_layers(
+            repo,
+            &registry,
+            descriptors,
+            work.path(),
+            sink,
+            &mut fetched,
+        )
+    })
     .and_then(|layers| {
         sink.check_cancelled()?;
         sink.task("Assembling the image", || {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use containers_image_proxy::{ImageProxy, ImageProxyConfig, OpenedImage};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
+use tokio::io::AsyncWriteExt;
 
 use crate::error::Error;
 use crate::imgref::{ImageReference, Transport, Verification};
@@ -111,10 +112,13 @@ impl Registry {
                     .proxy
                     .get_blob(&self.image, layer.digest(), layer.size())
                     .await?;
-                let mut out = tokio::fs::File::from_std(file);
+                // Large writes: each one is a trip to tokio's blocking pool.
+                let mut out =
+                    tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+                // A scratch copy, read once right after: no fsync.
                 let copy = async {
                     let n = tokio::io::copy(&mut reader, &mut out).await?;
-                    out.sync_all().await?;
+                    out.flush().await?;
                     Ok::<u64, std::io::Error>(n)
                 };
                 let (copied, finished) = tokio::join!(copy, driver);

@@ -151,62 +151,78 @@ pub fn commit_tree(
     c: NewCommit,
     fill: impl FnOnce() -> Result<ostree::MutableTree>,
 ) -> Result<String> {
+    in_transaction(repo, || write_commit(repo, c, fill))
+}
+
+/// Run `work` in one repository transaction: its refs move and its objects
+/// are synced (one syncfs) when it succeeds; it is aborted when it fails.
+pub fn in_transaction<T>(repo: &ostree::Repo, work: impl FnOnce() -> Result<T>) -> Result<T> {
     use ostree::gio;
     use ostree::gio::prelude::*;
     // One syncfs at the end instead of an fsync per object: as durable, much faster.
     repo.set_disable_fsync(true);
     repo.prepare_transaction(gio::Cancellable::NONE)?;
-    let result = (|| -> Result<String> {
-        let mtree = fill()?;
-        let tree = repo.write_mtree(&mtree, gio::Cancellable::NONE)?;
-        if c.bootable {
-            ostree::commit_metadata_for_bootable(&tree, &c.metadata, gio::Cancellable::NONE)
-                .context("Finding the tree's kernel")?;
-        }
-        let tree = tree
-            .downcast::<ostree::RepoFile>()
-            .map_err(|_| anyhow::anyhow!("write_mtree did not return a RepoFile"))?;
-        let checksum = match c.timestamp {
-            Some(time) => repo.write_commit_with_time(
-                c.parent,
-                Some(c.subject),
-                None,
-                Some(&c.metadata.end()),
-                &tree,
-                time,
-                gio::Cancellable::NONE,
-            )?,
-            None => repo.write_commit(
-                c.parent,
-                Some(c.subject),
-                None,
-                Some(&c.metadata.end()),
-                &tree,
-                gio::Cancellable::NONE,
-            )?,
-        }
-        .to_string();
-        if let Some(r) = c.set_ref {
-            repo.transaction_set_ref(None, r, Some(&checksum));
-        }
-        for (r, target) in &c.refs {
-            repo.transaction_set_ref(None, r, Some(target));
-        }
-        Ok(checksum)
-    })();
-    match result {
-        Ok(checksum) => {
+    match work() {
+        Ok(value) => {
             repo.commit_transaction(gio::Cancellable::NONE)?;
             let dir = std::fs::File::open(repo.path().path().unwrap_or_default())
                 .context("Opening the repository to sync it")?;
             nix::unistd::syncfs(&dir).context("Syncing the repository")?;
-            Ok(checksum)
+            Ok(value)
         }
         Err(e) => {
             let _ = repo.abort_transaction(gio::Cancellable::NONE);
             Err(e)
         }
     }
+}
+
+/// Write the tree `fill` makes as a commit and move `c`'s refs to it,
+/// inside a transaction the caller holds ([`in_transaction`]).
+pub fn write_commit(
+    repo: &ostree::Repo,
+    c: NewCommit,
+    fill: impl FnOnce() -> Result<ostree::MutableTree>,
+) -> Result<String> {
+    use ostree::gio;
+    use ostree::gio::prelude::*;
+    let mtree = fill()?;
+    let tree = repo.write_mtree(&mtree, gio::Cancellable::NONE)?;
+    if c.bootable {
+        ostree::commit_metadata_for_bootable(&tree, &c.metadata, gio::Cancellable::NONE)
+            .context("Finding the tree's kernel")?;
+    }
+    let tree = tree
+        .downcast::<ostree::RepoFile>()
+        .map_err(|_| anyhow::anyhow!("write_mtree did not return a RepoFile"))?;
+    let metadata = c.metadata.end();
+    let checksum = match c.timestamp {
+        Some(time) => repo.write_commit_with_time(
+            c.parent,
+            Some(c.subject),
+            None,
+            Some(&metadata),
+            &tree,
+            time,
+            gio::Cancellable::NONE,
+        )?,
+        None => repo.write_commit(
+            c.parent,
+            Some(c.subject),
+            None,
+            Some(&metadata),
+            &tree,
+            gio::Cancellable::NONE,
+        )?,
+    }
+    .to_string();
+    if let Some(r) = c.set_ref {
+        repo.transaction_set_ref(None, r, Some(&checksum));
+    }
+    for (r, target) in &c.refs {
+        repo.transaction_set_ref(None, r, Some(target));
+    }
+    Ok(checksum)
 }
 
 /// What a MutableTree holds under a name: one lookup, one answer.

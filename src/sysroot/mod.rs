@@ -20,8 +20,8 @@ use ostree::gio;
 use ostree::gio::prelude::*;
 
 pub use commit::{
-    commit_changes, commit_directory, commit_tree, keys, tree_entry, CommitInfo, NewCommit,
-    TreeEntry,
+    commit_changes, commit_directory, commit_tree, in_transaction, keys, tree_entry, write_commit,
+    CommitInfo, NewCommit, TreeEntry,
 };
 pub use pull::{pull, pull_subdir, PullRequest};
 pub use status::{DeploymentStatus, SysrootStatus};

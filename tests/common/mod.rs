@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod debs;
+pub mod images;
 
 use std::fs;
 use std::io::Write;
