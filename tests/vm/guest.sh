@@ -109,6 +109,12 @@ RULES
         '! runuser -u bob -- apt-ostree kargs --append=vmtest.bob=1 2>/tmp/bob.err && grep -q "permission denied: org.aptostree.bootconfig" /tmp/bob.err'
     check "bob may not upgrade either" sh -c \
         '! runuser -u bob -- apt-ostree upgrade 2>/tmp/bob.err && grep -q "org.aptostree.upgrade" /tmp/bob.err'
+    # Container images go through skopeo, started by the hardened daemon: a
+    # registry that does not answer must be reported as such, not as skopeo
+    # failing to start under the unit's sandbox.
+    check "skopeo runs under the daemon's sandbox" sh -c \
+        '! apt-ostree rebase ostree-unverified-registry:10.0.2.2:9/none:1 2>/tmp/image.err && grep -q "fetching the image" /tmp/image.err && ! grep -q "starting skopeo" /tmp/image.err'
+    check "the failed rebase changed nothing" sh -c 'apt-ostree status --json | grep -q "\"staged\": true"'
     say "  hardening: $(systemd-analyze security apt-ostreed.service 2>/dev/null | tail -n 1)"
     say "phase $PHASE: PASS"
     say "ALL PASSED"
