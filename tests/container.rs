@@ -374,3 +374,82 @@ fn an_encapsulated_commit_is_a_base_that_containerfiles_build_on() {
     assert_eq!(rc, 1);
     assert!(err.contains("invalid image reference"), "{err}");
 }
+
+fn encapsulate_to(rev: &str, dest: &str) -> String {
+    let (rc, out, err) = code(
+        Command::new(cli())
+            .args(["compose", "container-encapsulate", "--repo"])
+            .arg(&base_repo().path)
+            .args([rev, dest]),
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("digest: "))
+        .unwrap()
+        .to_string()
+}
+
+/// An encapsulated image lists its packages: `upgrade --preview` shows the
+/// package changes without fetching a layer. A digest pins; `oci:`
+/// directories are a transport like a registry.
+#[test]
+fn preview_from_the_package_label_digest_pins_and_oci_directories() {
+    let registry = Registry::start();
+    let host = registry.host();
+    let base = base_repo();
+    let tag = format!("{host}/debian/os:stable");
+    let d1 = encapsulate_to(&base.v1, &format!("registry:{tag}"));
+    let s = TestSysroot::at_v1();
+    let image = format!("ostree-unverified-registry:{tag}");
+    let (rc, out, err) = code(s.cli().args(["rebase", &image]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.status()["deployments"][0]["imageDigest"], d1.as_str());
+
+    let d2 = encapsulate_to(&base.v2, &format!("registry:{tag}"));
+    let new_layers = manifest_layers(&tag);
+    let before = registry.blob_gets().len();
+    let (rc, out, err) = code(s.cli().args(["upgrade", "--preview"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        out.contains("demo-base") && out.contains("1.1"),
+        "no package diff: {out}"
+    );
+    let gets = registry.blob_gets()[before..].to_vec();
+    assert!(
+        gets.iter().all(|g| !new_layers.contains(g)),
+        "the preview fetched layers: {gets:?}"
+    );
+    assert_eq!(s.deployments().len(), 2, "a preview deployed");
+
+    // deploy DIGEST pins the machine to that image.
+    let (rc, out, err) = code(s.cli().args(["deploy", &d2]));
+    assert_eq!(rc, 0, "{out}{err}");
+    let status = s.status();
+    let d = &status["deployments"][0];
+    assert_eq!(d["imageDigest"], d2.as_str(), "{status}");
+    assert_eq!(
+        d["containerImageReference"],
+        format!("ostree-unverified-registry:{host}/debian/os@{d2}").as_str()
+    );
+    let (rc, out, err) = code(s.cli().arg("upgrade"));
+    assert!(
+        out.contains("pinned") || err.contains("pinned"),
+        "{rc} {out}{err}"
+    );
+    let (rc, _, err) = code(s.cli().args(["deploy", "sha256:nonsense"]));
+    assert_eq!(rc, 1);
+    assert!(err.contains("not found"), "{err}");
+
+    // An OCI layout directory, as a USB stick or a build would leave it.
+    let dir = tempfile::tempdir().unwrap();
+    let oci = encapsulate_to(&base.v2, &format!("oci:{}:v2", dir.path().display()));
+    assert_eq!(oci, d2, "the same commit, another digest");
+    let s = TestSysroot::at_v1();
+    let (rc, out, err) = code(s.cli().args([
+        "rebase",
+        &format!("ostree-unverified-image:oci:{}:v2", dir.path().display()),
+    ]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.status()["deployments"][0]["imageDigest"], d2.as_str());
+    s.assert_fsck_clean();
+}

@@ -552,21 +552,20 @@ pub fn encapsulate_to_oci_dir(
         .unwrap_or_default()
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
-    let architecture = crate::dpkg::parse_status(&String::from_utf8_lossy(&{
-        let mut bytes = Vec::new();
-        if let Some(Entry {
-            kind: Kind::File { checksum, .. },
-            ..
-        }) = entries.get("var/lib/dpkg/status")
-        {
-            content(repo, checksum)?.read_to_end(&mut bytes)?;
-        }
-        bytes
-    }))
-    .into_iter()
-    .find(|p| p.name == "dpkg")
-    .map(|p| oci_architecture(&p.architecture).to_string())
-    .unwrap_or_else(|| "amd64".into());
+    let mut status = Vec::new();
+    if let Some(Entry {
+        kind: Kind::File { checksum, .. },
+        ..
+    }) = entries.get("var/lib/dpkg/status")
+    {
+        content(repo, checksum)?.read_to_end(&mut status)?;
+    }
+    let packages = crate::dpkg::parse_status(&String::from_utf8_lossy(&status));
+    let architecture = packages
+        .iter()
+        .find(|p| p.name == "dpkg")
+        .map(|p| oci_architecture(&p.architecture).to_string())
+        .unwrap_or_else(|| "amd64".into());
     let mut labels: BTreeMap<String, String> = BOOTABLE_LABELS
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -576,6 +575,11 @@ pub fn encapsulate_to_oci_dir(
         labels.insert("version".into(), v.clone());
     }
     labels.insert("ostree.commit".into(), commit.to_string());
+    // The package list, so that `upgrade --preview` needs no layer.
+    labels.insert(
+        super::PACKAGES_LABEL.into(),
+        super::packages_label(&packages),
+    );
     let config = serde_json::json!({
         "created": created,
         "architecture": architecture,

@@ -36,6 +36,31 @@ pub use encapsulate::{EncapsulateOptions, Encapsulated};
 use layer::Layer;
 pub use registry::Registry;
 
+/// The label of encapsulated images that lists their packages, one
+/// "NAME VERSION ARCHITECTURE" per line.
+pub const PACKAGES_LABEL: &str = "org.aptostree.packages";
+
+fn packages_label(packages: &[crate::dpkg::Package]) -> String {
+    packages
+        .iter()
+        .map(|p| format!("{} {} {}", p.name, p.version, p.architecture))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn parse_packages_label(text: &str) -> Option<Vec<crate::dpkg::Package>> {
+    text.lines()
+        .map(|line| {
+            let mut f = line.split(' ');
+            Some(crate::dpkg::Package {
+                name: f.next()?.to_string(),
+                version: f.next()?.to_string(),
+                architecture: f.next()?.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// What a registry says an image is now, without fetching its layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteImage {
@@ -45,6 +70,8 @@ pub struct RemoteImage {
     pub version: Option<String>,
     /// The image's creation time, seconds since the epoch.
     pub created: Option<u64>,
+    /// Its packages, where the image lists them ([`PACKAGES_LABEL`]).
+    pub packages: Option<Vec<crate::dpkg::Package>>,
 }
 
 /// An image pulled into the repository.
@@ -67,12 +94,18 @@ fn remote_image(
     digest: String,
 ) -> Result<(RemoteImage, oci_spec::image::ImageConfiguration)> {
     let config = registry.config()?;
-    let labels = config.config().as_ref().and_then(|c| c.labels().clone());
-    let version = labels.and_then(|l| {
-        l.get("org.opencontainers.image.version")
-            .or_else(|| l.get("version"))
-            .cloned()
-    });
+    let labels = config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().clone())
+        .unwrap_or_default();
+    let version = labels
+        .get("org.opencontainers.image.version")
+        .or_else(|| labels.get("version"))
+        .cloned();
+    let packages = labels
+        .get(PACKAGES_LABEL)
+        .and_then(|l| parse_packages_label(l));
     let created = config
         .created()
         .as_deref()
@@ -83,6 +116,7 @@ fn remote_image(
             digest,
             version,
             created,
+            packages,
         },
         config,
     ))

@@ -51,6 +51,25 @@ pub fn upgrade(
         )));
     }
     let check_only = opts.check && !opts.preview && !opts.download_only;
+    if opts.preview && !opts.download_only {
+        // An image that lists its packages is previewed without a layer.
+        let remote = container::inspect(image)?;
+        if let Some(packages) = &remote.packages {
+            if current.image_digest.as_deref() == Some(remote.digest.as_str()) {
+                clear_cached_update(sysroot);
+                return Ok(Outcome::unchanged("No upgrade available."));
+            }
+            let mut update = update_info(image, &remote);
+            update.diff = Some(dpkg::diff(&sysroot.packages(&start.base)?, packages));
+            store_cached_update(sysroot, &update)?;
+            return Ok(Outcome {
+                changed: true,
+                diff: update.diff.clone(),
+                update: Some(update),
+                ..Default::default()
+            });
+        }
+    }
     let remote = if check_only {
         container::inspect(image)?
     } else {
