@@ -5,22 +5,13 @@
 use std::process::Command;
 use std::time::Instant;
 
-use crate::common::images::{Buildah, Registry};
+use crate::common::images::Registry;
 use crate::common::*;
 use crate::{ms, ratio_row, row, stats};
 
 /// Encapsulate commit `rev` of `repo` into the registry as `name`; its digest.
 fn encapsulate(repo: &std::path::Path, rev: &str, name: &str) -> String {
-    let out = stdout(
-        Command::new(cli())
-            .args(["compose", "container-encapsulate", "--repo"])
-            .arg(repo)
-            .args([rev, &format!("registry:{name}")]),
-    );
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix("digest: "))
-        .unwrap()
-        .to_string()
+    images::encapsulate(repo, rev, &format!("registry:{name}"))
 }
 
 /// The floor of pulling an image: `skopeo copy` to an `oci:` directory,
@@ -93,7 +84,6 @@ fn pull_floor(s: &TestSysroot, image: &str) -> std::time::Duration {
 
 pub fn bench() {
     let registry = Registry::start();
-    let _buildah = Buildah::new();
     let host = registry.host();
     let base = base_repo();
 

@@ -275,20 +275,7 @@ fn an_encapsulated_commit_is_a_base_that_containerfiles_build_on() {
     let host = registry.host();
     let base = base_repo();
     let out = tempfile::tempdir().unwrap();
-    let encapsulate = |rev: &str, dest: &str| {
-        let (rc, stdout, stderr) = code(
-            Command::new(cli())
-                .args(["compose", "container-encapsulate", "--repo"])
-                .arg(&base.path)
-                .args([rev, dest]),
-        );
-        assert_eq!(rc, 0, "{stdout}{stderr}");
-        stdout
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("digest: "))
-            .unwrap()
-            .to_string()
-    };
+    let encapsulate = |rev: &str, dest: &str| encapsulate(&base.path, rev, dest);
     let dir = out.path().join("oci");
     let v2 = encapsulate(&base.v2, &format!("oci:{}:v2", dir.display()));
     let again = encapsulate(&base.v2, &format!("oci:{}:again", dir.display()));
@@ -376,17 +363,7 @@ fn an_encapsulated_commit_is_a_base_that_containerfiles_build_on() {
 }
 
 fn encapsulate_to(rev: &str, dest: &str) -> String {
-    let (rc, out, err) = code(
-        Command::new(cli())
-            .args(["compose", "container-encapsulate", "--repo"])
-            .arg(&base_repo().path)
-            .args([rev, dest]),
-    );
-    assert_eq!(rc, 0, "{out}{err}");
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix("digest: "))
-        .unwrap()
-        .to_string()
+    encapsulate(&base_repo().path, rev, dest)
 }
 
 /// An encapsulated image lists its packages: `upgrade --preview` shows the

@@ -89,10 +89,7 @@ fn image_ref(digest: &str) -> String {
     format!("apt-ostree/image/{}", digest.replace(':', "/"))
 }
 
-fn remote_image(
-    registry: &Registry,
-    digest: String,
-) -> Result<(RemoteImage, oci_spec::image::ImageConfiguration)> {
+fn remote_image(registry: &Registry, digest: String) -> Result<RemoteImage> {
     let config = registry.config()?;
     let labels = config
         .config()
@@ -111,26 +108,23 @@ fn remote_image(
         .as_deref()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .and_then(|t| u64::try_from(t.timestamp()).ok());
-    Ok((
-        RemoteImage {
-            digest,
-            version,
-            created,
-            packages,
-        },
-        config,
-    ))
+    Ok(RemoteImage {
+        digest,
+        version,
+        created,
+        packages,
+    })
 }
 
 /// Ask where `reference` points now (manifest and config only).
 pub fn inspect(reference: &ImageReference) -> Result<RemoteImage> {
     let registry = Registry::open(reference)?;
     let manifest = registry.manifest()?;
-    Ok(remote_image(&registry, manifest.digest)?.0)
+    remote_image(&registry, manifest.digest)
 }
 
 /// The deployable commit of the image with manifest `digest`, if pulled before.
-pub fn stored_image(repo: &ostree::Repo, digest: &str) -> Result<Option<String>> {
+fn stored_image(repo: &ostree::Repo, digest: &str) -> Result<Option<String>> {
     Ok(repo
         .resolve_rev(&image_ref(digest), true)
         .with_context(|| format!("Looking up image {digest}"))?
@@ -145,7 +139,7 @@ pub fn pull(repo: &ostree::Repo, reference: &ImageReference, sink: &Sink) -> Res
     };
     let registry = sink.task("Opening the image", || Registry::open(reference))?;
     let manifest = registry.manifest()?;
-    let (image, _config) = remote_image(&registry, manifest.digest.clone())?;
+    let image = remote_image(&registry, manifest.digest.clone())?;
     sink.log(format!(
         "{reference}: {} {}",
         image.digest,

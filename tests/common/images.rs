@@ -266,3 +266,18 @@ fn container_lint_names_what_will_not_work_once_deployed() {
     assert!(out.contains("error: /usr/etc exists"), "{out}");
     assert!(out.contains("2 errors"), "{out}");
 }
+
+/// `apt-ostree compose container-encapsulate --repo REPO REV DEST`; the digest it reports.
+pub fn encapsulate(repo: &Path, rev: &str, dest: &str) -> String {
+    let (rc, out, err) = code(
+        Command::new(cli())
+            .args(["compose", "container-encapsulate", "--repo"])
+            .arg(repo)
+            .args([rev, dest]),
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("digest: "))
+        .expect("a digest line")
+        .to_string()
+}
