@@ -305,6 +305,17 @@ fn an_encapsulated_commit_is_a_base_that_containerfiles_build_on() {
     // Straight to a registry (through skopeo), then FROM it.
     let pushed = encapsulate(&base.v2, &format!("registry:{host}/debian/base:12"));
     assert_eq!(pushed, v2, "the registry got another image");
+    // A machine follows a tag that first names the base itself...
+    run(Command::new("skopeo").args([
+        "copy",
+        &format!("docker://{host}/debian/base:12"),
+        &format!("docker://{host}/debian/derived:1"),
+    ]));
+    let s = TestSysroot::at_v1();
+    let image = format!("ostree-unverified-registry:{host}/debian/derived:1");
+    let (rc, out, err) = code(s.cli().args(["rebase", &image]));
+    assert_eq!(rc, 0, "{out}{err}");
+    // ...then a Containerfile's build is pushed to it.
     let context = tempfile::tempdir().unwrap();
     let deb = Deb::new("demo-derived", "1.0")
         .file("/usr/share/demo-derived/hello", "from the derived image\n")
@@ -320,11 +331,12 @@ fn an_encapsulated_commit_is_a_base_that_containerfiles_build_on() {
         ),
         &format!("{host}/debian/derived:1"),
     );
-    let s = TestSysroot::at_v1();
-    let (rc, out, err) = code(s.cli().args([
-        "rebase",
-        &format!("ostree-unverified-registry:{host}/debian/derived:1"),
-    ]));
+    // The build inherited the base's package list, which no longer holds:
+    // the preview must read the package it installed from the image.
+    let (rc, out, err) = code(s.cli().args(["upgrade", "--preview"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("demo-derived"), "{out}");
+    let (rc, out, err) = code(s.cli().arg("upgrade"));
     assert_eq!(rc, 0, "{out}{err}");
     assert_eq!(
         s.status()["deployments"][0]["imageDigest"],

@@ -580,6 +580,11 @@ pub fn encapsulate_to_oci_dir(
         super::PACKAGES_LABEL.into(),
         super::packages_label(&packages),
     );
+    // Derived images inherit the labels: the list holds only while the
+    // image ends with the layers it was written for.
+    if let Some(top) = diff_ids.last() {
+        labels.insert(super::PACKAGES_TOP_LAYER_LABEL.into(), top.clone());
+    }
     let config = serde_json::json!({
         "created": created,
         "architecture": architecture,

@@ -39,6 +39,10 @@ pub use registry::Registry;
 /// The label of encapsulated images that lists their packages, one
 /// "NAME VERSION ARCHITECTURE" per line.
 pub const PACKAGES_LABEL: &str = "org.aptostree.packages";
+/// The diff ID of the top layer of the image that [`PACKAGES_LABEL`] was
+/// written for. A `FROM` build inherits both labels and adds layers on
+/// top, which may install or remove packages: its list is not trusted.
+pub const PACKAGES_TOP_LAYER_LABEL: &str = "org.aptostree.packages.top-layer";
 
 fn packages_label(packages: &[crate::dpkg::Package]) -> String {
     packages
@@ -100,8 +104,10 @@ fn remote_image(registry: &Registry, digest: String) -> Result<RemoteImage> {
         .get("org.opencontainers.image.version")
         .or_else(|| labels.get("version"))
         .cloned();
+    let top_layer = config.rootfs().diff_ids().last();
     let packages = labels
         .get(PACKAGES_LABEL)
+        .filter(|_| top_layer.is_some() && labels.get(PACKAGES_TOP_LAYER_LABEL) == top_layer)
         .and_then(|l| parse_packages_label(l));
     let created = config
         .created()
