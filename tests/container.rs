@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -281,6 +282,10 @@ fn an_encapsulated_commit_is_a_base_that_containerfiles_build_on() {
     let again = encapsulate(&base.v2, &format!("oci:{}:again", dir.display()));
     assert_eq!(v2, again, "the same commit gave another image");
     let v1 = encapsulate(&base.v1, &format!("oci:{}:v1", dir.display()));
+    for blob in fs::read_dir(dir.join("blobs/sha256")).unwrap() {
+        let mode = blob.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "a blob other users' podman cannot read");
+    }
     let layers = |tag: &str| manifest_layers_in(&format!("oci:{}:{tag}", dir.display()));
     let (l1, l2) = (layers("v1"), layers("v2"));
     assert!(l2.len() > 4, "not split by package: {l2:?}");

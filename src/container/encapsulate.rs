@@ -487,6 +487,11 @@ fn write_layer(
         size: compressed.size,
     };
     drop(compressed);
+    // As write_blob's: readable by the container tools of other users.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
     let final_path = blob_path(dir, &blob.digest);
     tmp.persist(&final_path)
         .with_context(|| format!("Writing {}", final_path.display()))?;
