@@ -246,8 +246,14 @@ pub fn print_diff(diff: &PackageDiff) {
 /// Print a transaction's result and choose the exit code.
 pub fn report(result: &TransactionResult, unchanged_exit_77: bool) -> u8 {
     if let Some(u) = &result.update {
+        // An image's update is named by its manifest digest, not a commit.
+        let what = if u.checksum.starts_with("sha256:") {
+            "Digest"
+        } else {
+            "Commit"
+        };
         println!(
-            "AvailableUpdate:\n  Version: {} ({})\n  Commit: {}",
+            "AvailableUpdate:\n  Version: {} ({})\n  {what}: {}",
             u.version.as_deref().unwrap_or("(none)"),
             format_time(u.timestamp),
             u.checksum

@@ -7,6 +7,7 @@ STATE=/var/lib/vmtest
 mkdir -p $STATE
 PHASE=$(cat $STATE/phase 2>/dev/null || echo 1)
 SOCKET=/run/apt-ostree/org.aptostree.Sysroot
+IMAGE=$(cat /etc/vmtest/image)
 
 say() { echo "VMTEST $*" | tee -a $STATE/log > /dev/ttyS0; }
 fail() {
@@ -116,6 +117,43 @@ RULES
         '! apt-ostree rebase ostree-unverified-registry:10.0.2.2:9/none:1 2>/tmp/image.err && grep -q "fetching the image" /tmp/image.err && ! grep -q "starting skopeo" /tmp/image.err'
     check "the failed rebase changed nothing" sh -c 'apt-ostree status --json | grep -q "\"staged\": true"'
     say "  hardening: $(systemd-analyze security apt-ostreed.service 2>/dev/null | tail -n 1)"
+    # The OS as a container image: a Containerfile's build FROM the
+    # encapsulated base, in the host's registry. The first pull brings the
+    # whole OS (its files are mostly in the repository already).
+    started=$(date +%s)
+    check "rebase to $IMAGE" apt-ostree rebase "$IMAGE"
+    say "  pulled and deployed the whole image in $(( $(date +%s) - started )) s"
+    check "the pending deployment is the image" sh -c \
+        "apt-ostree status --json | grep -m1 imageDigest | grep -q $(cat /etc/vmtest/digest-1)"
+    next
+    ;;
+5)
+    check "status shows the booted image" sh -c "apt-ostree status --booted | grep -q '$IMAGE'"
+    check "and its digest" sh -c "apt-ostree status --booted | grep -q $(cat /etc/vmtest/digest-1)"
+    check "the file the Containerfile copied" grep -q "build 1" /usr/share/vmtest/build
+    check "the package its RUN installed" sh -c 'vmtest-image | grep -q "from the derived image" && dpkg-query -W vmtest-image'
+    check "the file its RUN removed is gone" test ! -e /usr/bin/wall
+    check "the package layered before the rebase is still there" sh -c 'vmtest-hello | grep -q hello'
+    check "conffile kept" grep -q "greeting=" /etc/vmtest-hello.conf
+    check "the registry's insecure entry stayed in /etc" test -f /etc/containers/registries.conf.d/50-vmtest.conf
+    # The host pushed build 2 to the tag before this boot.
+    check "upgrade --check sees the new build" sh -c \
+        "apt-ostree upgrade --check | grep -q $(cat /etc/vmtest/digest-2)"
+    started=$(date +%s)
+    check "upgrade" apt-ostree upgrade
+    say "  upgraded to the new build in $(( $(date +%s) - started )) s"
+    next
+    ;;
+6)
+    check "booted the new build" grep -q "build 2" /usr/share/vmtest/build
+    check "status shows its digest" sh -c "apt-ostree status --booted | grep -q $(cat /etc/vmtest/digest-2)"
+    check "the layered package came along" sh -c 'vmtest-hello | grep -q hello'
+    check "the image's package too" test -x /usr/bin/vmtest-image
+    check "rollback" apt-ostree rollback
+    check "the first build is the default again" sh -c \
+        "apt-ostree status --json | grep -m1 imageDigest | grep -q $(cat /etc/vmtest/digest-1)"
+    check "no failed units" sh -c '[ -z "$(systemctl --failed --no-legend --plain)" ]'
+    check "ostree fsck" ostree fsck
     say "phase $PHASE: PASS"
     say "ALL PASSED"
     echo done > $STATE/phase
