@@ -93,10 +93,7 @@ fn rebase_upgrade_layer_and_roll_back_with_images_from_a_registry() {
     assert_ne!(derived_digest, base_digest);
     let (rc, out, err) = code(s.cli().args(["upgrade", "--check"]));
     assert_eq!(rc, 0, "{out}{err}");
-    assert!(
-        out.contains(&format!("Digest: {derived_digest}")),
-        "{out}"
-    );
+    assert!(out.contains(&format!("Digest: {derived_digest}")), "{out}");
     let checked = registry.blob_gets().len();
     let (rc, out, err) = code(s.cli().arg("upgrade"));
     assert_eq!(rc, 0, "{out}{err}");

@@ -237,7 +237,10 @@ struct Fetched {
 }
 
 /// Each layer of the image, from the repository where an earlier image
-/// brought it, else fetched and imported.
+/// brought it, else fetched and imported. A thread fetches the next blob
+/// while this one imports the last (at most two blobs on disk at once), as
+/// a download and an unpack overlap in apt: the network and skopeo wait on
+/// other things than the import's CPU.
 fn fetch_layers(
     repo: &ostree::Repo,
     registry: &Registry,
@@ -246,42 +249,74 @@ fn fetch_layers(
     sink: &Sink,
     fetched: &mut Fetched,
 ) -> Result<Vec<Layer>> {
-    let mut layers = Vec::new();
-    for (i, d) in descriptors.iter().enumerate() {
-        sink.check_cancelled()?;
-        let digest = d.digest().to_string();
-        if let Some(layer) = Layer::stored(repo, &digest)? {
-            layers.push(layer);
-            continue;
-        }
-        let title = format!(
-            "Fetching layer {}/{} ({}, {})",
-            i + 1,
-            descriptors.len(),
-            short(&digest),
-            human_size(d.size())
-        );
-        let layer = sink.task(&title, || -> Result<Layer> {
-            let blob = work.join("blob");
-            registry.fetch_blob(d, &blob)?;
-            let layer = layer::import(repo, &blob, &digest).map_err(|e| {
-                match e.downcast::<layer::BadLayer>() {
-                    Ok(bad) => Error::ImageNotDeployable {
-                        image: registry.reference().to_string(),
-                        reason: format!("layer {digest}: {bad}"),
-                    }
-                    .into(),
-                    Err(other) => other.context(format!("Importing layer {digest}")),
-                }
-            });
-            std::fs::remove_file(&blob).ok();
-            layer
-        })?;
-        fetched.refs.push(layer::layer_ref(&digest));
-        fetched.bytes += d.size();
-        layers.push(layer);
+    let mut stored = Vec::with_capacity(descriptors.len());
+    for d in descriptors {
+        stored.push(Layer::stored(repo, d.digest().as_ref())?);
     }
-    Ok(layers)
+    let missing: Vec<(usize, &oci_spec::image::Descriptor)> = descriptors
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| stored[*i].is_none())
+        .collect();
+    std::thread::scope(|scope| {
+        let (blobs, received) = std::sync::mpsc::sync_channel::<Result<std::path::PathBuf>>(0);
+        let to_fetch = missing.clone();
+        scope.spawn(move || {
+            for (i, d) in to_fetch {
+                let blob = work.join(format!("blob-{i}"));
+                let result = registry.fetch_blob(d, &blob).map(|()| blob);
+                let failed = result.is_err();
+                // The importer stopped (an error, or cancelled): so do we.
+                if blobs.send(result).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut layers = Vec::with_capacity(descriptors.len());
+        for (i, (d, stored)) in descriptors.iter().zip(stored).enumerate() {
+            if let Some(layer) = stored {
+                layers.push(layer);
+                continue;
+            }
+            sink.check_cancelled()?;
+            let digest = d.digest().to_string();
+            let title = format!(
+                "Fetching layer {}/{} ({}, {})",
+                i + 1,
+                descriptors.len(),
+                short(&digest),
+                human_size(d.size())
+            );
+            let layer = sink.task(&title, || -> Result<Layer> {
+                let blob = received.recv().context("The layer fetcher stopped")??;
+                let layer = import_layer(repo, registry, &blob, &digest);
+                std::fs::remove_file(&blob).ok();
+                layer
+            })?;
+            fetched.refs.push(layer::layer_ref(&digest));
+            fetched.bytes += d.size();
+            layers.push(layer);
+        }
+        Ok(layers)
+    })
+}
+
+/// Import one fetched blob; content that is not a valid layer makes the
+/// image undeployable.
+fn import_layer(
+    repo: &ostree::Repo,
+    registry: &Registry,
+    blob: &std::path::Path,
+    digest: &str,
+) -> Result<Layer> {
+    layer::import(repo, blob, digest).map_err(|e| match e.downcast::<layer::BadLayer>() {
+        Ok(bad) => Error::ImageNotDeployable {
+            image: registry.reference().to_string(),
+            reason: format!("layer {digest}: {bad}"),
+        }
+        .into(),
+        Err(other) => other.context(format!("Importing layer {digest}")),
+    })
 }
 
 fn repo_tmp(repo: &ostree::Repo) -> Result<std::path::PathBuf> {
