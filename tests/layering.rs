@@ -176,11 +176,24 @@ fn install_layers_a_package_with_its_dependencies_and_scripts_then_uninstall() {
         fs::read_to_string(root.join("usr/share/factory/var/lib/demo-app/state.txt")).unwrap(),
         "initial state\n"
     );
-    let var = tempfile::tempdir().unwrap();
+    // What a boot does with it: systemd-tmpfiles on an empty /var, with
+    // the deployment's factory copies where it looks for them.
+    let boot = tempfile::tempdir().unwrap();
+    fs::create_dir_all(boot.path().join("usr/share")).unwrap();
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(root.join("usr/share/factory"))
+        .arg(boot.path().join("usr/share/factory")));
     run(Command::new("systemd-tmpfiles")
         .arg("--create")
-        .arg(format!("--root={}", var.path().display()))
+        .arg(format!("--root={}", boot.path().display()))
         .arg(root.join("usr/lib/tmpfiles.d/apt-ostree-layered.conf")));
+    assert_eq!(
+        fs::read_to_string(boot.path().join("var/lib/demo-app/state.txt")).unwrap(),
+        "initial state\n",
+        "systemd-tmpfiles did not recreate the package's /var content"
+    );
+    assert!(boot.path().join("var/cache/demo-app").is_dir());
     // The program runs inside the deployment.
     let out = stdout(Command::new("chroot").arg(&root).arg("/usr/bin/demo-app"));
     assert_eq!(out, "demo-app works: library data\n");

@@ -87,6 +87,10 @@ fn compose_a_real_minbase_deploy_it_and_layer_hello_and_jq() {
 fn compose_refuses_a_missing_package_and_a_missing_suite() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
+    // A repository that exists, so that "no ref moved" means something.
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["init", "--mode=archive"]));
     let out = compose(
         &treefile(dir.path(), "packages = [\"no-such-package-anywhere\"]"),
         &repo,
@@ -107,10 +111,10 @@ fn compose_refuses_a_missing_package_and_a_missing_suite() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mmdebstrap failed"));
     // Neither moved a ref.
-    let refs = Command::new("ostree")
-        .arg(format!("--repo={}", repo.display()))
-        .arg("refs")
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&refs.stdout).trim().is_empty());
+    let refs = stdout(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .arg("refs"),
+    );
+    assert!(refs.trim().is_empty(), "{refs}");
 }

@@ -391,7 +391,8 @@ fn cleanup_removes_the_rollback_deployment() {
     let (rc, out, _) = code(s.cli().args(["cleanup", "-b", "-m"]));
     assert_eq!(rc, 0, "{out}");
     s.assert_fsck_clean();
-    let (_, out, _) = code(s.cli().args(["cleanup", "-p"]));
+    let (rc, out, err) = code(s.cli().args(["cleanup", "-p"]));
+    assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("Nothing to clean up"), "{out}");
 }
 
@@ -576,11 +577,18 @@ fn identical_calls_attach_and_a_disconnected_client_leaves_the_work_done() {
     first.kill().unwrap();
     first.wait().unwrap();
     let out = second.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
     );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    // It followed the first transaction's pull to its end: a call that came
+    // too late would start its own and find nothing to do.
+    assert!(
+        stderr.contains("Pulling") && !stdout.contains("No upgrade available"),
+        "the second call did not attach: {stdout}{stderr}"
+    );
+    assert!(stdout.contains("Deployed 12.2"), "{stdout}{stderr}");
     assert_eq!(s.deployments()[0].0, base_repo().v2);
     s.assert_fsck_clean();
 }
@@ -611,6 +619,10 @@ fn sigkill_at_any_point_leaves_old_or_complete_new_deployments() {
         while err.read_line(&mut line).unwrap() > 0 && !line.starts_with(marker) {
             line.clear();
         }
+        assert!(
+            line.starts_with(marker),
+            "the upgrade ended before {marker:?}: the kill point was never reached"
+        );
         std::thread::sleep(Duration::from_millis(delay_ms));
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(d.child.id() as i32),

@@ -100,8 +100,47 @@ mod tests {
                 ">>" => Greater,
                 op => panic!("bad op {op}"),
             };
+            assert_eq!(dpkg_compare(f[0], f[2]), expected, "dpkg disagrees: {line}");
             assert_eq!(compare_versions(f[0], f[2]), expected, "{line}");
             assert_eq!(compare_versions(f[2], f[0]), expected.reverse(), "{line}");
+        }
+    }
+
+    /// What `dpkg --compare-versions` says of `a` and `b`.
+    fn dpkg_compare(a: &str, b: &str) -> Ordering {
+        let holds = |op: &str| {
+            std::process::Command::new("dpkg")
+                .args(["--compare-versions", a, op, b])
+                .status()
+                .expect("dpkg runs")
+                .success()
+        };
+        if holds("lt") {
+            Less
+        } else if holds("eq") {
+            Equal
+        } else {
+            Greater
+        }
+    }
+
+    /// Every pair of versions the fixture names, in both orders, as dpkg orders them.
+    #[test]
+    fn matches_dpkg_on_every_pair() {
+        let mut versions: Vec<&str> = include_str!("../../tests/fixtures/versions.txt")
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .flat_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                [f[0], f[2]]
+            })
+            .collect();
+        versions.sort();
+        versions.dedup();
+        for (i, a) in versions.iter().enumerate() {
+            for b in &versions[i + 1..] {
+                assert_eq!(compare_versions(a, b), dpkg_compare(a, b), "{a} vs {b}");
+            }
         }
     }
 }
