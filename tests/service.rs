@@ -746,6 +746,22 @@ fn a_path_that_is_not_a_sysroot_is_a_typed_error() {
     assert_eq!(cli_out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&cli_out.stderr);
     assert!(err.contains("is not an OSTree sysroot"), "{err}");
+
+    // A sysroot that cannot be loaded says why, and is not called "no sysroot".
+    let s = TestSysroot::at_v1();
+    let deploy_dir = s.path.join("ostree/deploy").join(OSNAME).join("deploy");
+    let origin = fs::read_dir(&deploy_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "origin"))
+        .expect("a deployment's origin file");
+    fs::write(&origin, "this is not a key file\n").unwrap();
+    let (rc, _, err) = code(s.cli().arg("status"));
+    assert_eq!(rc, 1);
+    assert!(
+        !err.contains("is not an OSTree sysroot") && err.contains("Loading the sysroot"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -276,6 +276,10 @@ fn deploy_finds_versions_and_refuses_downgrades_unless_allowed() {
     assert!(err.contains("not found"), "{err}");
     let (rc, _, err) = code(s.cli().args(["deploy", &"0".repeat(64)]));
     assert_eq!(rc, 1, "{err}");
+    assert!(
+        err.contains("not found"),
+        "the remote has no such commit: {err}"
+    );
     assert_eq!(s.deployments(), before);
 
     let (rc, out, err) = code(s.cli().args(["deploy", "12.1", "--allow-downgrade"]));
@@ -288,6 +292,15 @@ fn deploy_finds_versions_and_refuses_downgrades_unless_allowed() {
     let status = s.status();
     assert_eq!(status["deployments"][0]["checksum"], base.v2.as_str());
     assert!(status["deployments"][0]["pinnedRevision"].is_null());
+
+    // A remote that does not answer is not a missing revision.
+    drop(http);
+    let (rc, _, err) = code(s.cli().args(["deploy", &"1".repeat(64)]));
+    assert_eq!(rc, 1, "{err}");
+    assert!(
+        err.contains("fetching from") && !err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -60,7 +60,14 @@ fn revisions_and_patterns(
     for arg in args {
         match api.list_packages(Some(arg.clone())).call() {
             Ok(reply) => replies.push(reply),
-            Err(e) if matches!(e.kind(), ErrorKind::RevisionNotFound(_)) => patterns.push(arg),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::RevisionNotFound(_) | ErrorKind::InvalidRefspec(_)
+                ) =>
+            {
+                patterns.push(arg)
+            }
             Err(e) => return Err(e.into()),
         }
     }

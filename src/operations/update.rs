@@ -379,6 +379,12 @@ pub fn rebase(
     Ok(outcome)
 }
 
+/// Whether a pull's error is the remote saying the object does not exist.
+fn says_not_found(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    reason.contains("404") || reason.contains("not found") || reason.contains("no such")
+}
+
 /// `deploy`: a version or checksum of the current ref, pinned in the origin.
 pub fn deploy_revision(
     sysroot: &mut Sysroot,
@@ -411,11 +417,15 @@ pub fn deploy_revision(
     let commit = if is_full_checksum(revision) {
         fetch(sysroot, sink, &refspec, Some(revision), false).map_err(
             |e| match Error::classify(e) {
-                Error::FetchFailed { reason, .. } => Error::RevisionNotFound {
-                    revision: revision.to_string(),
-                    reason,
+                // The remote answered that it has no such commit; an
+                // unreachable remote stays a FetchFailed.
+                Error::FetchFailed { reason, .. } if says_not_found(&reason) => {
+                    Error::RevisionNotFound {
+                        revision: revision.to_string(),
+                        reason,
+                    }
+                    .into()
                 }
-                .into(),
                 other => anyhow::Error::from(other),
             },
         )?

@@ -43,17 +43,31 @@ impl Sysroot {
             path: path.to_path_buf(),
             reason,
         };
-        let meta = std::fs::metadata(path).map_err(|e| not_a_sysroot(e.to_string()))?;
+        // Only "there is no sysroot here" is NotASysroot: a sysroot that
+        // cannot be read (permissions, a broken origin file) says why.
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(not_a_sysroot("it does not exist".into()).into())
+            }
+            Err(e) => return Err(e).with_context(|| format!("Reading {}", path.display())),
+        };
         if !meta.is_dir() {
             return Err(not_a_sysroot("not a directory".into()).into());
         }
-        if !path.join("ostree/repo/config").is_file() {
-            return Err(not_a_sysroot("it has no ostree/repo".into()).into());
+        let repo_config = path.join("ostree/repo/config");
+        match std::fs::metadata(&repo_config) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(not_a_sysroot("it has no ostree/repo".into()).into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(not_a_sysroot("it has no ostree/repo".into()).into())
+            }
+            Err(e) => return Err(e).with_context(|| format!("Reading {}", repo_config.display())),
         }
         let inner = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
         inner
             .load(gio::Cancellable::NONE)
-            .map_err(|e| not_a_sysroot(e.to_string()))?;
+            .with_context(|| format!("Loading the sysroot at {}", path.display()))?;
         Ok(Sysroot {
             path: path.to_path_buf(),
             inner,
@@ -124,10 +138,23 @@ impl Sysroot {
                     .ok_or_else(|| not_found("no deployment with that index").into());
             }
         }
+        let looks_like_checksum =
+            revision.len() <= 64 && revision.bytes().all(|b| b.is_ascii_hexdigit());
+        if !looks_like_checksum && ostree::validate_rev(revision).is_err() {
+            return Err(Error::InvalidRefspec {
+                refspec: revision.to_string(),
+                reason: "not a ref name, a checksum or a deployment index".into(),
+            }
+            .into());
+        }
         match self.repo().resolve_rev(revision, true) {
             Ok(Some(checksum)) => Ok(checksum.to_string()),
             Ok(None) => Err(not_found("no such ref or commit").into()),
-            Err(e) => Err(not_found(e.message()).into()),
+            Err(e) if e.matches(gio::IOErrorEnum::NotFound) => Err(not_found(e.message()).into()),
+            // An ambiguous prefix, or a repository that cannot be read: the cause.
+            Err(e) => {
+                Err(anyhow::Error::new(e).context(format!("Resolving revision {revision:?}")))
+            }
         }
     }
 

@@ -79,10 +79,9 @@ fn reboot(sysroot: &Sysroot, sink: &Sink) -> Result<()> {
         .status()
         .context("Running systemctl reboot")?;
     if !status.success() {
-        return Err(Error::NotSupported {
-            reason: format!("systemctl reboot failed ({status})"),
-        }
-        .into());
+        anyhow::bail!(
+            "the new deployment is in place, but `systemctl reboot` failed ({status}): reboot to use it"
+        );
     }
     Ok(())
 }
