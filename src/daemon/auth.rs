@@ -115,10 +115,9 @@ pub struct Denied {
     pub action: &'static str,
 }
 
-/// Where polkit's checker is (`APT_OSTREE_PKCHECK` overrides, for tests).
-fn pkcheck() -> String {
-    std::env::var("APT_OSTREE_PKCHECK").unwrap_or_else(|_| "pkcheck".into())
-}
+/// polkit's checker, by absolute path: nothing in the daemon's environment
+/// chooses the program that makes authorization decisions.
+const PKCHECK: &str = "/usr/bin/pkcheck";
 
 /// The start time of `pid` (field 22 of /proc/PID/stat): with the pid and
 /// uid it names the process to polkit, so a reused pid is not mistaken for it.
@@ -142,7 +141,7 @@ pub fn authorize(action: Action, interactive: bool) -> Result<(), Denied> {
     let Some(start) = (caller.pid > 0).then(|| start_time(caller.pid)).flatten() else {
         return Err(denied);
     };
-    let mut cmd = Command::new(pkcheck());
+    let mut cmd = Command::new(PKCHECK);
     cmd.args(["--action-id", action.id(), "--process"])
         .arg(format!("{},{start},{}", caller.pid, caller.uid))
         .stdin(Stdio::null())
@@ -170,7 +169,7 @@ pub fn authorize(action: Action, interactive: bool) -> Result<(), Denied> {
             Err(denied)
         }
         Err(e) => {
-            tracing::warn!("Asking polkit ({}): {e}", pkcheck());
+            tracing::warn!("Asking polkit ({PKCHECK}): {e}");
             Err(denied)
         }
     }

@@ -138,13 +138,11 @@ fn apt_root(sysroot: &Sysroot, base: &str) -> Result<AptRoot> {
             std::fs::remove_dir_all(&dir).context("Removing old base status files")?;
         }
         std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!("{base}.tmp"));
-        std::fs::write(
-            &tmp,
-            sysroot.read_commit_file(base, &format!("{}/status", dpkg::DATABASE_DIR))?,
+        crate::fsutil::write_atomic(
+            &status,
+            &sysroot.read_commit_file(base, &format!("{}/status", dpkg::DATABASE_DIR))?,
         )
         .context("Writing the base's dpkg status")?;
-        std::fs::rename(&tmp, &status)?;
     }
     Ok(AptRoot {
         etc_apt: deployment.join("etc/apt"),

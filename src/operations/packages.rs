@@ -49,9 +49,9 @@ fn store_local_deb(sysroot: &Sysroot, path: &PathBuf) -> Result<(String, String)
     let dest = layering::local_deb_path(sysroot, &sha);
     if !dest.exists() {
         std::fs::create_dir_all(dest.parent().expect("has parent"))?;
-        let tmp = dest.with_extension("tmp");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &dest)?;
+        // Durable before the origin names it: a crash must not leave a
+        // truncated package under its final name.
+        crate::fsutil::write_atomic(&dest, &bytes)?;
     }
     Ok((name, sha))
 }

@@ -53,9 +53,8 @@ pub fn cached_update(sysroot: &mut Sysroot) -> Option<UpdateInfo> {
 pub(super) fn store_cached_update(sysroot: &Sysroot, update: &UpdateInfo) -> Result<()> {
     let dir = sysroot.state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("Creating {}", dir.display()))?;
-    let tmp = dir.join(".cached-update.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(update)?)?;
-    std::fs::rename(&tmp, cached_update_path(sysroot)).context("Storing the cached update")
+    crate::fsutil::write_atomic(&cached_update_path(sysroot), &serde_json::to_vec(update)?)
+        .context("Storing the cached update")
 }
 
 pub(super) fn clear_cached_update(sysroot: &Sysroot) {

@@ -225,10 +225,9 @@ pub struct Manager {
     inner: Arc<Inner>,
 }
 
+/// A random (version 4) UUID without dashes: unique across daemon restarts.
 fn new_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .map(|u| u.trim().replace('-', ""))
-        .unwrap_or_else(|_| format!("{:x}", std::process::id()))
+    ostree::glib::uuid_string_random().replace('-', "")
 }
 
 fn now_usec() -> u64 {
@@ -379,5 +378,16 @@ impl Manager {
         while current.is_some() {
             current = self.inner.idle.wait(current).expect("transaction lock");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transaction_ids_are_random_uuids() {
+        let (a, b) = (super::new_id(), super::new_id());
+        assert_eq!(a.len(), 32, "{a}");
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
     }
 }
