@@ -42,6 +42,7 @@ pub mod layering;
 pub mod logging;
 pub mod operations;
 pub mod origin;
+pub mod process;
 pub mod progress;
 pub mod protocol;
 pub mod refspec;

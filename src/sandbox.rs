@@ -10,7 +10,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::progress::{Logged, Sink};
+use crate::process::Logged;
+use crate::progress::Sink;
 
 pub struct Sandbox {
     /// The root of the tree being changed.
@@ -70,7 +71,7 @@ impl Sandbox {
         // the mount point for usr/etc. It must not end up in a commit.
         let etc = self.root.join("etc");
         let etc_existed = std::fs::symlink_metadata(&etc).is_ok();
-        let logged = crate::progress::run_logged(&mut self.command(argv), sink)
+        let logged = crate::process::run_logged(&mut self.command(argv), sink)
             .context("Starting bubblewrap (is the bubblewrap package installed?)");
         if !etc_existed {
             // Only the empty mount point: remove_dir refuses anything else.

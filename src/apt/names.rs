@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::error::Error;
 
@@ -70,15 +70,11 @@ pub fn deb_field(path: &Path, field: &str) -> Result<String> {
     if !path.is_file() {
         return Err(invalid("no such file".into()).into());
     }
-    let out = Command::new("dpkg-deb")
-        .arg("--field")
-        .arg(path)
-        .arg(field)
-        .output()
-        .context("Running dpkg-deb")?;
-    let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out =
+        crate::process::capture(Command::new("dpkg-deb").arg("--field").arg(path).arg(field))?;
+    let value = out.stdout.trim().to_string();
     if !out.status.success() || value.is_empty() {
-        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let err = out.stderr.trim().to_string();
         return Err(invalid(if err.is_empty() {
             format!("no {field} field")
         } else {
@@ -93,16 +89,16 @@ pub fn deb_field(path: &Path, field: &str) -> Result<String> {
 /// and return its package name.
 pub fn verify_deb(path: &Path) -> Result<String> {
     let name = deb_field(path, "Package")?;
-    let out = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(path)
-        .stdout(std::process::Stdio::null())
-        .output()
-        .context("Running dpkg-deb")?;
+    let out = crate::process::capture(
+        Command::new("dpkg-deb")
+            .arg("--fsys-tarfile")
+            .arg(path)
+            .stdout(std::process::Stdio::null()),
+    )?;
     if !out.status.success() {
         return Err(Error::InvalidPackageFile {
             path: path.display().to_string(),
-            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            reason: out.stderr.trim().to_string(),
         }
         .into());
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::image::{ImageFormat, ImageOptions};
+use crate::process::run;
 
 pub(super) const MIB: u64 = 1024 * 1024;
 /// Partition sizes: GRUB's BIOS core image, the ESP (GRUB for UEFI is a few
@@ -43,23 +43,27 @@ impl Target {
     }
 }
 
-pub(super) fn open_target(opts: &ImageOptions, size: Option<u64>) -> Result<Target> {
-    let out = &opts.output;
+/// Where a disk is written: a block device (only with `wipe`), or a new
+/// file of `size` bytes beside `out` that replaces it at the end (an
+/// existing file only with `force`).
+pub(super) fn open_target(
+    out: &Path,
+    wipe: bool,
+    force: bool,
+    size: Option<u64>,
+) -> Result<Target> {
     match std::fs::metadata(out) {
         Ok(m) if m.file_type().is_block_device() => {
-            if opts.format != ImageFormat::Raw {
-                bail!("{}: a block device takes --format raw", out.display());
-            }
-            if !opts.wipe {
+            if !wipe {
                 bail!(
                     "{} is a block device: pass --wipe to erase everything on it",
                     out.display()
                 );
             }
-            return Ok(Target::Device(out.clone()));
+            return Ok(Target::Device(out.to_path_buf()));
         }
         Ok(m) if m.is_dir() => bail!("{} is a directory", out.display()),
-        Ok(_) if !opts.force => bail!("{} exists: pass --force to overwrite it", out.display()),
+        Ok(_) if !force => bail!("{} exists: pass --force to overwrite it", out.display()),
         _ => {}
     }
     let dir = match out.parent() {
@@ -77,23 +81,6 @@ pub(super) fn open_target(opts: &ImageOptions, size: Option<u64>) -> Result<Targ
         .set_len(size.unwrap_or(0))
         .with_context(|| format!("Sizing {}", file.path().display()))?;
     Ok(Target::File(file))
-}
-
-pub(super) fn run(cmd: &mut Command) -> Result<String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("Running {shown}"))?;
-    if !out.status.success() {
-        bail!(
-            "{shown} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// A loop device, detached when dropped.
@@ -185,24 +172,13 @@ pub(super) fn partition(target: &Target) -> Result<()> {
          size={BOOT_MIB}MiB, type=BC13C2FF-59E6-4262-A352-B275FD29D172, name=\"boot\"\n\
          type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name=\"root\"\n"
     );
-    let mut child = Command::new("sfdisk")
-        .args(["--quiet", "--wipe", "always"])
-        .arg(target.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("Running sfdisk (package fdisk)")?;
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(layout.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("sfdisk failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    crate::process::run_with_input(
+        Command::new("sfdisk")
+            .args(["--quiet", "--wipe", "always"])
+            .arg(target.path()),
+        layout.as_bytes(),
+    )
+    .context("Partitioning (sfdisk, package fdisk)")?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use super::disk::run;
+use crate::process::run;
 
 /// Install GRUB for UEFI, and for BIOS when `bios_disk` is given, and
 /// generate its configuration in the new deployment.

@@ -27,10 +27,10 @@ use ostree::gio::prelude::*;
 use ostree::{gio, glib};
 
 use super::disk::{
-    make_filesystems, open_target, partition, partition_node, run, sizes, Loop, Mounted, Target,
-    MIB,
+    make_filesystems, open_target, partition, partition_node, sizes, Loop, Mounted, Target, MIB,
 };
 use super::grub;
+use crate::process::run;
 use crate::progress::Sink;
 use crate::sysroot::keys;
 
@@ -266,19 +266,13 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
         bail!("--format qcow2 needs qemu-img (package qemu-utils)");
     }
 
-    let output_raw = open_target(
-        &ImageOptions {
-            format: ImageFormat::Raw,
-            ..opts.clone()
-        },
-        Some(size),
-    )
-    .and_then(|t| {
-        if opts.format == ImageFormat::Qcow2 && matches!(t, Target::Device(_)) {
-            bail!("a block device takes --format raw");
-        }
-        Ok(t)
-    })?;
+    let output_raw = open_target(&opts.output, opts.wipe, opts.force, Some(size))?;
+    if opts.format != ImageFormat::Raw && matches!(output_raw, Target::Device(_)) {
+        bail!(
+            "{}: a block device takes --format raw",
+            opts.output.display()
+        );
+    }
     let work = tempfile::Builder::new()
         .prefix("apt-ostree-image-")
         .tempdir()

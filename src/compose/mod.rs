@@ -156,15 +156,13 @@ fn build_rootfs(t: &Treefile, dest: &Path, scratch: &Path, sink: &Sink) -> Resul
             if !src.is_dir() {
                 bail!("rootfs {} is not a directory", src.display());
             }
-            let status = Command::new("cp")
-                .args(["-a", "--reflink=auto"])
-                .arg(format!("{}/.", src.display()))
-                .arg(dest)
-                .status()
-                .context("Copying the rootfs")?;
-            if !status.success() {
-                bail!("copying {} failed", src.display());
-            }
+            crate::process::run(
+                Command::new("cp")
+                    .args(["-a", "--reflink=auto"])
+                    .arg(format!("{}/.", src.display()))
+                    .arg(dest),
+            )
+            .context("Copying the rootfs")?;
         }
         Source::Mmdebstrap { suite, mirrors } => {
             let mut cmd = Command::new("mmdebstrap");
@@ -217,7 +215,7 @@ fn build_rootfs(t: &Treefile, dest: &Path, scratch: &Path, sink: &Sink) -> Resul
             }
             cmd.arg(&suite).arg(dest).args(&mirrors);
             let output =
-                crate::progress::run_logged(&mut cmd, sink).context("Running mmdebstrap")?;
+                crate::process::run_logged(&mut cmd, sink).context("Running mmdebstrap")?;
             if !output.status.success() {
                 let tail: Vec<&str> = output.text.lines().rev().take(15).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();

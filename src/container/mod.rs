@@ -426,7 +426,7 @@ pub fn encapsulate(
     sink.task(
         &format!("Copying the image to {target}"),
         || -> Result<()> {
-            let logged = crate::progress::run_logged(
+            let logged = crate::process::run_logged(
                 std::process::Command::new("skopeo")
                     .arg("copy")
                     .arg("--preserve-digests")

@@ -10,7 +10,7 @@
 
 use std::cell::Cell;
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
@@ -143,15 +143,12 @@ pub fn authorize(action: Action, interactive: bool) -> Result<(), Denied> {
     };
     let mut cmd = Command::new(PKCHECK);
     cmd.args(["--action-id", action.id(), "--process"])
-        .arg(format!("{},{start},{}", caller.pid, caller.uid))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .arg(format!("{},{start},{}", caller.pid, caller.uid));
     if interactive {
         cmd.arg("--allow-user-interaction");
     }
-    match cmd.status() {
-        Ok(status) if status.success() => {
+    match crate::process::capture(&mut cmd) {
+        Ok(out) if out.status.success() => {
             tracing::info!(
                 "polkit authorized {} for uid {} (pid {})",
                 action.id(),
@@ -160,16 +157,18 @@ pub fn authorize(action: Action, interactive: bool) -> Result<(), Denied> {
             );
             Ok(())
         }
-        Ok(status) => {
+        Ok(out) => {
             tracing::info!(
-                "polkit refused {} to uid {} ({status})",
+                "polkit refused {} to uid {} ({}): {}",
                 action.id(),
-                caller.uid
+                caller.uid,
+                out.status,
+                out.stderr.trim()
             );
             Err(denied)
         }
         Err(e) => {
-            tracing::warn!("Asking polkit ({PKCHECK}): {e}");
+            tracing::warn!("Asking polkit: {e:#}");
             Err(denied)
         }
     }

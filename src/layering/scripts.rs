@@ -5,7 +5,7 @@
 
 use crate::apt::Plan;
 use crate::error::Error;
-use crate::progress::Logged;
+use crate::process::Logged;
 
 /// dpkg's words for each maintainer script.
 const SCRIPTS: &[(&str, &str)] = &[

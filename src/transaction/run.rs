@@ -74,13 +74,12 @@ fn reboot(sysroot: &Sysroot, sink: &Sink) -> Result<()> {
         return Ok(());
     }
     sink.log("Rebooting");
-    let status = std::process::Command::new("systemctl")
-        .arg("reboot")
-        .status()
-        .context("Running systemctl reboot")?;
-    if !status.success() {
+    let out = crate::process::capture(std::process::Command::new("systemctl").arg("reboot"))?;
+    if !out.status.success() {
         anyhow::bail!(
-            "the new deployment is in place, but `systemctl reboot` failed ({status}): reboot to use it"
+            "the new deployment is in place, but `systemctl reboot` failed ({}): {}; reboot to use it",
+            out.status,
+            out.stderr.trim()
         );
     }
     Ok(())
