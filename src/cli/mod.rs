@@ -353,18 +353,63 @@ fn run(cli: Cli) -> Result<u8> {
         return Ok(0);
     }
     let client = Client::connect(cli.address.as_deref(), cli.sysroot.as_deref())?;
+    match cli.command {
+        Command::Status(args) => status::run(&client, &args),
+        Command::Kargs(args) => kargs::run(&client, args),
+        Command::Db { command } => db::run(&client, command),
+        Command::Cancel => cancel(&client),
+        Command::Reload => {
+            client.sysroot().reload(client.interactive()).call()?;
+            Ok(0)
+        }
+        Command::Install { .. }
+        | Command::Uninstall { .. }
+        | Command::Override { .. }
+        | Command::Initramfs { .. } => change_packages(&client, cli.command),
+        command => change_deployments(&client, command),
+    }
+}
+
+/// Follow a transaction to its end, print its result, and choose the exit code.
+fn transact<A, R>(
+    client: &Client,
+    call: varlink::MethodCall<A, R, crate::protocol::sysroot::Error>,
+    unchanged_exit_77: bool,
+) -> Result<u8>
+where
+    A: serde::Serialize,
+    R: serde::de::DeserializeOwned + transaction::TransactionReply,
+{
+    Ok(report(&follow(client, call)?, unchanged_exit_77))
+}
+
+fn cancel(client: &Client) -> Result<u8> {
+    match client.sysroot().cancel(None, client.interactive()).call() {
+        Ok(_) => println!("Cancellation requested"),
+        // As rpm-ostree: nothing to cancel is not a failure.
+        Err(e) if matches!(e.kind(), ErrorKind::NoTransaction(_)) => {
+            println!("No transaction is running.")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(0)
+}
+
+/// The commands that choose, fetch or drop deployments.
+fn change_deployments(client: &Client, command: Command) -> Result<u8> {
     let mut api = client.sysroot();
-    let code = match cli.command {
-        Command::Status(args) => status::run(&client, &args)?,
+    let interactive = client.interactive();
+    match command {
         // clap refuses --check/--preview/--download-only with the trigger.
         Command::Upgrade {
             trigger_automatic_update_policy: true,
             common,
             ..
-        } => {
-            let result = follow(&client, api.automatic_update(client.interactive()))?;
-            report(&result, common.unchanged_exit_77)
-        }
+        } => transact(
+            client,
+            api.automatic_update(interactive),
+            common.unchanged_exit_77,
+        ),
         Command::Upgrade {
             check,
             preview,
@@ -372,50 +417,44 @@ fn run(cli: Cli) -> Result<u8> {
             allow_downgrade,
             trigger_automatic_update_policy: false,
             common,
-        } => {
-            let call = api.upgrade(
+        } => transact(
+            client,
+            api.upgrade(
                 some(check),
                 some(preview),
                 some(download_only),
                 some(allow_downgrade),
                 some(common.reboot),
-                client.interactive(),
-            );
-            let result = follow(&client, call)?;
-            report(&result, common.unchanged_exit_77 || check || preview)
-        }
+                interactive,
+            ),
+            common.unchanged_exit_77 || check || preview,
+        ),
         Command::Rebase {
             refspec,
             revision,
             common,
-        } => report(
-            &follow(
-                &client,
-                api.rebase(refspec, revision, some(common.reboot), client.interactive()),
-            )?,
+        } => transact(
+            client,
+            api.rebase(refspec, revision, some(common.reboot), interactive),
             common.unchanged_exit_77,
         ),
         Command::Deploy {
             revision,
             allow_downgrade,
             common,
-        } => report(
-            &follow(
-                &client,
-                api.deploy(
-                    revision,
-                    some(allow_downgrade),
-                    some(common.reboot),
-                    client.interactive(),
-                ),
-            )?,
+        } => transact(
+            client,
+            api.deploy(
+                revision,
+                some(allow_downgrade),
+                some(common.reboot),
+                interactive,
+            ),
             common.unchanged_exit_77,
         ),
-        Command::Rollback { common } => report(
-            &follow(
-                &client,
-                api.rollback(some(common.reboot), client.interactive()),
-            )?,
+        Command::Rollback { common } => transact(
+            client,
+            api.rollback(some(common.reboot), interactive),
             common.unchanged_exit_77,
         ),
         Command::Cleanup {
@@ -423,42 +462,31 @@ fn run(cli: Cli) -> Result<u8> {
             rollback,
             base,
             repomd,
-        } => report(
-            &follow(
-                &client,
-                api.cleanup(
-                    some(pending),
-                    some(rollback),
-                    some(base),
-                    some(repomd),
-                    client.interactive(),
-                ),
-            )?,
+        } => transact(
+            client,
+            api.cleanup(
+                some(pending),
+                some(rollback),
+                some(base),
+                some(repomd),
+                interactive,
+            ),
             false,
         ),
-        Command::Cancel => match api.cancel(None, client.interactive()).call() {
-            Ok(_) => {
-                println!("Cancellation requested");
-                0
-            }
-            // As rpm-ostree: nothing to cancel is not a failure.
-            Err(e) if matches!(e.kind(), ErrorKind::NoTransaction(_)) => {
-                println!("No transaction is running.");
-                0
-            }
-            Err(e) => return Err(e.into()),
-        },
-        Command::Reload => {
-            api.reload(client.interactive()).call()?;
-            0
-        }
-        Command::RefreshMd { force } => report(
-            &follow(
-                &client,
-                api.refresh_metadata(some(force), client.interactive()),
-            )?,
+        Command::RefreshMd { force } => transact(
+            client,
+            api.refresh_metadata(some(force), interactive),
             false,
         ),
+        other => unreachable!("not a deployment command: {other:?}"),
+    }
+}
+
+/// The commands that change the packages (or the initramfs) of the next deployment.
+fn change_packages(client: &Client, command: Command) -> Result<u8> {
+    let mut api = client.sysroot();
+    let interactive = client.interactive();
+    match command {
         Command::Install {
             packages,
             dry_run,
@@ -472,9 +500,9 @@ fn run(cli: Cli) -> Result<u8> {
                 some(dry_run),
                 some(idempotent),
                 some(common.reboot),
-                client.interactive(),
+                interactive,
             );
-            report(&follow(&client, call)?, common.unchanged_exit_77)
+            transact(client, call, common.unchanged_exit_77)
         }
         Command::Uninstall {
             packages,
@@ -482,88 +510,71 @@ fn run(cli: Cli) -> Result<u8> {
             dry_run,
             idempotent,
             common,
-        } => {
-            let call = api.uninstall(
+        } => transact(
+            client,
+            api.uninstall(
                 packages,
                 some(all),
                 some(dry_run),
                 some(idempotent),
                 some(common.reboot),
-                client.interactive(),
-            );
-            report(&follow(&client, call)?, common.unchanged_exit_77)
-        }
-        Command::Override { command } => match command {
-            OverrideCommand::Remove {
-                packages,
-                dry_run,
-                common,
-            } => report(
-                &follow(
-                    &client,
-                    api.override_remove(
-                        packages,
-                        some(dry_run),
-                        some(common.reboot),
-                        client.interactive(),
-                    ),
-                )?,
-                common.unchanged_exit_77,
+                interactive,
             ),
-            OverrideCommand::Replace {
-                packages,
-                dry_run,
-                common,
-            } => report(
-                &follow(
-                    &client,
-                    api.override_replace(
-                        packages,
-                        some(dry_run),
-                        some(common.reboot),
-                        client.interactive(),
-                    ),
-                )?,
-                common.unchanged_exit_77,
-            ),
-            OverrideCommand::Reset {
-                packages,
-                all,
-                common,
-            } => report(
-                &follow(
-                    &client,
-                    api.override_reset(
-                        packages,
-                        some(all),
-                        some(common.reboot),
-                        client.interactive(),
-                    ),
-                )?,
-                common.unchanged_exit_77,
-            ),
-        },
-        Command::Kargs(args) => kargs::run(&client, args)?,
-        Command::Db { command } => db::run(&client, command)?,
-        Command::Compose { .. } | Command::GenerateDocs { .. } | Command::Container { .. } => {
-            unreachable!("handled before connecting")
-        }
+            common.unchanged_exit_77,
+        ),
+        Command::Override {
+            command:
+                OverrideCommand::Remove {
+                    packages,
+                    dry_run,
+                    common,
+                },
+        } => transact(
+            client,
+            api.override_remove(packages, some(dry_run), some(common.reboot), interactive),
+            common.unchanged_exit_77,
+        ),
+        Command::Override {
+            command:
+                OverrideCommand::Replace {
+                    packages,
+                    dry_run,
+                    common,
+                },
+        } => transact(
+            client,
+            api.override_replace(packages, some(dry_run), some(common.reboot), interactive),
+            common.unchanged_exit_77,
+        ),
+        Command::Override {
+            command:
+                OverrideCommand::Reset {
+                    packages,
+                    all,
+                    common,
+                },
+        } => transact(
+            client,
+            api.override_reset(packages, some(all), some(common.reboot), interactive),
+            common.unchanged_exit_77,
+        ),
         Command::Initramfs {
             enable,
             disable: _,
             arguments,
             common,
-        } => {
-            let call = api.initramfs(
+        } => transact(
+            client,
+            api.initramfs(
                 enable,
                 (!arguments.is_empty()).then_some(arguments),
                 some(common.reboot),
-                client.interactive(),
-            );
-            report(&follow(&client, call)?, common.unchanged_exit_77)
-        }
-    };
-    Ok(code)
+                interactive,
+            ),
+            common.unchanged_exit_77,
+        ),
+        other => unreachable!("not a package command: {other:?}"),
+    }
 }
 
 #[cfg(test)]
