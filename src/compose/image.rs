@@ -227,36 +227,9 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
     }
     // Before any library starts a thread: a mount namespace of our own, so
     // that whatever happens, nothing stays mounted on the host.
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .context("Creating a private mount namespace")?;
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("Making mounts private")?;
+    private_mounts()?;
 
-    if !opts.repo.join("config").is_file() {
-        bail!("{}: not an OSTree repository", opts.repo.display());
-    }
-    let source = ostree::Repo::new(&gio::File::for_path(&opts.repo));
-    source
-        .open(gio::Cancellable::NONE)
-        .with_context(|| format!("Opening {}", opts.repo.display()))?;
-    let facts = sink.task("Checking the commit", || {
-        inspect_commit(&source, &opts.reference)
-    })?;
-    let (minimum, default) = sizes(facts.content);
-    let size = opts.size.unwrap_or(default);
-    if size < minimum {
-        bail!(
-            "--size {} MiB is too small: the commit needs at least {} MiB",
-            size / MIB,
-            minimum.div_ceil(MIB)
-        );
-    }
+    let (facts, size) = check_commit(opts, sink)?;
     let remote = match (&opts.remote, &facts.remote) {
         (Some((n, u)), _) => Some((n.clone(), u.clone(), false)),
         (None, Some(r)) => Some(r.clone()),
@@ -312,68 +285,16 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
     kargs.extend(facts.kargs.iter().cloned());
     kargs.extend(opts.kargs.iter().cloned());
 
-    let deployment_dir = sink.task("Deploying", || -> Result<PathBuf> {
-        let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(&sysroot_path)));
-        sysroot.ensure_initialized(gio::Cancellable::NONE)?;
-        sysroot.load(gio::Cancellable::NONE)?;
-        sysroot.init_osname(OSNAME, gio::Cancellable::NONE)?;
-        let repo = sysroot.repo();
-        if let Some((name, url, gpg)) = &remote {
-            let options = glib::VariantDict::new(None);
-            options.insert("gpg-verify", *gpg);
-            repo.remote_add(name, Some(url), Some(&options.end()), gio::Cancellable::NONE)
-                .with_context(|| format!("Adding remote {name}"))?;
-        }
-        let pull = glib::VariantDict::new(None);
-        pull.insert("refs", vec![facts.checksum.clone()]);
-        repo.pull_with_options(
-            &format!("file://{}", std::fs::canonicalize(&opts.repo)?.display()),
-            &pull.end(),
-            None,
-            gio::Cancellable::NONE,
+    let deployment_dir = sink.task("Deploying", || {
+        deploy_commit(
+            &sysroot_path,
+            opts,
+            &facts,
+            remote.as_ref(),
+            &refspec,
+            &kargs,
+            &boot_uuid,
         )
-        .context("Copying the commit into the disk's repository")?;
-        let (remote_name, branch) = match &remote {
-            Some((n, _, _)) => (Some(n.as_str()), opts.reference.as_str()),
-            None => (None, opts.reference.as_str()),
-        };
-        repo.set_ref_immediate(
-            remote_name,
-            branch,
-            Some(&facts.checksum),
-            gio::Cancellable::NONE,
-        )?;
-        let origin = sysroot.origin_new_from_refspec(&refspec);
-        let argv: Vec<&str> = kargs.iter().map(String::as_str).collect();
-        let deployment = sysroot
-            .deploy_tree(
-                Some(OSNAME),
-                &facts.checksum,
-                Some(&origin),
-                None,
-                &argv,
-                gio::Cancellable::NONE,
-            )
-            .context("Deploying")?;
-        sysroot
-            .simple_write_deployment(
-                Some(OSNAME),
-                &deployment,
-                None,
-                ostree::SysrootSimpleWriteDeploymentFlags::NONE,
-                gio::Cancellable::NONE,
-            )
-            .context("Writing the deployment")?;
-        let dir = sysroot
-            .deployment_directory(&deployment)
-            .path()
-            .expect("a local path");
-        // /boot is a partition of its own: the installed system mounts it.
-        std::fs::write(
-            dir.join("etc/fstab"),
-            format!("# Written by apt-ostree compose image.\nUUID={boot_uuid} /boot ext4 defaults 1 2\n"),
-        )?;
-        Ok(dir)
     })?;
 
     sink.task("Installing GRUB", || {
@@ -391,6 +312,137 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
     nix::unistd::sync();
     drop(attached);
 
+    write_output(output_raw, opts, sink)?;
+    Ok(Image {
+        commit: facts.checksum,
+        origin: refspec,
+        size,
+        bios: facts.bios,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The commit's facts and the disk's size, before anything is written.
+fn check_commit(opts: &ImageOptions, sink: &Sink) -> Result<(CommitFacts, u64)> {
+    if !opts.repo.join("config").is_file() {
+        bail!("{}: not an OSTree repository", opts.repo.display());
+    }
+    let source = ostree::Repo::new(&gio::File::for_path(&opts.repo));
+    source
+        .open(gio::Cancellable::NONE)
+        .with_context(|| format!("Opening {}", opts.repo.display()))?;
+    let facts = sink.task("Checking the commit", || {
+        inspect_commit(&source, &opts.reference)
+    })?;
+    let (minimum, default) = sizes(facts.content);
+    let size = opts.size.unwrap_or(default);
+    if size < minimum {
+        bail!(
+            "--size {} MiB is too small: the commit needs at least {} MiB",
+            size / MIB,
+            minimum.div_ceil(MIB)
+        );
+    }
+    Ok((facts, size))
+}
+
+/// Enter a mount namespace of our own whose mounts never reach the host.
+fn private_mounts() -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("Creating a private mount namespace")?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("Making mounts private")
+}
+
+/// Initialize the disk's sysroot, copy the commit into its repository and
+/// deploy it; the deployment's directory.
+fn deploy_commit(
+    sysroot_path: &Path,
+    opts: &ImageOptions,
+    facts: &CommitFacts,
+    remote: Option<&(String, String, bool)>,
+    refspec: &str,
+    kargs: &[String],
+    boot_uuid: &str,
+) -> Result<PathBuf> {
+    let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(sysroot_path)));
+    sysroot.ensure_initialized(gio::Cancellable::NONE)?;
+    sysroot.load(gio::Cancellable::NONE)?;
+    sysroot.init_osname(OSNAME, gio::Cancellable::NONE)?;
+    let repo = sysroot.repo();
+    if let Some((name, url, gpg)) = remote {
+        let options = glib::VariantDict::new(None);
+        options.insert("gpg-verify", *gpg);
+        repo.remote_add(
+            name,
+            Some(url),
+            Some(&options.end()),
+            gio::Cancellable::NONE,
+        )
+        .with_context(|| format!("Adding remote {name}"))?;
+    }
+    let pull = glib::VariantDict::new(None);
+    pull.insert("refs", vec![facts.checksum.clone()]);
+    repo.pull_with_options(
+        &format!("file://{}", std::fs::canonicalize(&opts.repo)?.display()),
+        &pull.end(),
+        None,
+        gio::Cancellable::NONE,
+    )
+    .context("Copying the commit into the disk's repository")?;
+    let (remote_name, branch) = match &remote {
+        Some((n, _, _)) => (Some(n.as_str()), opts.reference.as_str()),
+        None => (None, opts.reference.as_str()),
+    };
+    repo.set_ref_immediate(
+        remote_name,
+        branch,
+        Some(&facts.checksum),
+        gio::Cancellable::NONE,
+    )?;
+    let origin = sysroot.origin_new_from_refspec(refspec);
+    let argv: Vec<&str> = kargs.iter().map(String::as_str).collect();
+    let deployment = sysroot
+        .deploy_tree(
+            Some(OSNAME),
+            &facts.checksum,
+            Some(&origin),
+            None,
+            &argv,
+            gio::Cancellable::NONE,
+        )
+        .context("Deploying")?;
+    sysroot
+        .simple_write_deployment(
+            Some(OSNAME),
+            &deployment,
+            None,
+            ostree::SysrootSimpleWriteDeploymentFlags::NONE,
+            gio::Cancellable::NONE,
+        )
+        .context("Writing the deployment")?;
+    let dir = sysroot
+        .deployment_directory(&deployment)
+        .path()
+        .expect("a local path");
+    // /boot is a partition of its own: the installed system mounts it.
+    std::fs::write(
+        dir.join("etc/fstab"),
+        format!(
+            "# Written by apt-ostree compose image.\nUUID={boot_uuid} /boot ext4 defaults 1 2\n"
+        ),
+    )?;
+    Ok(dir)
+}
+
+/// Put the finished disk under its name (converted to qcow2 if asked).
+fn write_output(output_raw: Target, opts: &ImageOptions, sink: &Sink) -> Result<()> {
     match output_raw {
         Target::Device(_) => {}
         Target::File(f) => match opts.format {
@@ -422,13 +474,7 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
             }
         },
     }
-    Ok(Image {
-        commit: facts.checksum,
-        origin: refspec,
-        size,
-        bios: facts.bios,
-        elapsed: started.elapsed(),
-    })
+    Ok(())
 }
 
 fn which(program: &str) -> Option<PathBuf> {
