@@ -64,6 +64,23 @@ fn packages() -> Vec<Deb> {
             ..Deb::new("demo-broken", "1.0")
         },
         Deb::new("demo-base", "2.0").file("/usr/share/demo-base/version", "2.0\n"),
+        // Virtual packages: one with two providers, one with a single one.
+        Deb {
+            provides: "demo-mail-transport",
+            ..Deb::new("demo-mta-a", "1.0")
+        },
+        Deb {
+            provides: "demo-mail-transport",
+            ..Deb::new("demo-mta-b", "1.0")
+        },
+        Deb {
+            depends: "demo-mail-transport",
+            ..Deb::new("demo-mail-client", "1.0")
+        },
+        Deb {
+            provides: "demo-only-virtual",
+            ..Deb::new("demo-only-provider", "1.0")
+        },
         // Stands in for initramfs-tools: writes what it was asked to build.
         Deb::new("initramfs-tools", "99.0").file(
             "/usr/sbin/update-initramfs",
@@ -213,6 +230,32 @@ fn install_layers_a_package_with_its_dependencies_and_scripts_then_uninstall() {
     );
     assert!(!deployment_root(s, 0).join("usr/bin/demo-app").exists());
     s.assert_fsck_clean();
+}
+
+/// Virtual packages as apt-get treats them: several providers are listed
+/// for the user to choose from, a single one is taken, and a dependency on
+/// a virtual package is satisfied by a provider.
+#[test]
+fn virtual_packages_are_resolved_as_apt_does() {
+    let env = layering_env();
+    let s = &env.s;
+    let before = s.deployments();
+    let (rc, out, err) = code(s.cli().args(["install", "demo-mail-transport"]));
+    assert_eq!(rc, 1, "{out}{err}");
+    assert!(
+        err.contains("virtual package provided by demo-mta-a, demo-mta-b"),
+        "{err}"
+    );
+    let (rc, out, err) = code(s.cli().args(["install", "--dry-run", "demo-only-virtual"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("demo-only-provider 1.0"), "{out}");
+    let (rc, out, err) = code(s.cli().args(["install", "--dry-run", "demo-mail-client"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        out.contains("demo-mail-client 1.0") && out.contains("demo-mta-"),
+        "{out}"
+    );
+    assert_eq!(s.deployments(), before);
 }
 
 #[test]

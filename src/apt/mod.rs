@@ -264,85 +264,9 @@ impl AptRoot {
     }
 
     fn resolve(&self, cache: &Cache, request: &Request) -> Result<Plan> {
-        let mut missing = Vec::new();
-        let mut in_base = Vec::new();
-        let mut wanted = Vec::new();
-        for spec in &request.install {
-            let (name, version) = match spec.split_once('=') {
-                Some((n, v)) => (n, Some(v)),
-                None => (spec.as_str(), None),
-            };
-            match cache.get(name) {
-                Some(pkg) if pkg.has_versions() || pkg.has_provides() => {
-                    if pkg.is_installed() {
-                        in_base.push(name.to_string());
-                        continue;
-                    }
-                    let pkg = if !pkg.has_versions() {
-                        // A virtual package: take its first provider, as apt does
-                        // when there is exactly one.
-                        match pkg.provides().next() {
-                            Some(p) => p.package(),
-                            None => {
-                                missing.push(spec.clone());
-                                continue;
-                            }
-                        }
-                    } else {
-                        pkg
-                    };
-                    if let Some(v) = version {
-                        match pkg.get_version(v) {
-                            Some(ver) => ver.set_candidate(),
-                            None => {
-                                missing.push(spec.clone());
-                                continue;
-                            }
-                        }
-                    }
-                    wanted.push(pkg);
-                }
-                _ => missing.push(spec.clone()),
-            }
-        }
-        // Each local file's package name, read once.
-        let local: Vec<(String, &PathBuf)> = request
-            .local
-            .iter()
-            .map(|path| Ok((names::deb_field(path, "Package")?, path)))
-            .collect::<Result<_>>()?;
-        for (name, path) in &local {
-            match cache.get(name) {
-                Some(pkg) => wanted.push(pkg),
-                None => missing.push(path.display().to_string()),
-            }
-        }
-        if !missing.is_empty() {
-            return Err(Error::PackageNotFound { packages: missing }.into());
-        }
-        if !in_base.is_empty() {
-            return Err(Error::PackageInBase { packages: in_base }.into());
-        }
-        let mut replaced = Vec::new();
-        for name in &request.replace {
-            let pkg = cache
-                .get(name)
-                .filter(|p| p.is_installed())
-                .ok_or_else(|| Error::PackageNotInBase {
-                    packages: vec![name.clone()],
-                })?;
-            replaced.push(pkg);
-        }
-        let mut removed = Vec::new();
-        for name in &request.remove {
-            let pkg = cache
-                .get(name)
-                .filter(|p| p.is_installed())
-                .ok_or_else(|| Error::PackageNotInBase {
-                    packages: vec![name.clone()],
-                })?;
-            removed.push(pkg);
-        }
+        let (wanted, local) = requested_packages(cache, request)?;
+        let replaced = base_packages(cache, &request.replace)?;
+        let removed = base_packages(cache, &request.remove)?;
         for pkg in &removed {
             pkg.mark_delete(true);
             pkg.protect();
@@ -373,59 +297,8 @@ impl AptRoot {
             }
             .into());
         }
-        let mut plan = Plan::default();
-        let mut unexpected = Vec::new();
-        for pkg in changes {
-            let name = pkg.name().to_string();
-            if pkg.marked_delete() {
-                if request.remove.contains(&name) {
-                    plan.remove.push(name);
-                } else {
-                    unexpected.push(format!("{name} would be removed"));
-                }
-                continue;
-            }
-            let Some(ver) = pkg.install_version() else {
-                continue;
-            };
-            let new = !pkg.is_installed();
-            if !new && !request.replace.contains(&name) {
-                unexpected.push(format!(
-                    "{name} would change from {} to {} in the base image",
-                    pkg.installed()
-                        .map(|v| v.version().to_string())
-                        .unwrap_or_default(),
-                    ver.version()
-                ));
-                continue;
-            }
-            let source = match local.iter().find(|(n, _)| *n == name) {
-                Some((_, path)) => PackageSource::Local((*path).clone()),
-                None => PackageSource::Repository(ver.uris().next().ok_or_else(|| {
-                    Error::PackageNotFound {
-                        packages: vec![format!("{name}={} (no download source)", ver.version())],
-                    }
-                })?),
-            };
-            plan.install.push(Planned {
-                name,
-                version: ver.version().to_string(),
-                architecture: ver.arch().to_string(),
-                new,
-                source,
-            });
-        }
+        let mut plan = plan_of_changes(changes, request, &local)?;
         dependency_order(cache, &mut plan.install);
-        if !unexpected.is_empty() {
-            return Err(Error::DependencyProblem {
-                explanation: format!(
-                    "the request would change the base image beyond what was asked:\n  {}\n\
-                 Use `apt-ostree override replace` or `override remove` for base packages.",
-                    unexpected.join("\n  ")
-                ),
-            }
-            .into());
-        }
         Ok(plan)
     }
 
@@ -471,6 +344,169 @@ impl AptRoot {
             })
             .collect()
     }
+}
+
+/// Local .deb files with their package names.
+type LocalDebs<'r> = Vec<(String, &'r PathBuf)>;
+
+/// The packages `request` names (by name, NAME=VERSION or local file),
+/// and each local file with its package name. Refused: names apt does not
+/// know, packages the base has, and virtual packages with several
+/// providers (apt-get asks the user to choose one; so do we).
+fn requested_packages<'a, 'r>(
+    cache: &'a Cache,
+    request: &'r Request,
+) -> Result<(Vec<rust_apt::Package<'a>>, LocalDebs<'r>)> {
+    let mut missing = Vec::new();
+    let mut in_base = Vec::new();
+    let mut wanted = Vec::new();
+    for spec in &request.install {
+        let (name, version) = match spec.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (spec.as_str(), None),
+        };
+        let Some(pkg) = cache.get(name) else {
+            missing.push(spec.clone());
+            continue;
+        };
+        if pkg.is_installed() {
+            in_base.push(name.to_string());
+            continue;
+        }
+        let pkg = if pkg.has_versions() {
+            pkg
+        } else {
+            let mut providers: Vec<_> = pkg.provides().map(|p| p.package()).collect();
+            providers.sort_by_cached_key(|p| p.fullname(true));
+            providers.dedup_by_key(|p| p.fullname(true));
+            match providers.len() {
+                0 => {
+                    missing.push(spec.clone());
+                    continue;
+                }
+                1 => providers.remove(0),
+                _ => {
+                    return Err(Error::DependencyProblem {
+                        explanation: format!(
+                            "{name} is a virtual package provided by {}: name the one to install",
+                            providers
+                                .iter()
+                                .map(|p| p.fullname(true))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }
+                    .into())
+                }
+            }
+        };
+        if let Some(v) = version {
+            match pkg.get_version(v) {
+                Some(ver) => ver.set_candidate(),
+                None => {
+                    missing.push(spec.clone());
+                    continue;
+                }
+            }
+        }
+        wanted.push(pkg);
+    }
+    // Each local file's package name, read once.
+    let local: Vec<(String, &PathBuf)> = request
+        .local
+        .iter()
+        .map(|path| Ok((names::deb_field(path, "Package")?, path)))
+        .collect::<Result<_>>()?;
+    for (name, path) in &local {
+        match cache.get(name) {
+            Some(pkg) => wanted.push(pkg),
+            None => missing.push(path.display().to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::PackageNotFound { packages: missing }.into());
+    }
+    if !in_base.is_empty() {
+        return Err(Error::PackageInBase { packages: in_base }.into());
+    }
+    Ok((wanted, local))
+}
+
+/// The base image's packages called `names`; any other name is refused.
+fn base_packages<'a>(cache: &'a Cache, names: &[String]) -> Result<Vec<rust_apt::Package<'a>>> {
+    names
+        .iter()
+        .map(|name| {
+            cache.get(name).filter(|p| p.is_installed()).ok_or_else(|| {
+                Error::PackageNotInBase {
+                    packages: vec![name.clone()],
+                }
+                .into()
+            })
+        })
+        .collect()
+}
+
+/// The plan for the marked `changes`. Refused: any
+/// change to a base package that the request did not ask for.
+fn plan_of_changes(
+    changes: Vec<rust_apt::Package>,
+    request: &Request,
+    local: &[(String, &PathBuf)],
+) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let mut unexpected = Vec::new();
+    for pkg in &changes {
+        let name = pkg.name().to_string();
+        if pkg.marked_delete() {
+            if request.remove.contains(&name) {
+                plan.remove.push(name);
+            } else {
+                unexpected.push(format!("{name} would be removed"));
+            }
+            continue;
+        }
+        let Some(ver) = pkg.install_version() else {
+            continue;
+        };
+        let new = !pkg.is_installed();
+        if !new && !request.replace.contains(&name) {
+            unexpected.push(format!(
+                "{name} would change from {} to {} in the base image",
+                pkg.installed()
+                    .map(|v| v.version().to_string())
+                    .unwrap_or_default(),
+                ver.version()
+            ));
+            continue;
+        }
+        let source = match local.iter().find(|(n, _)| *n == name) {
+            Some((_, path)) => PackageSource::Local((*path).clone()),
+            None => PackageSource::Repository(ver.uris().next().ok_or_else(|| {
+                Error::PackageNotFound {
+                    packages: vec![format!("{name}={} (no download source)", ver.version())],
+                }
+            })?),
+        };
+        plan.install.push(Planned {
+            name,
+            version: ver.version().to_string(),
+            architecture: ver.arch().to_string(),
+            new,
+            source,
+        });
+    }
+    if !unexpected.is_empty() {
+        return Err(Error::DependencyProblem {
+            explanation: format!(
+                "the request would change the base image beyond what was asked:\n  {}\n\
+                 Use `apt-ostree override replace` or `override remove` for base packages.",
+                unexpected.join("\n  ")
+            ),
+        }
+        .into());
+    }
+    Ok(plan)
 }
 
 /// apt's resolver says only that it failed; say which dependencies of the

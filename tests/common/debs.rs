@@ -14,6 +14,7 @@ pub struct Deb {
     pub version: &'static str,
     pub depends: &'static str,
     pub conflicts: &'static str,
+    pub provides: &'static str,
     /// (path, content); paths under /usr/bin are executable.
     pub files: Vec<(&'static str, String)>,
     pub conffiles: Vec<&'static str>,
@@ -61,6 +62,9 @@ impl Deb {
         }
         if !self.conflicts.is_empty() {
             control.push_str(&format!("Conflicts: {}\n", self.conflicts));
+        }
+        if !self.provides.is_empty() {
+            control.push_str(&format!("Provides: {}\n", self.provides));
         }
         control.push_str(&format!("Description: test package {}\n", self.name));
         fs::write(debian.join("control"), control).unwrap();
