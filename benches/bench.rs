@@ -56,13 +56,13 @@ fn rss_kib(pid: u32, key: &str) -> u64 {
     } else {
         "status"
     };
-    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-        .unwrap_or_default()
-        .lines()
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/{file}: {e}"));
+    text.lines()
         .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/{file}"))
 }
 
 /// Whether to run section `name`: all of them, unless APT_OSTREE_BENCH
@@ -287,7 +287,11 @@ fn compose_bench() {
         .unwrap();
     let total = t.elapsed();
     if !out.status.success() {
-        println!("compose: not measured (Debian's archive unreachable?)");
+        println!(
+            "compose: not measured: apt-ostree compose tree failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         return;
     }
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -297,7 +301,7 @@ fn compose_bench() {
             .and_then(|r| r.split(" s").next())
             .and_then(|v| v.parse::<f64>().ok())
             .map(Duration::from_secs_f64)
-            .unwrap_or_default()
+            .unwrap_or_else(|| panic!("compose printed no \"{name}\" phase:\n{text}"))
     };
     let sources: Vec<String> = std::fs::read_dir("/etc/apt/sources.list.d")
         .map(|e| {
