@@ -291,6 +291,78 @@ fn an_encapsulated_commit_is_a_base_that_containerfiles_build_on() {
     // version file no package owns.
     assert!(changed <= 3, "{changed} of {} layers changed", l2.len());
     assert_ne!(v1, v2);
+
+    // --previous-build-manifest: the packages with layers of their own in
+    // the previous build keep them, whatever their size now (here a small
+    // one, dash, named in the previous manifest; with 6 layers only one
+    // package gets its own).
+    let contents = |reference: &str| -> Vec<String> {
+        let raw: serde_json::Value = serde_json::from_str(&stdout(
+            Command::new("skopeo").args(["inspect", "--raw", reference]),
+        ))
+        .unwrap();
+        raw["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                l["annotations"]["org.aptostree.layer.content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let small = |tag: &str, extra: &[&std::ffi::OsStr]| {
+        code(
+            Command::new(cli())
+                .args([
+                    "compose",
+                    "container-encapsulate",
+                    "--max-layers",
+                    "6",
+                    "--repo",
+                ])
+                .arg(&base.path)
+                .arg(&base.v2)
+                .arg(format!("oci:{}:{tag}", dir.display()))
+                .args(extra),
+        )
+    };
+    let (rc, out, err) = small("small", &[]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let by_size = contents(&format!("oci:{}:small", dir.display()));
+    assert!(!by_size.contains(&"dash".to_string()), "{by_size:?}");
+    let mut previous: serde_json::Value =
+        serde_json::from_str(&stdout(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            &format!("oci:{}:small", dir.display()),
+        ])))
+        .unwrap();
+    previous["layers"][1]["annotations"]["org.aptostree.layer.content"] = "dash".into();
+    let manifest = out_dir_file(&dir, "previous.json", &previous.to_string());
+    let (rc, out, err) = small(
+        "kept",
+        &["--previous-build-manifest".as_ref(), manifest.as_os_str()],
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    let kept = contents(&format!("oci:{}:kept", dir.display()));
+    assert_eq!(kept[1], "dash", "{kept:?}");
+    assert_eq!(kept.len(), by_size.len());
+    // Nonsense is refused before anything is written.
+    let nonsense = out_dir_file(&dir, "nonsense.json", "{\"schemaVersion\": 2}");
+    let (rc, _, err) = small(
+        "never",
+        &["--previous-build-manifest".as_ref(), nonsense.as_os_str()],
+    );
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains("--previous-build-manifest") && err.contains("no \"layers\""),
+        "{err}"
+    );
+    let index = fs::read_to_string(dir.join("index.json")).unwrap();
+    assert!(!index.contains("never"), "{index}");
     let inspect: serde_json::Value = serde_json::from_str(&stdout(
         Command::new("skopeo")
             .arg("inspect")
@@ -443,4 +515,11 @@ fn preview_from_the_package_label_digest_pins_and_oci_directories() {
     assert_eq!(rc, 0, "{out}{err}");
     assert_eq!(s.status()["deployments"][0]["imageDigest"], d2.as_str());
     s.assert_fsck_clean();
+}
+
+/// Write `content` to `name` beside the test's OCI directory.
+fn out_dir_file(oci: &std::path::Path, name: &str, content: &str) -> PathBuf {
+    let path = oci.parent().unwrap().join(name);
+    fs::write(&path, content).unwrap();
+    path
 }

@@ -111,6 +111,10 @@ pub enum ComposeCommand {
         /// At most this many layers (the largest packages get one each).
         #[arg(long, default_value_t = crate::container::EncapsulateOptions::default().max_layers)]
         max_layers: usize,
+        /// The previous build's image manifest (`skopeo inspect --raw`): its
+        /// packages keep their own layers, so that fewer layers change.
+        #[arg(long, value_name = "FILE")]
+        previous_build_manifest: Option<PathBuf>,
     },
 }
 
@@ -133,8 +137,16 @@ fn run(command: &ComposeCommand) -> Result<u8> {
         reference,
         destination,
         max_layers,
+        previous_build_manifest,
     } = command
     {
+        let previous_layers = match previous_build_manifest {
+            Some(path) => crate::container::previous_layers(
+                &std::fs::read(path).with_context(|| format!("Reading {}", path.display()))?,
+            )
+            .with_context(|| format!("--previous-build-manifest {}", path.display()))?,
+            None => Vec::new(),
+        };
         let repo_path = repo;
         let repo = ostree::Repo::new_for_path(repo_path);
         repo.open(ostree::gio::Cancellable::NONE)
@@ -146,6 +158,7 @@ fn run(command: &ComposeCommand) -> Result<u8> {
             .to_string();
         let opts = crate::container::EncapsulateOptions {
             max_layers: *max_layers,
+            previous_layers,
         };
         let image = crate::container::encapsulate(
             &repo,

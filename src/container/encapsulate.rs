@@ -38,14 +38,39 @@ pub struct EncapsulateOptions {
     /// At most this many layers (at least 6: files no package owns, one
     /// package, the other packages, the initramfs, generated files, dpkg's database).
     pub max_layers: usize,
+    /// The packages that had layers of their own in the previous build
+    /// ([`previous_layers`]): they keep them while they exist and fit, so
+    /// that a package whose size shifted does not move every layer.
+    pub previous_layers: Vec<String>,
 }
 
 impl Default for EncapsulateOptions {
     fn default() -> Self {
         EncapsulateOptions {
             max_layers: DEFAULT_MAX_LAYERS,
+            previous_layers: Vec::new(),
         }
     }
+}
+
+/// What each layer of a previous build held, from its OCI image manifest
+/// (`skopeo inspect --raw`, or the manifest blob of an `oci:` directory), as
+/// rpm-ostree's `--previous-build-manifest` takes it.
+pub fn previous_layers(manifest: &[u8]) -> Result<Vec<String>> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(manifest).context("not a JSON image manifest")?;
+    let layers = manifest["layers"]
+        .as_array()
+        .context("not an image manifest: no \"layers\" list")?;
+    let names: Vec<String> = layers
+        .iter()
+        .filter_map(|l| l["annotations"][CONTENT_ANNOTATION].as_str())
+        .map(str::to_string)
+        .collect();
+    if names.is_empty() {
+        bail!("the manifest's layers name no content ({CONTENT_ANNOTATION}): not written by container-encapsulate");
+    }
+    Ok(names)
 }
 
 /// The image written.
@@ -262,6 +287,7 @@ fn plan_layers(
     entries: &BTreeMap<String, Entry>,
     owner: &HashMap<String, String>,
     max_layers: usize,
+    previous: &[String],
 ) -> Vec<(String, Vec<String>)> {
     let mut rootfs = Vec::new();
     // Files no package owns that change with almost any package change
@@ -302,11 +328,22 @@ fn plan_layers(
             None => rootfs.push(path.clone()),
         }
     }
-    // The largest packages get layers of their own; the order of the layers is by name.
+    // The packages that had layers of their own in the previous build keep
+    // them; the largest others fill what is left. The order is by name.
     let own = max_layers.saturating_sub(5).max(1);
     let mut sizes: Vec<(&str, u64)> = by_package.iter().map(|(p, (s, _))| (*p, *s)).collect();
     sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    let big: std::collections::BTreeSet<&str> = sizes.iter().take(own).map(|(p, _)| *p).collect();
+    let kept = previous
+        .iter()
+        .map(String::as_str)
+        .filter(|p| by_package.contains_key(p));
+    let mut big = std::collections::BTreeSet::new();
+    for package in kept.chain(sizes.iter().map(|(p, _)| *p)) {
+        if big.len() == own {
+            break;
+        }
+        big.insert(package);
+    }
     let mut layers = vec![("rootfs".to_string(), rootfs)];
     let mut others = Vec::new();
     for (package, (_, files)) in by_package {
@@ -536,7 +573,7 @@ pub fn encapsulate_to_oci_dir(
     let info = CommitInfo::load(repo, commit)?;
     let entries = sink.task("Reading the commit", || read_tree(repo, commit))?;
     let owner = owners(repo, &entries)?;
-    let layers = plan_layers(&entries, &owner, opts.max_layers);
+    let layers = plan_layers(&entries, &owner, opts.max_layers, &opts.previous_layers);
     std::fs::create_dir_all(dir.join("blobs/sha256"))?;
     let mut descriptors = Vec::new();
     let mut diff_ids = Vec::new();
@@ -707,7 +744,7 @@ mod tests {
         };
         entries.insert("usr/lib/tmpfiles.d/x.conf".into(), file(3));
         assert_eq!(
-            names(plan_layers(&entries, &owner, 6)),
+            names(plan_layers(&entries, &owner, 6, &[])),
             [
                 "rootfs",
                 "big",
@@ -717,12 +754,25 @@ mod tests {
             ]
         );
         assert_eq!(
-            names(plan_layers(&entries, &owner, 48)),
+            names(plan_layers(&entries, &owner, 48, &[])),
             [
                 "rootfs",
                 "big",
                 "mid",
                 "small",
+                "generated files",
+                "dpkg database"
+            ]
+        );
+        // The previous build gave "small" a layer: it keeps it, ahead of
+        // larger packages; a package that is gone is passed over.
+        let previous = ["gone".to_string(), "small".to_string()];
+        assert_eq!(
+            names(plan_layers(&entries, &owner, 6, &previous)),
+            [
+                "rootfs",
+                "small",
+                "other packages",
                 "generated files",
                 "dpkg database"
             ]

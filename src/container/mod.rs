@@ -32,7 +32,7 @@ use crate::imgref::ImageReference;
 use crate::progress::Sink;
 use crate::sysroot::CommitInfo;
 pub use assemble::IMAGE_SYSUSERS;
-pub use encapsulate::{EncapsulateOptions, Encapsulated};
+pub use encapsulate::{previous_layers, EncapsulateOptions, Encapsulated};
 use layer::Layer;
 pub use registry::Registry;
 
