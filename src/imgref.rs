@@ -237,42 +237,30 @@ fn check_registry_name(name: &str) -> Result<(), String> {
 
 /// HOST[:PORT], HOST a DNS name, an IPv4 address or a bracketed IPv6 one.
 fn check_domain(domain: &str) -> Result<(), String> {
-    let bad = || Err(format!("invalid registry host {domain:?}"));
-    let (host, port) = if let Some(v6) = domain.strip_prefix('[') {
-        let Some((addr, after)) = v6.split_once(']') else {
-            return bad();
-        };
-        if addr.parse::<std::net::Ipv6Addr>().is_err() {
-            return bad();
-        }
-        match after {
-            "" => return Ok(()),
-            p => ("", p.strip_prefix(':').map(Some).unwrap_or(Some(""))),
-        }
+    let port_ok =
+        |p: Option<&str>| p.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let ok = if let Some(v6) = domain.strip_prefix('[') {
+        v6.split_once(']').is_some_and(|(addr, after)| {
+            addr.parse::<std::net::Ipv6Addr>().is_ok()
+                && (after.is_empty() || after.strip_prefix(':').is_some_and(|p| port_ok(Some(p))))
+        })
     } else {
-        match domain.split_once(':') {
+        let (host, port) = match domain.split_once(':') {
             Some((h, p)) => (h, Some(p)),
             None => (domain, None),
-        }
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        port_ok(port) && host.split('.').all(label_ok)
     };
-    if let Some(p) = port {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return bad();
-        }
-    }
-    if host.is_empty() && domain.starts_with('[') {
-        return Ok(());
-    }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if host.split('.').all(label_ok) {
+    if ok {
         Ok(())
     } else {
-        bad()
+        Err(format!("invalid registry host {domain:?}"))
     }
 }
 

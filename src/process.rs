@@ -21,11 +21,17 @@ pub fn capture(cmd: &mut Command) -> Result<Captured> {
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("Running {}", shown(cmd)))?;
-    Ok(Captured {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    Ok(out.into())
+}
+
+impl From<std::process::Output> for Captured {
+    fn from(out: std::process::Output) -> Captured {
+        Captured {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
 }
 
 /// Run `cmd` to success and return its trimmed standard output; otherwise
@@ -53,14 +59,7 @@ pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<String> {
         out
     })
     .with_context(|| format!("Running {}", shown(cmd)))?;
-    succeeded(
-        cmd,
-        Captured {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        },
-    )
+    succeeded(cmd, out.into())
 }
 
 fn succeeded(cmd: &Command, out: Captured) -> Result<String> {

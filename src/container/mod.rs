@@ -260,9 +260,8 @@ fn fetch_layers(
         .collect();
     std::thread::scope(|scope| {
         let (blobs, received) = std::sync::mpsc::sync_channel::<Result<std::path::PathBuf>>(0);
-        let to_fetch = missing.clone();
         scope.spawn(move || {
-            for (i, d) in to_fetch {
+            for (i, d) in missing {
                 let blob = work.join(format!("blob-{i}"));
                 let result = registry.fetch_blob(d, &blob).map(|()| blob);
                 let failed = result.is_err();
