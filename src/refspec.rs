@@ -72,6 +72,47 @@ impl std::fmt::Display for Refspec {
     }
 }
 
+/// A commit of a ref, as `deploy` and `rebase --revision` name it, in
+/// rpm-ostree's grammar: `revision=CHECKSUM`, `version=VERSION`, a bare
+/// 64-digit checksum, or else a version. A checksum prefix is not accepted:
+/// a version such as `202401` must never be taken for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revision {
+    Checksum(String),
+    Version(String),
+}
+
+impl Revision {
+    pub fn parse(text: &str) -> Result<Revision, Error> {
+        let invalid = |reason: &str| Error::InvalidRefspec {
+            refspec: text.to_string(),
+            reason: reason.to_string(),
+        };
+        if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(invalid("a revision has no spaces or control characters"));
+        }
+        let is_checksum = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let revision = if let Some(checksum) = text.strip_prefix("revision=") {
+            if !is_checksum(checksum) {
+                return Err(invalid(
+                    "revision= takes a full commit checksum (64 hex digits)",
+                ));
+            }
+            Revision::Checksum(checksum.to_ascii_lowercase())
+        } else if let Some(version) = text.strip_prefix("version=") {
+            Revision::Version(version.to_string())
+        } else if is_checksum(text) {
+            Revision::Checksum(text.to_ascii_lowercase())
+        } else {
+            Revision::Version(text.to_string())
+        };
+        match &revision {
+            Revision::Version(v) if v.is_empty() => Err(invalid("empty version")),
+            _ => Ok(revision),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +144,33 @@ mod tests {
             assert!(
                 matches!(Refspec::parse(bad), Err(Error::InvalidRefspec { .. })),
                 "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn revisions_in_rpm_ostrees_grammar() {
+        let sum = "ab".repeat(32);
+        assert_eq!(
+            Revision::parse(&sum).unwrap(),
+            Revision::Checksum(sum.clone())
+        );
+        assert_eq!(
+            Revision::parse(&format!("revision={}", sum.to_uppercase())).unwrap(),
+            Revision::Checksum(sum.clone())
+        );
+        // A version that happens to be hex digits stays a version.
+        for v in ["202401", "deadbeef", "13.1", "1"] {
+            assert_eq!(Revision::parse(v).unwrap(), Revision::Version(v.into()));
+        }
+        assert_eq!(
+            Revision::parse(&format!("version={sum}")).unwrap(),
+            Revision::Version(sum.clone())
+        );
+        for bad in ["", "version=", "revision=abc", "revision=", "13 1", "a\tb"] {
+            assert!(
+                matches!(Revision::parse(bad), Err(Error::InvalidRefspec { .. })),
+                "{bad:?}"
             );
         }
     }

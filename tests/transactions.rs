@@ -274,6 +274,14 @@ fn deploy_finds_versions_and_refuses_downgrades_unless_allowed() {
     let (rc, _, err) = code(s.cli().args(["deploy", "9.9"]));
     assert_eq!(rc, 1);
     assert!(err.contains("not found"), "{err}");
+    // rpm-ostree's grammar: a checksum prefix is a version (one such as
+    // 202401 must not be taken for a commit), revision= takes a whole one.
+    let (rc, _, err) = code(s.cli().args(["deploy", &base.v1[..8], "--allow-downgrade"]));
+    assert_eq!(rc, 1);
+    assert!(err.contains("no commit with that version"), "{err}");
+    let (rc, _, err) = code(s.cli().args(["deploy", "revision=12.1"]));
+    assert_eq!(rc, 1);
+    assert!(err.contains("full commit checksum"), "{err}");
     let (rc, _, err) = code(s.cli().args(["deploy", &"0".repeat(64)]));
     assert_eq!(rc, 1, "{err}");
     assert!(
@@ -282,11 +290,19 @@ fn deploy_finds_versions_and_refuses_downgrades_unless_allowed() {
     );
     assert_eq!(s.deployments(), before);
 
-    let (rc, out, err) = code(s.cli().args(["deploy", "12.1", "--allow-downgrade"]));
+    let (rc, out, err) = code(
+        s.cli()
+            .args(["deploy", "version=12.1", "--allow-downgrade"]),
+    );
     assert_eq!(rc, 0, "{out}{err}");
     let status = s.status();
     assert_eq!(status["deployments"][0]["checksum"], base.v1.as_str());
     assert_eq!(status["deployments"][0]["pinnedRevision"], base.v1.as_str());
+    let revision = format!("revision={}", base.v2);
+    let (rc, out, err) = code(s.cli().args(["deploy", &revision]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.status()["deployments"][0]["checksum"], base.v2.as_str());
+    run(s.cli().args(["deploy", "12.1", "--allow-downgrade"]));
     // upgrade unpins and moves to the newest again.
     run(s.cli().arg("upgrade"));
     let status = s.status();

@@ -93,14 +93,16 @@ pub enum Command {
     Rebase {
         /// REMOTE:REF, REF (on the current remote), or REMOTE: (the current ref).
         refspec: String,
-        /// A checksum or version on the new ref.
+        /// A version or commit on the new ref: VERSION, a 64-digit CHECKSUM,
+        /// version=VERSION or revision=CHECKSUM (an image: its sha256: digest).
         revision: Option<String>,
         #[command(flatten)]
         common: Common,
     },
     /// Deploy a version or commit of the current ref.
     Deploy {
-        /// A version or a checksum of the current ref.
+        /// VERSION, a 64-digit CHECKSUM, version=VERSION or revision=CHECKSUM
+        /// (a prefix of a checksum is not one); an image: its sha256: digest.
         revision: String,
         /// Accept a commit older than the current one.
         #[arg(long)]

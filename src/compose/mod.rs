@@ -266,6 +266,54 @@ fn customize(t: &Treefile, root: &Path, scratch: &Path, sink: &Sink) -> Result<(
     Ok(())
 }
 
+/// The input hash recorded in `commit`, if any.
+fn input_hash_of(repo: &ostree::Repo, commit: &str) -> Result<Option<String>> {
+    let (commit, _) = repo.load_commit(commit)?;
+    let md = glib::VariantDict::new(Some(&commit.child_value(0)));
+    Ok(md.lookup::<String>(INPUT_HASH).ok().flatten())
+}
+
+/// Commit `root`, sign it and write the static delta from its parent as
+/// `opts` ask, then move `reference` to it and update the summary.
+fn commit_and_publish(
+    repo: &ostree::Repo,
+    root: &Path,
+    opts: &ComposeOptions,
+    sink: &Sink,
+    new: NewCommit,
+    reference: &str,
+) -> Result<String> {
+    let previous = new.parent.map(str::to_string);
+    let commit = sink.task("Committing", || commit_directory(repo, root, None, new))?;
+    if let Some(key) = &opts.gpg_sign {
+        let homedir = opts.gpg_homedir.as_ref().map(|p| p.display().to_string());
+        sink.task("Signing", || {
+            repo.sign_commit(&commit, key, homedir.as_deref(), gio::Cancellable::NONE)
+                .with_context(|| format!("Signing {commit} with key {key}"))
+        })?;
+    }
+    if let (true, Some(prev)) = (opts.static_delta, &previous) {
+        sink.task("Writing a static delta", || -> Result<()> {
+            // libostree wants its parameters as a dictionary, empty or not.
+            let params = glib::VariantDict::new(None).end();
+            repo.static_delta_generate(
+                ostree::StaticDeltaGenerateOpt::Major,
+                Some(prev),
+                &commit,
+                None,
+                Some(&params),
+                gio::Cancellable::NONE,
+            )
+            .with_context(|| format!("Writing the static delta {prev} -> {commit}"))
+        })?;
+    }
+    repo.set_ref_immediate(None, reference, Some(&commit), gio::Cancellable::NONE)
+        .with_context(|| format!("Moving {reference} to {commit}"))?;
+    repo.regenerate_summary(None, gio::Cancellable::NONE)
+        .context("Updating the summary")?;
+    Ok(commit)
+}
+
 /// Compose the image described by the treefile at `path`.
 pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<Composed> {
     if !nix::unistd::geteuid().is_root() {
@@ -285,9 +333,7 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
         .map(|c| CommitInfo::load(&repo, c))
         .transpose()?;
     if let Some(prev) = &previous {
-        let (commit, _) = repo.load_commit(prev)?;
-        let md = glib::VariantDict::new(Some(&commit.child_value(0)));
-        if md.lookup::<String>(INPUT_HASH).ok().flatten().as_deref() == Some(hash.as_str()) {
+        if input_hash_of(&repo, prev)?.as_deref() == Some(hash.as_str()) {
             return Ok(Composed {
                 reference: t.reference.clone(),
                 commit: prev.clone(),
@@ -350,50 +396,24 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
         metadata.insert(keys::REMOTE_URL, &remote.url);
         metadata.insert(keys::REMOTE_GPG_VERIFY, remote.gpg_verify);
     }
-    let commit = sink.task("Committing", || {
-        commit_directory(
-            &repo,
-            &root,
-            None,
-            NewCommit {
-                parent: previous.as_deref(),
-                subject: &format!("{} {version}", t.reference),
-                metadata,
-                refs: Vec::new(),
-                // The ref moves last, once the commit is signed and its
-                // delta written: a failure before leaves it where it was.
-                set_ref: None,
-                timestamp: None,
-                bootable: true,
-            },
-        )
-    })?;
-    if let Some(key) = &opts.gpg_sign {
-        let homedir = opts.gpg_homedir.as_ref().map(|p| p.display().to_string());
-        sink.task("Signing", || {
-            repo.sign_commit(&commit, key, homedir.as_deref(), gio::Cancellable::NONE)
-                .with_context(|| format!("Signing {commit} with key {key}"))
-        })?;
-    }
-    if let (true, Some(prev)) = (opts.static_delta, &previous) {
-        sink.task("Writing a static delta", || -> Result<()> {
-            // libostree wants its parameters as a dictionary, empty or not.
-            let params = glib::VariantDict::new(None).end();
-            repo.static_delta_generate(
-                ostree::StaticDeltaGenerateOpt::Major,
-                Some(prev),
-                &commit,
-                None,
-                Some(&params),
-                gio::Cancellable::NONE,
-            )
-            .with_context(|| format!("Writing the static delta {prev} -> {commit}"))
-        })?;
-    }
-    repo.set_ref_immediate(None, &t.reference, Some(&commit), gio::Cancellable::NONE)
-        .with_context(|| format!("Moving {} to {commit}", t.reference))?;
-    repo.regenerate_summary(None, gio::Cancellable::NONE)
-        .context("Updating the summary")?;
+    let commit = commit_and_publish(
+        &repo,
+        &root,
+        opts,
+        sink,
+        NewCommit {
+            parent: previous.as_deref(),
+            subject: &format!("{} {version}", t.reference),
+            metadata,
+            refs: Vec::new(),
+            // The ref moves last, once the commit is signed and its
+            // delta written: a failure before leaves it where it was.
+            set_ref: None,
+            timestamp: None,
+            bootable: true,
+        },
+        &t.reference,
+    )?;
     let commit_time = started.elapsed();
     Ok(Composed {
         reference: t.reference.clone(),

@@ -96,15 +96,8 @@ impl Action {
             Request::Cleanup(_) => Action::Cleanup,
             Request::KernelArguments(_) | Request::Initramfs { .. } => Action::BootConfig,
             Request::RefreshMetadata { .. } => Action::RepoRefresh,
-            Request::Packages(c)
-                if c.override_remove.is_empty()
-                    && c.override_replace.is_empty()
-                    && c.override_reset.is_empty()
-                    && !c.override_reset_all =>
-            {
-                Action::Packages
-            }
-            Request::Packages(_) => Action::Override,
+            Request::Packages(p) if p.change.is_override() => Action::Override,
+            Request::Packages(_) => Action::Packages,
         }
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use super::{auth, convert, errors, stream, Daemon};
 use crate::dpkg;
 use crate::error::Error;
-use crate::operations::{self, CleanupOptions, KargsChange, PackageRequest, UpgradeOptions};
+use crate::operations::{
+    self, CleanupOptions, KargsChange, PackageChange, PackageRequest, UpgradeOptions,
+};
 use crate::protocol::sysroot::*;
 use crate::transaction::{Job, Request};
 
@@ -281,11 +283,9 @@ impl VarlinkInterface for SysrootInterface {
             return call.reply_invalid_parameter("packages".into());
         }
         let change = PackageRequest {
-            install: packages,
-            install_local: local,
+            change: PackageChange::Install { packages, local },
             dry_run: dry_run.unwrap_or(false),
             idempotent: idempotent.unwrap_or(false),
-            ..Default::default()
         };
         self.run(call, Request::Packages(change), reboot, interactive)
     }
@@ -305,11 +305,9 @@ impl VarlinkInterface for SysrootInterface {
             return call.reply_invalid_parameter("packages".into());
         }
         let change = PackageRequest {
-            uninstall: packages,
-            uninstall_all: all,
+            change: PackageChange::Uninstall { packages, all },
             dry_run: dry_run.unwrap_or(false),
             idempotent: idempotent.unwrap_or(false),
-            ..Default::default()
         };
         self.run(call, Request::Packages(change), reboot, interactive)
     }
@@ -326,9 +324,9 @@ impl VarlinkInterface for SysrootInterface {
             return call.reply_invalid_parameter("packages".into());
         }
         let change = PackageRequest {
-            override_remove: packages,
+            change: PackageChange::OverrideRemove { packages },
             dry_run: dry_run.unwrap_or(false),
-            ..Default::default()
+            idempotent: false,
         };
         self.run(call, Request::Packages(change), reboot, interactive)
     }
@@ -345,9 +343,9 @@ impl VarlinkInterface for SysrootInterface {
             return call.reply_invalid_parameter("packages".into());
         }
         let change = PackageRequest {
-            override_replace: packages,
+            change: PackageChange::OverrideReplace { packages },
             dry_run: dry_run.unwrap_or(false),
-            ..Default::default()
+            idempotent: false,
         };
         self.run(call, Request::Packages(change), reboot, interactive)
     }
@@ -365,9 +363,9 @@ impl VarlinkInterface for SysrootInterface {
             return call.reply_invalid_parameter("packages".into());
         }
         let change = PackageRequest {
-            override_reset: packages,
-            override_reset_all: all,
-            ..Default::default()
+            change: PackageChange::OverrideReset { packages, all },
+            dry_run: false,
+            idempotent: false,
         };
         self.run(call, Request::Packages(change), reboot, interactive)
     }

@@ -18,17 +18,89 @@ use crate::origin::Origin;
 use crate::progress::Sink;
 use crate::sysroot::Sysroot;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a package request changes: one variant per IDL method, so that the
+/// method, its polkit action and its effect on the origin follow from the
+/// type instead of from which lists happen to be non-empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackageChange {
+    /// `Install`: packages from the apt sources and local .deb files.
+    Install {
+        packages: Vec<String>,
+        local: Vec<PathBuf>,
+    },
+    /// `Uninstall`: requested packages, or every one of them (`all`).
+    Uninstall { packages: Vec<String>, all: bool },
+    /// `OverrideRemove`: hide base packages.
+    OverrideRemove { packages: Vec<String> },
+    /// `OverrideReplace`: base packages at the version the apt sources offer.
+    OverrideReplace { packages: Vec<String> },
+    /// `OverrideReset`: undo overrides, or all of them (`all`).
+    OverrideReset { packages: Vec<String>, all: bool },
+}
+
+impl PackageChange {
+    /// The IDL method that asks for this change.
+    pub fn method(&self) -> &'static str {
+        match self {
+            PackageChange::Install { .. } => "Install",
+            PackageChange::Uninstall { .. } => "Uninstall",
+            PackageChange::OverrideRemove { .. } => "OverrideRemove",
+            PackageChange::OverrideReplace { .. } => "OverrideReplace",
+            PackageChange::OverrideReset { .. } => "OverrideReset",
+        }
+    }
+
+    /// Whether this changes the base's packages (polkit's override action)
+    /// rather than what is layered on it.
+    pub fn is_override(&self) -> bool {
+        matches!(
+            self,
+            PackageChange::OverrideRemove { .. }
+                | PackageChange::OverrideReplace { .. }
+                | PackageChange::OverrideReset { .. }
+        )
+    }
+
+    /// The package names the request names (local files excluded).
+    fn names(&self) -> &[String] {
+        match self {
+            PackageChange::Install { packages, .. }
+            | PackageChange::Uninstall { packages, .. }
+            | PackageChange::OverrideRemove { packages }
+            | PackageChange::OverrideReplace { packages }
+            | PackageChange::OverrideReset { packages, .. } => packages,
+        }
+    }
+
+    /// The command line that asks for this, for status and logs.
+    pub fn title(&self) -> String {
+        let (verb, all) = match self {
+            PackageChange::Install { .. } => ("install", false),
+            PackageChange::Uninstall { all, .. } => ("uninstall", *all),
+            PackageChange::OverrideRemove { .. } => ("override remove", false),
+            PackageChange::OverrideReplace { .. } => ("override replace", false),
+            PackageChange::OverrideReset { all, .. } => ("override reset", *all),
+        };
+        let mut words = vec![verb.to_string()];
+        words.extend(self.names().iter().cloned());
+        if let PackageChange::Install { local, .. } = self {
+            words.extend(local.iter().map(|p| p.display().to_string()));
+        }
+        if all {
+            words.push("--all".into());
+        }
+        words.join(" ")
+    }
+}
+
+/// A package change and how to carry it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageRequest {
-    pub install: Vec<String>,
-    pub install_local: Vec<PathBuf>,
-    pub uninstall: Vec<String>,
-    pub uninstall_all: bool,
-    pub override_remove: Vec<String>,
-    pub override_replace: Vec<String>,
-    pub override_reset: Vec<String>,
-    pub override_reset_all: bool,
+    pub change: PackageChange,
+    /// Resolve and report the result; change nothing.
     pub dry_run: bool,
+    /// Install: a package already requested is no error; Uninstall: one
+    /// that is not requested is none either.
     pub idempotent: bool,
 }
 
@@ -56,100 +128,119 @@ fn store_local_deb(sysroot: &Sysroot, path: &PathBuf) -> Result<(String, String)
     Ok((name, sha))
 }
 
-/// Apply `change` to the origin, validating every name first.
+/// Apply `request` to the origin, validating every name first.
 fn changed_origin(
     sysroot: &Sysroot,
     origin: &Origin,
     base: &str,
-    change: &PackageRequest,
+    request: &PackageRequest,
 ) -> Result<Origin> {
-    for name in change
-        .install
-        .iter()
-        .chain(&change.uninstall)
-        .chain(&change.override_remove)
-        .chain(&change.override_replace)
-        .chain(&change.override_reset)
-    {
+    for name in request.change.names() {
         apt::validate_package_name(name)?;
     }
     let mut new = origin.clone();
+    let idempotent = request.idempotent;
+    match &request.change {
+        PackageChange::Install { packages, local } => {
+            request_packages(sysroot, &mut new, packages, local, idempotent)?
+        }
+        PackageChange::Uninstall { packages, all } => {
+            if *all {
+                new.requested_packages.clear();
+                new.requested_local_packages.clear();
+            }
+            let mut not_requested = Vec::new();
+            for name in packages {
+                let removed = new.requested_packages.remove(name)
+                    | new.requested_local_packages.remove(name).is_some();
+                if !removed && !idempotent {
+                    not_requested.push(name.clone());
+                }
+            }
+            if !not_requested.is_empty() {
+                return Err(Error::PackageNotRequested {
+                    packages: not_requested,
+                }
+                .into());
+            }
+        }
+        PackageChange::OverrideRemove { packages } => {
+            check_in_base(sysroot, base, packages)?;
+            new.override_remove.extend(packages.iter().cloned());
+        }
+        PackageChange::OverrideReplace { packages } => {
+            check_in_base(sysroot, base, packages)?;
+            new.override_replace.extend(packages.iter().cloned());
+        }
+        PackageChange::OverrideReset { packages, all } => {
+            if *all {
+                new.override_remove.clear();
+                new.override_replace.clear();
+            }
+            let mut not_overridden = Vec::new();
+            for name in packages {
+                // `|`, not `||`: a name in both sets leaves both.
+                if !(new.override_remove.remove(name) | new.override_replace.remove(name)) {
+                    not_overridden.push(name.clone());
+                }
+            }
+            if !not_overridden.is_empty() {
+                return Err(Error::PackageNotRequested {
+                    packages: not_overridden,
+                }
+                .into());
+            }
+        }
+    }
+    Ok(new)
+}
+
+/// Add `packages` and the local files `local` to the origin's requests.
+fn request_packages(
+    sysroot: &Sysroot,
+    origin: &mut Origin,
+    packages: &[String],
+    local: &[PathBuf],
+    idempotent: bool,
+) -> Result<()> {
     let mut already = Vec::new();
-    for name in &change.install {
-        if !new.requested_packages.insert(name.clone()) && !change.idempotent {
+    for name in packages {
+        if !origin.requested_packages.insert(name.clone()) && !idempotent {
             already.push(name.clone());
         }
     }
-    for path in &change.install_local {
+    for path in local {
         let (name, sha) = store_local_deb(sysroot, path)?;
-        if new
+        let replaced = origin
             .requested_local_packages
             .insert(name.clone(), sha)
-            .is_some()
-            && !change.idempotent
-        {
+            .is_some();
+        if replaced && !idempotent {
             already.push(name);
         }
     }
     if !already.is_empty() {
         return Err(Error::PackageAlreadyRequested { packages: already }.into());
     }
-    if change.uninstall_all {
-        new.requested_packages.clear();
-        new.requested_local_packages.clear();
+    Ok(())
+}
+
+/// Overrides name packages of the base: refuse any other name.
+fn check_in_base(sysroot: &Sysroot, base: &str, packages: &[String]) -> Result<()> {
+    let in_base: std::collections::BTreeSet<String> = sysroot
+        .packages(base)?
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    let missing: Vec<String> = packages
+        .iter()
+        .filter(|n| !in_base.contains(*n))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::PackageNotInBase { packages: missing }.into());
     }
-    let mut not_requested = Vec::new();
-    for name in &change.uninstall {
-        let removed = new.requested_packages.remove(name)
-            | new.requested_local_packages.remove(name).is_some();
-        if !removed && !change.idempotent {
-            not_requested.push(name.clone());
-        }
-    }
-    if !not_requested.is_empty() {
-        return Err(Error::PackageNotRequested {
-            packages: not_requested,
-        }
-        .into());
-    }
-    if !change.override_remove.is_empty() || !change.override_replace.is_empty() {
-        let in_base: std::collections::BTreeSet<String> = sysroot
-            .packages(base)?
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
-        let missing: Vec<String> = change
-            .override_remove
-            .iter()
-            .chain(&change.override_replace)
-            .filter(|n| !in_base.contains(*n))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::PackageNotInBase { packages: missing }.into());
-        }
-        new.override_remove
-            .extend(change.override_remove.iter().cloned());
-        new.override_replace
-            .extend(change.override_replace.iter().cloned());
-    }
-    if change.override_reset_all {
-        new.override_remove.clear();
-        new.override_replace.clear();
-    }
-    let mut not_overridden = Vec::new();
-    for name in &change.override_reset {
-        if !new.override_remove.remove(name) & !new.override_replace.remove(name) {
-            not_overridden.push(name.clone());
-        }
-    }
-    if !not_overridden.is_empty() {
-        return Err(Error::PackageNotRequested {
-            packages: not_overridden,
-        }
-        .into());
-    }
-    Ok(new)
+    Ok(())
 }
 
 /// `initramfs --enable/--disable`: regenerate the initramfs in every
@@ -187,13 +278,13 @@ pub fn set_initramfs(
     deploy_base(sysroot, sink, &base, &new)
 }
 
-/// install / uninstall / override: a new deployment with `change` applied.
+/// install / uninstall / override: a new deployment with `request` applied.
 /// A change whose result is what the default deployment already is
 /// writes nothing (and keeps the rollback deployment where it is).
 pub fn change_packages(
     sysroot: &mut Sysroot,
     sink: &Sink,
-    change: &PackageRequest,
+    request: &PackageRequest,
 ) -> Result<Outcome> {
     let Start {
         origin,
@@ -201,19 +292,22 @@ pub fn change_packages(
         commit,
         ..
     } = start(sysroot)?;
-    let mut new = changed_origin(sysroot, &origin, &base, change)?;
+    let mut new = changed_origin(sysroot, &origin, &base, request)?;
     if new == origin {
         return Ok(Outcome::unchanged("No change."));
     }
-    if !change.dry_run && change.override_replace.is_empty() {
+    let replace: &[String] = match &request.change {
+        PackageChange::OverrideReplace { packages } => packages,
+        _ => &[],
+    };
+    if !request.dry_run && replace.is_empty() {
         return deploy_base(sysroot, sink, &base, &new);
     }
     let plan = layering::plan(sysroot, sink, &base, &new)?;
     let base_packages = sysroot.packages(&base)?;
     // Replacing a package by the version the base already has is no
     // override at all: it is not recorded.
-    let unchanged: Vec<String> = change
-        .override_replace
+    let unchanged: Vec<String> = replace
         .iter()
         .filter(|name| {
             let planned = plan.install.iter().find(|p| &p.name == *name);
@@ -237,7 +331,7 @@ pub fn change_packages(
             unchanged.join(", ")
         )));
     }
-    if change.dry_run {
+    if request.dry_run {
         let current = sysroot.packages(&commit)?;
         let diff = dpkg::diff(&current, &planned_packages(&base_packages, &plan));
         return Ok(Outcome {

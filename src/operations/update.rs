@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::imgref::ImageReference;
 use crate::origin::{Base, Origin};
 use crate::progress::Sink;
-use crate::refspec::Refspec;
+use crate::refspec::{Refspec, Revision};
 use crate::sysroot::{pull, pull_subdir, CommitInfo, PullRequest, Sysroot};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,10 +26,6 @@ pub(super) fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn is_full_checksum(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn cached_update_path(sysroot: &Sysroot) -> PathBuf {
@@ -362,13 +358,9 @@ pub fn rebase(
             target
         }
     };
-    let commit = match revision {
+    let commit = match revision.map(Revision::parse).transpose()? {
         None => fetch(sysroot, sink, &target, None, false)?,
-        Some(r) if is_full_checksum(r) => fetch(sysroot, sink, &target, Some(r), false)?,
-        Some(version) => {
-            let c = find_version(sysroot, sink, &target, version)?;
-            fetch(sysroot, sink, &target, Some(&c), false)?
-        }
+        Some(revision) => fetch_revision(sysroot, sink, &target, &revision)?,
     };
     let mut origin = origin;
     origin.base = Base::Refspec(target.to_string());
@@ -384,6 +376,34 @@ fn says_not_found(reason: &str) -> bool {
     reason.contains("404") || reason.contains("not found") || reason.contains("no such")
 }
 
+/// Pull the commit of `refspec` that `revision` names; its checksum.
+fn fetch_revision(
+    sysroot: &mut Sysroot,
+    sink: &Sink,
+    refspec: &Refspec,
+    revision: &Revision,
+) -> Result<String> {
+    match revision {
+        Revision::Checksum(checksum) => fetch(sysroot, sink, refspec, Some(checksum), false)
+            .map_err(|e| match Error::classify(e) {
+                // The remote answered that it has no such commit; an
+                // unreachable remote stays a FetchFailed.
+                Error::FetchFailed { reason, .. } if says_not_found(&reason) => {
+                    Error::RevisionNotFound {
+                        revision: checksum.clone(),
+                        reason,
+                    }
+                    .into()
+                }
+                other => anyhow::Error::from(other),
+            }),
+        Revision::Version(version) => {
+            let commit = find_version(sysroot, sink, refspec, version)?;
+            fetch(sysroot, sink, refspec, Some(&commit), false)
+        }
+    }
+}
+
 /// `deploy`: a version or checksum of the current ref, pinned in the origin.
 pub fn deploy_revision(
     sysroot: &mut Sysroot,
@@ -391,17 +411,6 @@ pub fn deploy_revision(
     revision: &str,
     allow_downgrade: bool,
 ) -> Result<Outcome> {
-    if revision.is_empty()
-        || revision
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(Error::RevisionNotFound {
-            revision: revision.to_string(),
-            reason: "not a version or checksum".into(),
-        }
-        .into());
-    }
     let Start {
         origin,
         base: current_base,
@@ -412,30 +421,7 @@ pub fn deploy_revision(
         return super::image::rebase(sysroot, sink, image.clone(), Some(revision));
     }
     let refspec = ostree_refspec(&origin, "deploy")?;
-    let local = sysroot.repo().resolve_rev(revision, true).ok().flatten();
-    let commit = if is_full_checksum(revision) {
-        fetch(sysroot, sink, &refspec, Some(revision), false).map_err(
-            |e| match Error::classify(e) {
-                // The remote answered that it has no such commit; an
-                // unreachable remote stays a FetchFailed.
-                Error::FetchFailed { reason, .. } if says_not_found(&reason) => {
-                    Error::RevisionNotFound {
-                        revision: revision.to_string(),
-                        reason,
-                    }
-                    .into()
-                }
-                other => anyhow::Error::from(other),
-            },
-        )?
-    } else if let Some(c) =
-        local.filter(|_| revision.len() >= 6 && revision.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        c.to_string()
-    } else {
-        let c = find_version(sysroot, sink, &refspec, revision)?;
-        fetch(sysroot, sink, &refspec, Some(&c), false)?
-    };
+    let commit = fetch_revision(sysroot, sink, &refspec, &Revision::parse(revision)?)?;
     if commit == current_base {
         return Ok(Outcome::unchanged(format!(
             "{revision} is already deployed"

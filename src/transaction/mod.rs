@@ -39,7 +39,7 @@ pub enum Request {
     RefreshMetadata {
         force: bool,
     },
-    /// install, uninstall and the overrides; `method` is the IDL method.
+    /// install, uninstall and the overrides.
     Packages(PackageRequest),
     /// Regenerate the initramfs locally (`enable`), or use the image's again.
     Initramfs {
@@ -60,13 +60,7 @@ impl Request {
             Request::Cleanup(_) => "Cleanup",
             Request::KernelArguments(_) => "ChangeKernelArguments",
             Request::RefreshMetadata { .. } => "RefreshMetadata",
-            Request::Packages(c) if !c.install.is_empty() || !c.install_local.is_empty() => {
-                "Install"
-            }
-            Request::Packages(c) if !c.uninstall.is_empty() || c.uninstall_all => "Uninstall",
-            Request::Packages(c) if !c.override_remove.is_empty() => "OverrideRemove",
-            Request::Packages(c) if !c.override_replace.is_empty() => "OverrideReplace",
-            Request::Packages(_) => "OverrideReset",
+            Request::Packages(p) => p.change.method(),
             Request::Initramfs { .. } => "Initramfs",
         }
     }
@@ -87,29 +81,7 @@ impl Request {
             Request::RefreshMetadata { .. } => "refresh-md".into(),
             Request::Initramfs { enable: true, .. } => "initramfs --enable".into(),
             Request::Initramfs { enable: false, .. } => "initramfs --disable".into(),
-            Request::Packages(c) => {
-                let mut words = Vec::new();
-                let local = c.install_local.iter().map(|p| p.display().to_string());
-                let install: Vec<String> = c.install.iter().cloned().chain(local).collect();
-                for (verb, names) in [
-                    ("install", install),
-                    ("uninstall", c.uninstall.clone()),
-                    ("override remove", c.override_remove.clone()),
-                    ("override replace", c.override_replace.clone()),
-                    ("override reset", c.override_reset.clone()),
-                ] {
-                    if !names.is_empty() {
-                        words.push(format!("{verb} {}", names.join(" ")));
-                    }
-                }
-                if c.uninstall_all {
-                    words.push("uninstall --all".into());
-                }
-                if c.override_reset_all {
-                    words.push("override reset --all".into());
-                }
-                words.join("; ")
-            }
+            Request::Packages(p) => p.change.title(),
         }
     }
 }
