@@ -656,3 +656,42 @@ fn a_relative_sysroot_path_works_like_an_absolute_one() {
         .join("usr/share/demo-lib/data.txt")
         .exists());
 }
+
+/// apt's own names for files: a `file:` source in a directory with a space
+/// (percent-encoded in sources.list, as apt wants it, and reported by apt
+/// decoded), and a download whose version has an epoch (apt stores it as
+/// NAME_1%3a2.0_all.deb).
+#[test]
+fn quoted_file_sources_and_epoch_versions_install() {
+    let s = TestSysroot::at_v1();
+    let dir = tempfile::tempdir().unwrap();
+    let spaced = dir.path().join("my repo");
+    apt_repository(
+        &spaced,
+        &[Deb::new("spaced-tool", "1.0").file("/usr/bin/spaced-tool", "#!/bin/sh\necho spaced\n")],
+    );
+    let web = dir.path().join("web");
+    apt_repository(
+        &web,
+        &[Deb::new("epoch-tool", "1:2.0").file("/usr/bin/epoch-tool", "#!/bin/sh\necho epoch\n")],
+    );
+    let http = HttpServer::start(&web, None);
+    fs::write(
+        deployment_root(&s, 0).join("etc/apt/sources.list.d/test.list"),
+        format!(
+            "deb [trusted=yes] file:{}/my%20repo ./\ndeb [trusted=yes] {}/ ./\n",
+            dir.path().display(),
+            http.url()
+        ),
+    )
+    .unwrap();
+    let (rc, out, err) = code(s.cli().args(["install", "spaced-tool", "epoch-tool"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    let root = deployment_root(&s, 0);
+    for tool in ["spaced-tool", "epoch-tool"] {
+        assert!(
+            root.join("usr/bin").join(tool).exists(),
+            "{tool} was not layered"
+        );
+    }
+}

@@ -324,17 +324,10 @@ impl AptRoot {
             .map(|p| match &p.source {
                 PackageSource::Local(path) => Ok(path.clone()),
                 PackageSource::Repository(uri) if uri.starts_with("file:") => {
-                    let path = uri.trim_start_matches("file:");
-                    Ok(PathBuf::from(format!("/{}", path.trim_start_matches('/'))))
+                    Ok(file_uri_path(uri))
                 }
-                PackageSource::Repository(_) => {
-                    let file = format!(
-                        "{}_{}_{}.deb",
-                        p.name,
-                        p.version.replace(':', "%3a"),
-                        p.architecture
-                    );
-                    let path = self.archives().join(file);
+                PackageSource::Repository(uri) => {
+                    let path = self.archives().join(archive_file_name(p, uri));
                     if path.exists() {
                         Ok(path)
                     } else {
@@ -344,6 +337,43 @@ impl AptRoot {
             })
             .collect()
     }
+}
+
+/// The file a `file:` URI from apt names. apt hands its archive URIs over
+/// already decoded (a source written `file:/srv/my%20repo` comes back as
+/// `file:/srv/my repo/...`): decoding again would turn a directory's
+/// literal `%41` into `A`.
+fn file_uri_path(uri: &str) -> PathBuf {
+    let path = uri.trim_start_matches("file:");
+    PathBuf::from(format!("/{}", path.trim_start_matches('/')))
+}
+
+/// apt's QuoteString: the characters of `bad`, '%', space, controls and
+/// non-ASCII bytes as %xx.
+fn apt_quote(text: &str, bad: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if bad.as_bytes().contains(&byte) || byte == b'%' || byte <= 0x20 || byte >= 0x7f {
+            out.push_str(&format!("%{byte:02x}"));
+        } else {
+            out.push(byte as char);
+        }
+    }
+    out
+}
+
+/// The name under which apt's acquire system stores a downloaded archive
+/// (pkgAcqArchive): NAME_VERSION_ARCH.EXT, each part quoted by QuoteString,
+/// the extension that of the archive's file in the repository.
+fn archive_file_name(planned: &Planned, uri: &str) -> String {
+    let file = uri.rsplit('/').next().unwrap_or(uri);
+    let extension = file.rsplit_once('.').map_or("deb", |(_, e)| e);
+    format!(
+        "{}_{}_{}.{extension}",
+        apt_quote(&planned.name, "_:"),
+        apt_quote(&planned.version, "_:"),
+        apt_quote(&planned.architecture, "_:."),
+    )
 }
 
 /// Local .deb files with their package names.
@@ -604,4 +634,29 @@ fn dependency_order(cache: &Cache, plan: &mut Vec<Planned>) {
         ordered.push(left.remove(ready));
     }
     *plan = ordered;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_names_are_apts() {
+        let planned = |name: &str, version: &str| Planned {
+            name: name.into(),
+            version: version.into(),
+            architecture: "amd64".into(),
+            new: true,
+            source: PackageSource::Repository(String::new()),
+        };
+        let uri = "http://deb.debian.org/debian/pool/main/h/hello/hello_2.10-3_amd64.deb";
+        assert_eq!(
+            archive_file_name(&planned("hello", "2.10-3"), uri),
+            "hello_2.10-3_amd64.deb"
+        );
+        assert_eq!(
+            archive_file_name(&planned("bash", "1:5.2-1+b1~x"), uri),
+            "bash_1%3a5.2-1+b1~x_amd64.deb"
+        );
+    }
 }
