@@ -3,7 +3,7 @@
 //! that the CLI, whose `status` should start in a millisecond, does not load
 //! libostree and its sixty libraries.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -132,61 +132,36 @@ fn parse_remote(text: &str) -> Result<(String, String), String> {
 }
 
 fn run(command: &ComposeCommand) -> Result<u8> {
-    if let ComposeCommand::ContainerEncapsulate {
-        repo,
-        reference,
-        destination,
-        max_layers,
-        previous_build_manifest,
-    } = command
-    {
-        let previous_layers = match previous_build_manifest {
-            Some(path) => crate::container::previous_layers(
-                &std::fs::read(path).with_context(|| format!("Reading {}", path.display()))?,
-            )
-            .with_context(|| format!("--previous-build-manifest {}", path.display()))?,
-            None => Vec::new(),
-        };
-        let repo_path = repo;
-        let repo = ostree::Repo::new_for_path(repo_path);
-        repo.open(ostree::gio::Cancellable::NONE)
-            .with_context(|| format!("Opening the repository {}", repo_path.display()))?;
-        let commit = repo
-            .resolve_rev(reference, false)
-            .with_context(|| format!("Resolving {reference}"))?
-            .context("no such ref")?
-            .to_string();
-        let opts = crate::container::EncapsulateOptions {
-            max_layers: *max_layers,
-            previous_layers,
-        };
-        let image = crate::container::encapsulate(
-            &repo,
-            &commit,
-            destination,
-            &opts,
-            &ConsoleProgress::sink(),
-        )?;
-        println!(
-            "{reference} ({commit}) => {destination}\n  digest: {}\n  layers: {}",
-            image.digest,
-            image.layers.len()
-        );
-        return Ok(0);
-    }
-    if let ComposeCommand::Image {
-        repo,
-        reference,
-        output,
-        format,
-        size,
-        kargs,
-        remote,
-        force,
-        wipe,
-    } = command
-    {
-        let opts = ImageOptions {
+    match command {
+        ComposeCommand::Tree {
+            treefile,
+            repo,
+            static_delta,
+            workdir,
+            unchanged_exit_77,
+            gpg_sign,
+            gpg_homedir,
+        } => {
+            let opts = ComposeOptions {
+                repo: repo.clone(),
+                static_delta: *static_delta,
+                workdir: workdir.clone(),
+                gpg_sign: gpg_sign.clone(),
+                gpg_homedir: gpg_homedir.clone(),
+            };
+            run_tree(treefile, &opts, *unchanged_exit_77)
+        }
+        ComposeCommand::Image {
+            repo,
+            reference,
+            output,
+            format,
+            size,
+            kargs,
+            remote,
+            force,
+            wipe,
+        } => run_image(&ImageOptions {
             repo: repo.clone(),
             reference: reference.clone(),
             output: output.clone(),
@@ -196,50 +171,31 @@ fn run(command: &ComposeCommand) -> Result<u8> {
             remote: remote.clone(),
             force: *force,
             wipe: *wipe,
-        };
-        let image = compose_image(&opts, &ConsoleProgress::sink())?;
-        println!(
-            "{} => {} ({} MiB, UEFI{}) in {:.1} s\n  commit: {}\n  origin: {}",
+        }),
+        ComposeCommand::ContainerEncapsulate {
+            repo,
             reference,
-            output.display(),
-            image.size >> 20,
-            if image.bios { " and BIOS" } else { "" },
-            image.elapsed.as_secs_f64(),
-            image.commit,
-            image.origin
-        );
-        return Ok(0);
+            destination,
+            max_layers,
+            previous_build_manifest,
+        } => run_encapsulate(
+            repo,
+            reference,
+            destination,
+            *max_layers,
+            previous_build_manifest.as_deref(),
+        ),
     }
-    let ComposeCommand::Tree {
-        treefile,
-        repo,
-        static_delta,
-        workdir,
-        unchanged_exit_77,
-        gpg_sign,
-        gpg_homedir,
-    } = command
-    else {
-        unreachable!("compose image is handled above");
-    };
-    let opts = ComposeOptions {
-        repo: repo.clone(),
-        static_delta: *static_delta,
-        workdir: workdir.clone(),
-        gpg_sign: gpg_sign.clone(),
-        gpg_homedir: gpg_homedir.clone(),
-    };
-    let composed = compose_tree(treefile, &opts, &ConsoleProgress::sink())?;
+}
+
+fn run_tree(treefile: &Path, opts: &ComposeOptions, unchanged_exit_77: bool) -> Result<u8> {
+    let composed = compose_tree(treefile, opts, &ConsoleProgress::sink())?;
     if !composed.changed {
         println!(
             "No changes in the input; {} stays at {} ({})",
             composed.reference, composed.version, composed.commit
         );
-        return Ok(if *unchanged_exit_77 {
-            EXIT_UNCHANGED
-        } else {
-            0
-        });
+        return Ok(if unchanged_exit_77 { EXIT_UNCHANGED } else { 0 });
     }
     println!(
         "{} => {} ({})\n  packages: {}\n  root file system: {:.1} s, conversion: {:.1} s, commit: {:.1} s",
@@ -250,6 +206,62 @@ fn run(command: &ComposeCommand) -> Result<u8> {
         composed.rootfs_time.as_secs_f64(),
         composed.convert_time.as_secs_f64(),
         composed.commit_time.as_secs_f64()
+    );
+    Ok(0)
+}
+
+fn run_image(opts: &ImageOptions) -> Result<u8> {
+    let image = compose_image(opts, &ConsoleProgress::sink())?;
+    println!(
+        "{} => {} ({} MiB, UEFI{}) in {:.1} s\n  commit: {}\n  origin: {}",
+        opts.reference,
+        opts.output.display(),
+        image.size >> 20,
+        if image.bios { " and BIOS" } else { "" },
+        image.elapsed.as_secs_f64(),
+        image.commit,
+        image.origin
+    );
+    Ok(0)
+}
+
+fn run_encapsulate(
+    repo_path: &Path,
+    reference: &str,
+    destination: &str,
+    max_layers: usize,
+    previous_build_manifest: Option<&Path>,
+) -> Result<u8> {
+    let previous_layers = match previous_build_manifest {
+        Some(path) => crate::container::previous_layers(
+            &std::fs::read(path).with_context(|| format!("Reading {}", path.display()))?,
+        )
+        .with_context(|| format!("--previous-build-manifest {}", path.display()))?,
+        None => Vec::new(),
+    };
+    let repo = ostree::Repo::new_for_path(repo_path);
+    repo.open(ostree::gio::Cancellable::NONE)
+        .with_context(|| format!("Opening the repository {}", repo_path.display()))?;
+    let commit = repo
+        .resolve_rev(reference, false)
+        .with_context(|| format!("Resolving {reference}"))?
+        .context("no such ref")?
+        .to_string();
+    let opts = crate::container::EncapsulateOptions {
+        max_layers,
+        previous_layers,
+    };
+    let image = crate::container::encapsulate(
+        &repo,
+        &commit,
+        destination,
+        &opts,
+        &ConsoleProgress::sink(),
+    )?;
+    println!(
+        "{reference} ({commit}) => {destination}\n  digest: {}\n  layers: {}",
+        image.digest,
+        image.layers.len()
     );
     Ok(0)
 }
