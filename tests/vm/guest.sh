@@ -58,7 +58,7 @@ case $PHASE in
     ;;
 2)
     check "the karg reached the kernel" grep -q "vmtest.marker=1" /proc/cmdline
-    check "the image's kernel arguments stayed" grep -q "root=UUID=" /proc/cmdline
+    check "the image's kernel arguments stayed" sh -c 'grep -q "root=UUID=" /proc/cmdline && grep -qw quiet /proc/cmdline'
     check "the layered program runs" sh -c 'vmtest-hello | grep -q "hello from a layered package"'
     check "postinst ran at layering" test -f /usr/share/vmtest-hello/postinst-ran
     check "conffile in /etc" grep -q "greeting=" /etc/vmtest-hello.conf
