@@ -772,3 +772,52 @@ fn packages_under_opt_live_in_usr_and_follow_upgrades() {
         .exists());
 }
 
+/// `reset`: back to the base image as it is, in steps (--overlays keeps the
+/// overrides) or at once; kernel arguments stay; nothing to reset writes
+/// nothing; nonsense over Varlink is refused and changes nothing.
+#[test]
+fn reset_drops_local_changes_and_keeps_kernel_arguments() {
+    let env = layering_env();
+    let s = &env.s;
+    let base = base_repo();
+    run(s.cli().args(["install", "demo-app"]));
+    run(s.cli().args(["override", "remove", "demo-base"]));
+    run(s.cli().args(["kargs", "--append=reset.marker=1"]));
+    let d = &s.status()["deployments"][0];
+    assert_eq!(d["requestedPackages"], serde_json::json!(["demo-app"]));
+    assert_eq!(d["removedBasePackages"], serde_json::json!(["demo-base"]));
+
+    let (rc, out, err) = code(s.cli().args(["reset", "--overlays"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    let d = &s.status()["deployments"][0];
+    assert_eq!(d["requestedPackages"], serde_json::json!([]));
+    assert_eq!(d["removedBasePackages"], serde_json::json!(["demo-base"]));
+    let root = deployment_root(s, 0);
+    assert!(!root.join("usr/bin/demo-app").exists());
+    assert!(!installed_in(&root).contains(&"demo-base".into()));
+
+    let (rc, out, err) = code(s.cli().arg("reset"));
+    assert_eq!(rc, 0, "{out}{err}");
+    let d = &s.status()["deployments"][0];
+    assert_eq!(d["removedBasePackages"], serde_json::json!([]));
+    assert_eq!(d["checksum"], base.v1.as_str(), "the base image as it is");
+    let kargs = stdout(s.cli().arg("kargs"));
+    assert!(kargs.contains("reset.marker=1"), "{kargs}");
+
+    let before = s.deployments();
+    let (rc, out, err) = code(s.cli().args(["reset", "--unchanged-exit-77"]));
+    assert_eq!(rc, 77, "{out}{err}");
+    assert!(out.contains("Nothing to reset"), "{out}");
+    let d = ActivatedDaemon::start(&s.path, 60);
+    let reply = python_varlink(&[
+        "call",
+        &format!("{}/org.aptostree.Sysroot.Reset", d.address()),
+        r#"{"overlays": "yes"}"#,
+    ]);
+    assert!(
+        reply.contains("org.varlink.service.InvalidParameter"),
+        "{reply}"
+    );
+    assert_eq!(s.deployments(), before);
+    s.assert_fsck_clean();
+}

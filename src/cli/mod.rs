@@ -215,6 +215,21 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Go back to the base image as it is (no option: drop all of these).
+    /// Kernel arguments and /etc are kept.
+    Reset {
+        /// Drop the layered packages.
+        #[arg(short = 'l', long)]
+        overlays: bool,
+        /// Drop the overrides of base packages.
+        #[arg(short = 'o', long)]
+        overrides: bool,
+        /// Use the base image's initramfs again.
+        #[arg(short = 'i', long)]
+        initramfs: bool,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -367,7 +382,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Install { .. }
         | Command::Uninstall { .. }
         | Command::Override { .. }
-        | Command::Initramfs { .. } => change_packages(&client, cli.command),
+        | Command::Initramfs { .. }
+        | Command::Reset { .. } => change_packages(&client, cli.command),
         command => change_deployments(&client, command),
     }
 }
@@ -570,6 +586,22 @@ fn change_packages(client: &Client, command: Command) -> Result<u8> {
             api.initramfs(
                 enable,
                 (!arguments.is_empty()).then_some(arguments),
+                some(common.reboot),
+                interactive,
+            ),
+            common.unchanged_exit_77,
+        ),
+        Command::Reset {
+            overlays,
+            overrides,
+            initramfs,
+            common,
+        } => transact(
+            client,
+            api.reset(
+                some(overlays),
+                some(overrides),
+                some(initramfs),
                 some(common.reboot),
                 interactive,
             ),

@@ -41,6 +41,7 @@ transaction_replies!(
     OverrideReset_Reply,
     ChangeKernelArguments_Reply,
     Initramfs_Reply,
+    Reset_Reply,
     RefreshMetadata_Reply,
     Watch_Reply,
 );

@@ -7,7 +7,7 @@ use super::{auth, convert, errors, stream, Daemon};
 use crate::dpkg;
 use crate::error::Error;
 use crate::operations::{
-    self, CleanupOptions, KargsChange, PackageChange, PackageRequest, UpgradeOptions,
+    self, CleanupOptions, KargsChange, PackageChange, PackageRequest, ResetOptions, UpgradeOptions,
 };
 use crate::protocol::sysroot::*;
 use crate::transaction::{Job, Request};
@@ -404,6 +404,23 @@ impl VarlinkInterface for SysrootInterface {
             arguments: arguments.unwrap_or_default(),
         };
         self.run(call, request, reboot, interactive)
+    }
+
+    fn reset(
+        &self,
+        call: &mut dyn Call_Reset,
+        overlays: Option<bool>,
+        overrides: Option<bool>,
+        initramfs: Option<bool>,
+        reboot: Option<bool>,
+        interactive: Option<bool>,
+    ) -> varlink::Result<()> {
+        let options = ResetOptions {
+            overlays: overlays.unwrap_or(false),
+            overrides: overrides.unwrap_or(false),
+            initramfs: initramfs.unwrap_or(false),
+        };
+        self.run(call, Request::Reset(options), reboot, interactive)
     }
 
     fn refresh_metadata(

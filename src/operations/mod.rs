@@ -18,7 +18,9 @@ use anyhow::Result;
 pub use crate::kargs::KargsChange;
 pub use lifecycle::{change_kernel_arguments, cleanup, rollback, CleanupOptions};
 pub use outcome::{Outcome, UpdateInfo};
-pub use packages::{change_packages, set_initramfs, PackageChange, PackageRequest};
+pub use packages::{
+    change_packages, reset, set_initramfs, PackageChange, PackageRequest, ResetOptions,
+};
 pub use update::{
     cached_update, deploy_revision, rebase, refresh_metadata, upgrade, versions, ImageVersion,
     UpgradeOptions,

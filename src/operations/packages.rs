@@ -278,6 +278,52 @@ pub fn set_initramfs(
     deploy_base(sysroot, sink, &base, &new)
 }
 
+/// What `reset` drops; none set means all of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResetOptions {
+    pub overlays: bool,
+    pub overrides: bool,
+    pub initramfs: bool,
+}
+
+impl ResetOptions {
+    /// The options as given, or all of them when none is.
+    pub fn or_all(self) -> ResetOptions {
+        if self == ResetOptions::default() {
+            ResetOptions {
+                overlays: true,
+                overrides: true,
+                initramfs: true,
+            }
+        } else {
+            self
+        }
+    }
+}
+
+/// `reset`: a new deployment of the base image without the local changes
+/// `options` name; kernel arguments and /etc stay.
+pub fn reset(sysroot: &mut Sysroot, sink: &Sink, options: ResetOptions) -> Result<Outcome> {
+    let options = options.or_all();
+    let Start { origin, base, .. } = start(sysroot)?;
+    let mut new = origin.clone();
+    if options.overlays {
+        new.requested_packages.clear();
+        new.requested_local_packages.clear();
+    }
+    if options.overrides {
+        new.override_remove.clear();
+        new.override_replace.clear();
+    }
+    if options.initramfs {
+        new.initramfs_args = None;
+    }
+    if new == origin {
+        return Ok(Outcome::unchanged("Nothing to reset."));
+    }
+    deploy_base(sysroot, sink, &base, &new)
+}
+
 /// install / uninstall / override: a new deployment with `request` applied.
 /// A change whose result is what the default deployment already is
 /// writes nothing (and keeps the rollback deployment where it is).

@@ -15,7 +15,9 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use crate::error::{Error, TransactionInfo};
 use crate::operations::Outcome;
-use crate::operations::{CleanupOptions, KargsChange, PackageRequest, UpgradeOptions};
+use crate::operations::{
+    CleanupOptions, KargsChange, PackageRequest, ResetOptions, UpgradeOptions,
+};
 use crate::progress::{Event, ProgressSink, Sink};
 
 pub use crate::config::AutomaticUpdatePolicy;
@@ -41,6 +43,9 @@ pub enum Request {
     },
     /// install, uninstall and the overrides.
     Packages(PackageRequest),
+    /// The base image as it is: without layered packages, overrides or a
+    /// local initramfs (as the options say).
+    Reset(ResetOptions),
     /// Regenerate the initramfs locally (`enable`), or use the image's again.
     Initramfs {
         enable: bool,
@@ -62,6 +67,7 @@ impl Request {
             Request::RefreshMetadata { .. } => "RefreshMetadata",
             Request::Packages(p) => p.change.method(),
             Request::Initramfs { .. } => "Initramfs",
+            Request::Reset(_) => "Reset",
         }
     }
 
@@ -82,6 +88,21 @@ impl Request {
             Request::Initramfs { enable: true, .. } => "initramfs --enable".into(),
             Request::Initramfs { enable: false, .. } => "initramfs --disable".into(),
             Request::Packages(p) => p.change.title(),
+            Request::Reset(o) => {
+                let mut words = vec!["reset".to_string()];
+                let given = [
+                    (o.overlays, "--overlays"),
+                    (o.overrides, "--overrides"),
+                    (o.initramfs, "--initramfs"),
+                ];
+                words.extend(
+                    given
+                        .iter()
+                        .filter(|(on, _)| *on)
+                        .map(|(_, f)| f.to_string()),
+                );
+                words.join(" ")
+            }
         }
     }
 }

@@ -62,6 +62,7 @@ fn dispatch(sysroot: &mut Sysroot, job: &Job, sink: &Sink) -> Result<Outcome> {
         }
         Request::RefreshMetadata { force } => operations::refresh_metadata(sysroot, sink, *force),
         Request::Packages(change) => operations::change_packages(sysroot, sink, change),
+        Request::Reset(options) => operations::reset(sysroot, sink, *options),
         Request::Initramfs { enable, arguments } => {
             operations::set_initramfs(sysroot, sink, *enable, arguments)
         }
