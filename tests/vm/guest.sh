@@ -51,7 +51,7 @@ case $PHASE in
         # Debian 12's systemd (252) predates varlinkctl (255): not a pass, said as such.
         say "  SKIPPED: varlinkctl checks (systemd $(systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p') has no varlinkctl)"
     fi
-    check "install vmtest-hello" apt-ostree install vmtest-hello
+    check "install vmtest-hello and a package under /opt" apt-ostree install vmtest-hello vmtest-vendor
     check "the install is pending" sh -c 'apt-ostree status --json | grep -q vmtest-hello'
     check "kargs --append" apt-ostree kargs --append=vmtest.marker=1
     next
@@ -65,6 +65,8 @@ case $PHASE in
     check "file under /var" test -f /var/lib/vmtest-hello/state
     check "system user" getent passwd vmtest-hello
     check "layered packages in status" sh -c 'apt-ostree status --booted | grep LayeredPackages | grep -q vmtest-hello'
+    check "the /opt package runs, with what its postinst wrote" sh -c \
+        '/opt/vmtest-vendor/bin/vmtest-vendor | grep -q "vendor made-by-postinst"'
     # The layering overlay's upper layer sat on this ext4: its bookkeeping
     # xattrs (opaque markers, origins) must not have reached the commit.
     check "no overlayfs xattrs in the layered commit" sh -c \
@@ -154,6 +156,10 @@ RULES
         "apt-ostree status --json | grep -m1 imageDigest | grep -q $(cat /etc/vmtest/digest-1)"
     check "no failed units" sh -c '[ -z "$(systemctl --failed --no-legend --plain)" ]'
     check "ostree fsck" ostree fsck
+    # reset: the next deployment is the image as it is, no layered package.
+    check "reset" apt-ostree reset
+    check "the pending deployment has no layered package" sh -c \
+        'apt-ostree status --json | grep -m1 "\"requestedPackages\"" | grep -q "\[\]"'
     say "phase $PHASE: PASS"
     say "ALL PASSED"
     echo done > $STATE/phase
