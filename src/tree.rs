@@ -144,94 +144,6 @@ pub fn var_to_tmpfiles(var: &Path, root: &Path) -> Result<String> {
     Ok(lines)
 }
 
-/// Where packages' /opt trees live in a deployment: read-only, in /usr,
-/// and replaced with every build, as rpm-ostree keeps them.
-pub const OPT_IN_USR: &str = "usr/lib/opt";
-
-/// Move what packages installed under /opt (which is /var/opt in a
-/// deployment) into /usr/lib/opt, and return the tmpfiles.d lines that
-/// link /var/opt/NAME to it at boot. /var/opt itself stays the user's: a
-/// name that already exists there as something else is left alone (`L`,
-/// not `L+`), so nothing of the user's is ever replaced.
-pub fn opt_into_usr(var: &Path, root: &Path) -> Result<String> {
-    let opt = var.join("opt");
-    let Ok(entries) = std::fs::read_dir(&opt) else {
-        return Ok(String::new());
-    };
-    let mut names: Vec<std::ffi::OsString> = entries
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("Reading {}", opt.display()))?;
-    names.sort();
-    let mut lines = String::new();
-    for name in names {
-        let from = opt.join(&name);
-        let to = root.join(OPT_IN_USR).join(&name);
-        if std::fs::read_link(&from).is_ok_and(|t| t == opt_link_target(&name)) {
-            // The base's own link (see link_base_opt): its tree is in /usr already.
-            std::fs::remove_file(&from)?;
-            continue;
-        }
-        if std::fs::symlink_metadata(&to).is_ok() {
-            anyhow::bail!(
-                "/opt/{} is both in the image and in a package",
-                name.to_string_lossy()
-            );
-        }
-        move_across(&from, &to)?;
-        let target = tmpfiles_escape(&opt_link_target(&name).to_string_lossy());
-        let name = tmpfiles_escape(&name.to_string_lossy());
-        writeln!(lines, "L /var/opt/{name} - - - - {target}")?;
-    }
-    Ok(lines)
-}
-
-/// Where /var/opt/NAME points for a package's /opt tree.
-fn opt_link_target(name: &std::ffi::OsStr) -> std::path::PathBuf {
-    Path::new("../..").join(OPT_IN_USR).join(name)
-}
-
-/// Give a scratch /var the links a booted base has in /var/opt, so that
-/// dpkg and maintainer scripts see the base's /opt trees (and a package
-/// replacing one writes into its tree in /usr).
-pub fn link_base_opt(root: &Path, var: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(root.join(OPT_IN_USR)) else {
-        return Ok(());
-    };
-    std::fs::create_dir_all(var.join("opt"))?;
-    for entry in entries {
-        let name = entry?.file_name();
-        std::os::unix::fs::symlink(opt_link_target(&name), var.join("opt").join(&name))?;
-    }
-    Ok(())
-}
-
-/// Move `from` to `to`, copying (with every attribute) where they are on
-/// different file systems.
-fn move_across(from: &Path, to: &Path) -> Result<()> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    match std::fs::rename(from, to) {
-        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
-            crate::process::run(
-                std::process::Command::new("cp")
-                    .args(["-a", "--no-target-directory"])
-                    .arg(from)
-                    .arg(to),
-            )
-            .with_context(|| format!("Copying {} to {}", from.display(), to.display()))?;
-            let removed = if std::fs::symlink_metadata(from)?.is_dir() {
-                std::fs::remove_dir_all(from)
-            } else {
-                std::fs::remove_file(from)
-            };
-            removed.with_context(|| format!("Removing {}", from.display()))
-        }
-        moved => moved.with_context(|| format!("Moving {} to {}", from.display(), to.display())),
-    }
-}
-
 fn entries(text: &str) -> BTreeSet<String> {
     text.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
@@ -392,13 +304,6 @@ mod tests {
         assert!(tmpfiles.contains("C /var/lib/demo/state"), "{tmpfiles}");
         assert!(tmpfiles.contains("C /var/home/user/.profile"), "{tmpfiles}");
         assert!(!tmpfiles.contains("/var/log"), "{tmpfiles}");
-        // A package's /opt tree is kept in /usr and linked from /var/opt.
-        assert!(root.join("usr/lib/opt/x").is_dir());
-        assert!(
-            tmpfiles.contains("L /var/opt/x - - - - ../../usr/lib/opt/x"),
-            "{tmpfiles}"
-        );
-        assert!(tmpfiles.contains("d /var/opt "), "{tmpfiles}");
     }
 
     #[test]
@@ -652,13 +557,11 @@ pub fn make_deployable(root: &Path, placeholder_kernel: bool) -> Result<Conversi
         std::os::unix::fs::symlink(link, &path)?;
         std::fs::create_dir_all(var.join(inside))?;
     }
-    // What is left in /var comes back at boot through tmpfiles.d; dpkg's link
-    // first, then the packages' /opt trees, kept in /usr.
+    // What is left in /var comes back at boot through tmpfiles.d; dpkg's link first.
     let mut lines = format!(
         "L /var/lib/dpkg - - - - ../../{}\n",
         crate::dpkg::DATABASE_DIR
     );
-    lines.push_str(&opt_into_usr(&var, root)?);
     lines.push_str(&var_to_tmpfiles(&var, root)?);
     let tmpfiles = root.join(COMPOSED_TMPFILES);
     // A tree converted before (an image built FROM an encapsulated base)

@@ -132,20 +132,10 @@ impl Staging {
         )?;
         let mnt = overlay.merged.clone();
         let var = workdir.path.join("var");
-        // /opt is /var/opt in a deployment: packages installing there write here.
-        for d in [
-            "lib",
-            "cache/debconf",
-            "log",
-            "tmp",
-            "spool",
-            "backups",
-            "opt",
-        ] {
+        for d in ["lib", "cache/debconf", "log", "tmp", "spool", "backups"] {
             std::fs::create_dir_all(var.join(d))?;
         }
         std::os::unix::fs::symlink("../../usr/share/dpkg/database", var.join("lib/dpkg"))?;
-        tree::link_base_opt(&root, &var)?;
         let debdir = workdir.path.join("debs");
         let inside = link_debs(debs, &debdir)?;
         // Services are not started while building a tree.
@@ -222,10 +212,7 @@ impl Staging {
         for scratch in DPKG_SCRATCH {
             let _ = std::fs::remove_file(database.join(scratch));
         }
-        let mut tmpfiles = tree::opt_into_usr(&self.var, &mnt)?;
-        // Empty now; the base's own tmpfiles.d already makes /var/opt.
-        std::fs::remove_dir(self.var.join("opt")).context("Removing the scratch /var/opt")?;
-        tmpfiles.push_str(&tree::var_to_tmpfiles(&self.var, &mnt)?);
+        let tmpfiles = tree::var_to_tmpfiles(&self.var, &mnt)?;
         if !tmpfiles.is_empty() {
             write_new(
                 &mnt.join(tree::LAYERED_TMPFILES),
