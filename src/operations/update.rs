@@ -371,9 +371,11 @@ pub fn rebase(
 }
 
 /// Whether a pull's error is the remote saying the object does not exist.
+/// libostree's fetcher says "Server returned HTTP 404"; a bare "404" is
+/// not enough, since a URL's port (127.0.0.1:40467) may contain it.
 fn says_not_found(reason: &str) -> bool {
     let reason = reason.to_ascii_lowercase();
-    reason.contains("404") || reason.contains("not found") || reason.contains("no such")
+    reason.contains("http 404") || reason.contains("not found") || reason.contains("no such")
 }
 
 /// Pull the commit of `refspec` that `revision` names; its checksum.
@@ -515,4 +517,16 @@ pub fn versions(sysroot: &mut Sysroot) -> Result<Vec<ImageVersion>> {
         })
         .collect();
     Ok(versions)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_port_with_404_in_it_is_no_missing_revision() {
+        assert!(!super::says_not_found(
+            "While fetching http://127.0.0.1:40467/config: [7] Couldn't connect to server"
+        ));
+        assert!(super::says_not_found("Server returned HTTP 404"));
+        assert!(super::says_not_found("No such file or directory"));
+    }
 }
