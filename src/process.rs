@@ -75,15 +75,94 @@ fn succeeded(cmd: &Command, out: Captured) -> Result<String> {
     Ok(out.stdout.trim().to_string())
 }
 
-/// What a command printed (stdout and stderr interleaved by line) and how
-/// it ended.
+/// What a command printed (the last of it: stdout and stderr interleaved by
+/// line) and how it ended.
 pub struct Logged {
     pub status: ExitStatus,
+    /// The tail of the output, at most [`TAIL_BYTES`], with a first line
+    /// saying how many lines came before it (all of them are in the journal).
     pub text: String,
 }
 
+/// How much of a command's output a reply or a failure report carries.
+pub const TAIL_BYTES: usize = 16 * 1024;
+
+/// Longest line passed on as one: a longer one is passed on in pieces, so
+/// that a program printing megabytes without a newline costs no memory.
+pub const MAX_LINE: usize = 4096;
+
+/// The last lines of some output, within [`TAIL_BYTES`].
+#[derive(Default)]
+struct Tail {
+    lines: std::collections::VecDeque<String>,
+    bytes: usize,
+    dropped: usize,
+}
+
+impl Tail {
+    fn push(&mut self, line: String) {
+        self.bytes += line.len() + 1;
+        self.lines.push_back(line);
+        while self.bytes > TAIL_BYTES {
+            let old = self.lines.pop_front().expect("over budget, so not empty");
+            self.bytes -= old.len() + 1;
+            self.dropped += 1;
+        }
+    }
+
+    fn text(self) -> String {
+        let mut out = Vec::new();
+        if self.dropped > 0 {
+            out.push(format!(
+                "[{} earlier lines not shown; the journal has them all]",
+                self.dropped
+            ));
+        }
+        out.extend(self.lines);
+        out.join("\n")
+    }
+}
+
+/// Call `f` with each line `reader` yields (without its newline, invalid
+/// UTF-8 replaced), a line longer than [`MAX_LINE`] in pieces. Reads to the
+/// end whatever comes: a writer must never lose its reader (it would die of
+/// SIGPIPE on its next write).
+fn each_line(reader: impl std::io::Read, mut f: impl FnMut(String)) {
+    let mut reader = BufReader::with_capacity(MAX_LINE, reader);
+    let mut line = Vec::new();
+    loop {
+        let available = match reader.fill_buf() {
+            Ok([]) => break,
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let room = MAX_LINE - line.len();
+        let (take, ends) = match available.iter().take(room).position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (
+                available.len().min(room),
+                line.len() + available.len() >= MAX_LINE,
+            ),
+        };
+        line.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        if ends {
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            f(String::from_utf8_lossy(&line).into_owned());
+            line.clear();
+        }
+    }
+    if !line.is_empty() {
+        f(String::from_utf8_lossy(&line).into_owned());
+    }
+}
+
 /// Run `cmd`, sending each line it prints to `sink` as it appears (for
-/// long work a user watches: maintainer scripts, mmdebstrap, skopeo).
+/// long work a user watches: maintainer scripts, mmdebstrap, skopeo), and
+/// keep the tail of it.
 pub fn run_logged(cmd: &mut Command, sink: &Sink) -> Result<Logged> {
     let mut child = cmd
         .stdin(Stdio::null())
@@ -91,35 +170,27 @@ pub fn run_logged(cmd: &mut Command, sink: &Sink) -> Result<Logged> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("Running {}", shown(cmd)))?;
+    let tail = std::sync::Arc::new(std::sync::Mutex::new(Tail::default()));
     let stderr = child.stderr.take().expect("piped");
-    let err_sink = sink.clone();
+    let (err_sink, err_tail) = (sink.clone(), tail.clone());
     let errors = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        // Bytes, not UTF-8 lines: a script that prints Latin-1 must not
-        // lose its reader (it would die of SIGPIPE on its next write).
-        for line in BufReader::new(stderr).split(b'\n').map_while(Result::ok) {
-            let line = String::from_utf8_lossy(&line).into_owned();
+        each_line(stderr, |line| {
             err_sink.log(&line);
-            lines.push(line);
-        }
-        lines
+            err_tail.lock().expect("not poisoned").push(line);
+        })
     });
-    let mut lines = Vec::new();
-    for line in BufReader::new(child.stdout.take().expect("piped"))
-        .split(b'\n')
-        .map_while(Result::ok)
-    {
-        let line = String::from_utf8_lossy(&line).into_owned();
+    each_line(child.stdout.take().expect("piped"), |line| {
         sink.log(&line);
-        lines.push(line);
-    }
+        tail.lock().expect("not poisoned").push(line);
+    });
     let status = child
         .wait()
         .with_context(|| format!("Waiting for {}", shown(cmd)))?;
-    lines.extend(errors.join().unwrap_or_default());
+    let _ = errors.join();
+    let tail = std::mem::take(&mut *tail.lock().expect("not poisoned"));
     Ok(Logged {
         status,
-        text: lines.join("\n"),
+        text: tail.text(),
     })
 }
 
@@ -194,5 +265,27 @@ mod tests {
             ran.text
         );
         assert_eq!(lines.0.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn huge_output_is_read_to_the_end_and_only_its_tail_kept() {
+        let lines = Arc::new(Lines::default());
+        let sink: Sink = lines.clone();
+        // 4 MB in lines, then 1 MB without a newline, then a last line.
+        let ran = run_logged(
+            Command::new("sh").args([
+                "-c",
+                "yes 'some output' | head -c 4000000; head -c 1000000 /dev/zero | tr '\\0' x; echo; echo the end",
+            ]),
+            &sink,
+        )
+        .unwrap();
+        assert!(ran.status.success());
+        assert!(ran.text.len() <= TAIL_BYTES + 100, "{}", ran.text.len());
+        assert!(ran.text.starts_with('['), "{}", &ran.text[..80]);
+        assert!(ran.text.ends_with("the end"), "{}", ran.text);
+        let lines = lines.0.lock().unwrap();
+        assert!(lines.iter().all(|l| l.len() <= MAX_LINE));
+        assert_eq!(lines.last().map(String::as_str), Some("the end"));
     }
 }

@@ -458,9 +458,46 @@ fn bad_requests_get_typed_errors_and_change_nothing() {
         );
     assert_eq!(rc, 77, "{out}");
 
-    // A local .deb works.
-    let (rc, out, err) = code(s.cli().args(["install", good.to_str().unwrap()]));
+    // Descriptors that name nothing, or no regular file, are refused
+    // before anything is read: through a client we did not write, and by
+    // sending /dev/null the way the CLI sends a package.
+    let before = s.deployments();
+    let d = ActivatedDaemon::start(&s.path, 60);
+    let reply = python_varlink(&[
+        "call",
+        &format!("{}/org.aptostree.Sysroot.Install", d.address()),
+        r#"{"packages": [], "localPackageFileDescriptors": [0]}"#,
+    ]);
+    assert!(
+        reply.contains("InvalidParameter") && reply.contains("localPackageFileDescriptors"),
+        "{reply}"
+    );
+    let reply = call_with_descriptor(
+        &d.socket,
+        r#"{"method": "org.aptostree.Sysroot.Install", "parameters": {"packages": [], "localPackageFileDescriptors": [0]}}"#,
+        &fs::File::open("/dev/null").unwrap(),
+    );
+    assert!(
+        reply.contains("InvalidPackageFile") && reply.contains("not a regular file"),
+        "{reply}"
+    );
+    drop(d);
+    let (rc, _, err) = code(s.cli().args(["install", "/no/such/file.deb"]));
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains("invalid package file /no/such/file.deb: no such file"),
+        "{err}"
+    );
+    assert_eq!(s.deployments(), before);
+
+    // A local .deb works, named relative to the current directory; the
+    // daemon keeps its own copy, so the file may go away afterwards.
+    let (rc, out, err) = code(s.cli().current_dir(dir.path()).args([
+        "install",
+        &format!("./{}", good.file_name().unwrap().to_str().unwrap()),
+    ]));
     assert_eq!(rc, 0, "{out}{err}");
+    fs::remove_file(&good).unwrap();
     assert_eq!(
         s.status()["deployments"][0]["requestedLocalPackages"],
         serde_json::json!(["demo-local"])
@@ -468,6 +505,19 @@ fn bad_requests_get_typed_errors_and_change_nothing() {
     assert!(deployment_root(s, 0)
         .join("usr/share/demo-local/x")
         .exists());
+
+    // The daemon's copy is kept while a deployment needs it, then pruned.
+    let copies = || {
+        fs::read_dir(s.path.join("ostree/repo/extensions/apt-ostree/local"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(copies(), 1);
+    run(s.cli().args(["uninstall", "demo-local"]));
+    run(s.cli().args(["cleanup", "--base"]));
+    assert_eq!(copies(), 1, "the rollback deployment still needs it");
+    run(s.cli().args(["cleanup", "--rollback", "--base"]));
+    assert_eq!(copies(), 0);
 }
 
 #[test]
@@ -744,4 +794,80 @@ fn reset_drops_local_changes_and_keeps_kernel_arguments() {
     );
     assert_eq!(s.deployments(), before);
     s.assert_fsck_clean();
+}
+
+/// Send one Varlink call with `file` attached (SCM_RIGHTS) and return the
+/// first reply.
+fn call_with_descriptor(socket: &Path, message: &str, file: &fs::File) -> String {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    use std::io::{BufRead, IoSlice};
+    use std::os::fd::AsRawFd;
+    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    let mut bytes = message.as_bytes().to_vec();
+    bytes.push(0);
+    let fds = [file.as_raw_fd()];
+    sendmsg::<UnixAddr>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(&bytes)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    std::io::BufReader::new(&stream)
+        .read_until(0, &mut reply)
+        .unwrap();
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[test]
+fn maintainer_scripts_may_print_anything() {
+    let env = layering_env();
+    let s = &env.s;
+    let dir = tempfile::tempdir().unwrap();
+    // Latin-1, then 300 kB of lines, then one line of 100 kB.
+    let noisy = "printf 'caf\\351 cr\\350me\\n'; yes 'noisy output' | head -c 300000; \
+                 head -c 100000 /dev/zero | tr '\\0' x; echo; ";
+    let ok = Deb::new("demo-noisy", "1.0")
+        .script(
+            "postinst",
+            &format!("{noisy}echo noisy-done; echo ran > /usr/share/demo-noisy-ran"),
+        )
+        .build(dir.path());
+    let failing = Deb::new("demo-noisy-fail", "1.0")
+        .script(
+            "postinst",
+            &format!("{noisy}echo the-last-words >&2; exit 4"),
+        )
+        .build(dir.path());
+
+    let before = s.deployments();
+    let (rc, out, err) = code(s.cli().args(["install", failing.to_str().unwrap()]));
+    assert_eq!(rc, 1, "{out}");
+    assert!(
+        err.contains("postinst of demo-noisy-fail failed (exit status 4)"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    // The progress stream showed the output as it came; the report is a tail.
+    let report = &err[err.find("error: postinst of").unwrap()..];
+    assert!(report.contains("the-last-words"), "the tail is reported");
+    assert!(
+        report.contains("earlier lines not shown"),
+        "the report says it is a tail"
+    );
+    assert!(report.len() < 20 * 1024, "report of {} bytes", report.len());
+    assert_eq!(s.deployments(), before);
+
+    let (rc, _, err) = code(s.cli().args(["install", ok.to_str().unwrap()]));
+    assert_eq!(rc, 0, "{}", &err[err.len().saturating_sub(2000)..]);
+    // Invalid bytes are replaced, never fatal.
+    assert!(err.contains("caf\u{fffd} cr\u{fffd}me"), "{}", &err[..200]);
+    assert!(
+        deployment_root(s, 0)
+            .join("usr/share/demo-noisy-ran")
+            .exists(),
+        "the script ran to its end"
+    );
 }

@@ -7,21 +7,25 @@
 //! connection and exits, so an image being built or a test needs no system
 //! socket, and it goes through exactly the same code as the system service.
 
-use std::io::BufReader;
-use std::os::fd::AsRawFd;
+use std::io::{BufReader, IoSlice, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, Result};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use varlink::Connection;
 
 use crate::protocol::{self, sysroot::VarlinkClient};
 
 pub struct Client {
     connection: Arc<RwLock<Connection>>,
+    /// Descriptors to send with the next call; None where the connection is
+    /// not a Unix socket we made.
+    outgoing: Option<Outgoing>,
     /// The private daemon, when there is one.
     daemon: Option<Child>,
     /// Where to open a second connection (for cancel); None for a private daemon.
@@ -57,21 +61,26 @@ impl Client {
             (_, Some(sysroot)) => Client::private(sysroot),
             (address, None) => {
                 let address = address.unwrap_or(protocol::DEFAULT_ADDRESS);
-                let connection = match address.strip_prefix("unix:") {
+                let (connection, outgoing) = match address.strip_prefix("unix:") {
                     // Connected here, not by the varlink crate, whose error
                     // hides the operating system's reason.
                     Some(path) => {
                         let path = path.split(';').next().unwrap_or(path);
                         let stream =
                             UnixStream::connect(path).map_err(|e| connect_error(address, &e))?;
-                        from_stream(stream)?
+                        let (c, o) = from_stream(stream)?;
+                        (c, Some(o))
                     }
-                    None => Connection::with_address(address).map_err(|e| {
-                        anyhow::anyhow!("Connecting to apt-ostreed at {address}: {e}")
-                    })?,
+                    None => (
+                        Connection::with_address(address).map_err(|e| {
+                            anyhow::anyhow!("Connecting to apt-ostreed at {address}: {e}")
+                        })?,
+                        None,
+                    ),
                 };
                 Ok(Client {
                     connection,
+                    outgoing,
                     daemon: None,
                     address: Some(address.to_string()),
                     agent: Default::default(),
@@ -119,9 +128,10 @@ impl Client {
             .spawn()
             .with_context(|| format!("Starting {}", daemon_path().display()))?;
         drop(theirs);
-        let connection = from_stream(ours)?;
+        let (connection, outgoing) = from_stream(ours)?;
         Ok(Client {
             connection,
+            outgoing: Some(outgoing),
             daemon: Some(child),
             address: None,
             agent: Default::default(),
@@ -130,6 +140,16 @@ impl Client {
 
     pub fn sysroot(&self) -> VarlinkClient {
         VarlinkClient::new(self.connection.clone())
+    }
+
+    /// Send `fds` with the next call, which names them by their index in
+    /// this list (SCM_RIGHTS, as sd-varlink passes descriptors).
+    pub fn send_with_next_call(&self, fds: Vec<OwnedFd>) -> Result<()> {
+        let outgoing = self.outgoing.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("local packages can only be passed over a unix: socket")
+        })?;
+        *outgoing.lock().expect("not poisoned") = fds;
+        Ok(())
     }
 
     /// The address of the system daemon, if that is what we talk to.
@@ -187,13 +207,55 @@ fn start_agent() -> Option<Child> {
     Some(child)
 }
 
-/// A varlink connection over a connected socket.
-fn from_stream(stream: UnixStream) -> Result<Arc<RwLock<Connection>>> {
+type Outgoing = Arc<Mutex<Vec<OwnedFd>>>;
+
+/// The writing side of a connection: sends queued descriptors with the first
+/// bytes written after they were queued (the varlink crate writes each
+/// message with one `write_all`).
+struct DescriptorWriter {
+    stream: UnixStream,
+    outgoing: Outgoing,
+}
+
+impl Write for DescriptorWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let fds = std::mem::take(&mut *self.outgoing.lock().expect("not poisoned"));
+        if fds.is_empty() {
+            return self.stream.write(buf);
+        }
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let rights = [ControlMessage::ScmRights(&raw)];
+        loop {
+            match sendmsg::<UnixAddr>(
+                self.stream.as_raw_fd(),
+                &[IoSlice::new(buf)],
+                &rights,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(n) => return Ok(n),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// A varlink connection over a connected socket, and its descriptor queue.
+fn from_stream(stream: UnixStream) -> Result<(Arc<RwLock<Connection>>, Outgoing)> {
     let reader = stream.try_clone().context("Cloning the socket")?;
+    let outgoing = Outgoing::default();
     let mut connection = Connection::default();
     connection.reader = Some(BufReader::new(Box::new(reader)));
-    connection.writer = Some(Box::new(stream));
-    Ok(Arc::new(RwLock::new(connection)))
+    connection.writer = Some(Box::new(DescriptorWriter {
+        stream,
+        outgoing: outgoing.clone(),
+    }));
+    Ok((Arc::new(RwLock::new(connection)), outgoing))
 }
 
 /// What went wrong connecting to the system daemon, and what to do about it.

@@ -13,6 +13,12 @@ fn error_reply(err: &anyhow::Error) -> Option<&varlink::Reply> {
         })
 }
 
+/// The error of ours that the daemon replied with, if it is one.
+pub fn ours(err: &anyhow::Error) -> Option<Error> {
+    let reply = error_reply(err)?;
+    Error::from_wire(reply.error.as_deref()?, reply.parameters.as_ref())
+}
+
 /// One line (or a few) that says what went wrong.
 pub fn describe(err: &anyhow::Error) -> String {
     let Some(reply) = error_reply(err) else {

@@ -16,7 +16,7 @@ mod transaction;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 pub use client::Client;
@@ -295,19 +295,61 @@ fn some(flag: bool) -> Option<bool> {
     flag.then_some(true)
 }
 
-/// Split install arguments into package names and local .deb files (made absolute).
-fn split_local_packages(args: Vec<String>) -> Result<(Vec<String>, Vec<String>)> {
-    let mut names = Vec::new();
-    let mut files = Vec::new();
-    for arg in args {
-        if arg.ends_with(".deb") || arg.contains('/') {
-            let path = std::path::absolute(&arg).with_context(|| format!("Resolving {arg}"))?;
-            files.push(path.display().to_string());
-        } else {
-            names.push(arg);
-        }
+/// Split install arguments into package names and local .deb files.
+fn split_local_packages(args: Vec<String>) -> (Vec<String>, Vec<PathBuf>) {
+    let (names, files): (Vec<String>, Vec<String>) = args
+        .into_iter()
+        .partition(|arg| !(arg.ends_with(".deb") || arg.contains('/')));
+    (names, files.into_iter().map(PathBuf::from).collect())
+}
+
+/// Open local .deb files with the caller's own rights, for the daemon,
+/// which never opens a path on the caller's behalf.
+fn open_local_packages(files: &[PathBuf]) -> Result<Vec<std::os::fd::OwnedFd>> {
+    files
+        .iter()
+        .map(|path| {
+            let refuse = |reason: String| crate::error::Error::InvalidPackageFile {
+                path: path.display().to_string(),
+                reason,
+            };
+            let file = std::fs::File::open(path).map_err(|e| refuse(io_reason(&e)))?;
+            let meta = file.metadata().map_err(|e| refuse(io_reason(&e)))?;
+            if !meta.is_file() {
+                return Err(refuse("not a regular file".into()).into());
+            }
+            Ok(file.into())
+        })
+        .collect()
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
     }
-    Ok((names, files))
+}
+
+/// The daemon names a local file by its descriptor: name it by its path again.
+fn name_local_files(err: anyhow::Error, files: &[PathBuf]) -> anyhow::Error {
+    match errors::ours(&err) {
+        Some(crate::error::Error::InvalidPackageFile { path, reason }) => {
+            let file = path
+                .strip_prefix("file descriptor ")
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| files.get(i));
+            match file {
+                Some(file) => crate::error::Error::InvalidPackageFile {
+                    path: file.display().to_string(),
+                    reason,
+                }
+                .into(),
+                None => err,
+            }
+        }
+        _ => err,
+    }
 }
 
 /// `apt-ostree container ...`.
@@ -511,16 +553,19 @@ fn change_packages(client: &Client, command: Command) -> Result<u8> {
             idempotent,
             common,
         } => {
-            let (names, files) = split_local_packages(packages)?;
+            let (names, files) = split_local_packages(packages);
+            client.send_with_next_call(open_local_packages(&files)?)?;
+            let indexes = (0..files.len() as i64).collect::<Vec<_>>();
             let call = api.install(
                 names,
-                (!files.is_empty()).then_some(files),
+                (!indexes.is_empty()).then_some(indexes),
                 some(dry_run),
                 some(idempotent),
                 some(common.reboot),
                 interactive,
             );
             transact(client, call, common.unchanged_exit_77)
+                .map_err(|e| name_local_files(e, &files))
         }
         Command::Uninstall {
             packages,

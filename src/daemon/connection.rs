@@ -9,7 +9,7 @@
 //! that has begun must end within [`limits::MESSAGE_DEADLINE`], and its bytes
 //! count against the budget all partly received messages share.
 
-use std::io::{self, BufRead, BufReader, Cursor, Write};
+use std::io::{self, BufRead, Cursor, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use varlink::{ConnectionHandler, VarlinkService};
 
 use super::auth;
 use super::contract::{Contract, Verdict};
+use super::descriptors::{self, SocketReader};
 use super::limits::{self, Limits};
 
 /// Largest message accepted. Our biggest legitimate call (a long package list)
@@ -155,13 +156,16 @@ fn write_error(writer: &mut impl Write, error: &str, parameters: Value) -> io::R
 /// protocol. One descriptor per connection: reads and writes share it.
 pub fn serve(stream: UnixStream, service: &VarlinkService, limits: &Limits) -> io::Result<()> {
     auth::set_current(auth::peer_of(&stream).ok());
-    let mut reader = BufReader::with_capacity(64 * 1024, &stream);
+    let mut reader = SocketReader::new(&stream, 64 * 1024);
     let mut writer = &stream;
     loop {
+        let from = reader.position();
         let message = match read_frame(&mut reader, limits, |t| stream.set_read_timeout(t))? {
             Frame::Eof => return Ok(()),
             Frame::Message(m) => m,
         };
+        // Taken (or closed) with this call, whatever becomes of it.
+        descriptors::set_current(reader.take_for(from, reader.position())?);
         let mut request: Value = serde_json::from_slice(&message)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let Some(obj) = request.as_object_mut() else {
@@ -207,6 +211,7 @@ pub fn serve(stream: UnixStream, service: &VarlinkService, limits: &Limits) -> i
             };
             service.handle(&mut input, &mut replies, None)
         };
+        descriptors::set_current(Vec::new());
         if let Err(e) = result {
             // The reply (an error, if one was due) has been written; an I/O
             // error means the client is gone.
@@ -221,6 +226,7 @@ pub fn serve(stream: UnixStream, service: &VarlinkService, limits: &Limits) -> i
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::BufReader;
 
     fn frame(input: &mut impl BufRead, limits: &Limits) -> io::Result<Frame> {
         read_frame(input, limits, |_| Ok(()))

@@ -10,6 +10,7 @@ mod auth;
 mod connection;
 mod contract;
 mod convert;
+mod descriptors;
 mod errors;
 mod limits;
 mod reader;

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use super::{auth, convert, errors, stream, Daemon};
+use super::{auth, convert, descriptors, errors, stream, Daemon};
 use crate::dpkg;
 use crate::error::Error;
 use crate::operations::{
-    self, CleanupOptions, KargsChange, PackageChange, PackageRequest, ResetOptions, UpgradeOptions,
+    self, CleanupOptions, KargsChange, LocalPackage, PackageChange, PackageRequest, ResetOptions,
+    UpgradeOptions,
 };
 use crate::protocol::sysroot::*;
 use crate::transaction::{Job, Request};
@@ -268,19 +269,25 @@ impl VarlinkInterface for SysrootInterface {
         &self,
         call: &mut dyn Call_Install,
         packages: Vec<String>,
-        local_packages: Option<Vec<String>>,
+        local_package_file_descriptors: Option<Vec<i64>>,
         dry_run: Option<bool>,
         idempotent: Option<bool>,
         reboot: Option<bool>,
         interactive: Option<bool>,
     ) -> varlink::Result<()> {
-        let local: Vec<std::path::PathBuf> = local_packages
-            .unwrap_or_default()
-            .into_iter()
-            .map(Into::into)
-            .collect();
-        if packages.is_empty() && local.is_empty() {
+        let indexes = local_package_file_descriptors.unwrap_or_default();
+        let Some(fds) = descriptors::take(&indexes) else {
+            return call.reply_invalid_parameter("localPackageFileDescriptors".into());
+        };
+        if packages.is_empty() && fds.is_empty() {
             return call.reply_invalid_parameter("packages".into());
+        }
+        let mut local = Vec::new();
+        for (fd, index) in fds.into_iter().zip(&indexes) {
+            match LocalPackage::new(fd, format!("file descriptor {index}")) {
+                Ok(p) => local.push(p),
+                Err(e) => return errors::reply(call, &e),
+            }
         }
         let change = PackageRequest {
             change: PackageChange::Install { packages, local },

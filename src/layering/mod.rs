@@ -159,10 +159,12 @@ pub fn refresh_lists(sysroot: &Sysroot, sink: &Sink, base: &str, force: bool) ->
 
 /// Where a requested local .deb is kept (so upgrades can re-apply it).
 pub fn local_deb_path(sysroot: &Sysroot, sha256: &str) -> PathBuf {
-    sysroot
-        .state_dir()
-        .join("local")
-        .join(format!("{sha256}.deb"))
+    local_deb_dir(sysroot).join(format!("{sha256}.deb"))
+}
+
+/// Where the daemon keeps its copies of local .deb files.
+pub fn local_deb_dir(sysroot: &Sysroot) -> PathBuf {
+    sysroot.state_dir().join("local")
 }
 
 fn request_for(sysroot: &Sysroot, origin: &Origin) -> apt::Request {
@@ -269,6 +271,38 @@ pub fn base_ref(base: &str) -> String {
 
 /// Drop the refs that keep base commits of layered deployments alive when
 /// no deployment is built on that base any more.
+/// Remove the copies of local .deb files that no deployment's origin names
+/// any more, and copies a crash left unfinished. Returns how many went.
+pub fn prune_local_debs(sysroot: &Sysroot) -> Result<usize> {
+    let mut used = std::collections::BTreeSet::new();
+    for d in sysroot.ostree().deployments() {
+        let origin = Sysroot::origin_of(&d)?;
+        used.extend(
+            origin
+                .requested_local_packages
+                .values()
+                .map(|sha| format!("{sha}.deb")),
+        );
+    }
+    let dir = local_deb_dir(sysroot);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("Listing {}", dir.display())),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !used.contains(&name) {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("Removing {}", entry.path().display()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 pub fn prune_base_refs(sysroot: &mut Sysroot) -> Result<()> {
     let repo = sysroot.repo();
     let mut used = std::collections::BTreeSet::new();

@@ -107,6 +107,7 @@ pub fn cleanup(sysroot: &mut Sysroot, sink: &Sink, opts: &CleanupOptions) -> Res
             .ostree()
             .cleanup(gio::Cancellable::NONE)
             .context("Cleaning up the sysroot")?;
+        crate::layering::prune_local_debs(sysroot)?;
         sink.task_end("Pruning unreferenced objects");
         done.push("pruned the repository".into());
     }

@@ -19,7 +19,8 @@ pub use crate::kargs::KargsChange;
 pub use lifecycle::{change_kernel_arguments, cleanup, rollback, CleanupOptions};
 pub use outcome::{Outcome, UpdateInfo};
 pub use packages::{
-    change_packages, reset, set_initramfs, PackageChange, PackageRequest, ResetOptions,
+    change_packages, reset, set_initramfs, LocalPackage, PackageChange, PackageRequest,
+    ResetOptions,
 };
 pub use update::{
     cached_update, deploy_revision, rebase, refresh_metadata, upgrade, versions, ImageVersion,

@@ -4,10 +4,14 @@
 //! compose, as with rpm-ostree) and then builds and deploys the result on the
 //! same base commit. Nothing is changed when a request is refused.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use ostree::glib;
+use sha2::{Digest as _, Sha256};
 
 use super::{start, update::deploy_base, Outcome, Start};
 use crate::apt;
@@ -26,7 +30,7 @@ pub enum PackageChange {
     /// `Install`: packages from the apt sources and local .deb files.
     Install {
         packages: Vec<String>,
-        local: Vec<PathBuf>,
+        local: Vec<LocalPackage>,
     },
     /// `Uninstall`: requested packages, or every one of them (`all`).
     Uninstall { packages: Vec<String>, all: bool },
@@ -84,7 +88,7 @@ impl PackageChange {
         let mut words = vec![verb.to_string()];
         words.extend(self.names().iter().cloned());
         if let PackageChange::Install { local, .. } = self {
-            words.extend(local.iter().map(|p| p.display().to_string()));
+            words.extend(local.iter().map(|p| p.label.clone()));
         }
         if all {
             words.push("--all".into());
@@ -104,26 +108,105 @@ pub struct PackageRequest {
     pub idempotent: bool,
 }
 
-/// Keep a local .deb where re-layering finds it; return (package name, sha256).
-fn store_local_deb(sysroot: &Sysroot, path: &PathBuf) -> Result<(String, String)> {
-    if !path.is_absolute() {
-        return Err(Error::InvalidPackageFile {
-            path: path.display().to_string(),
-            reason: "the path must be absolute".into(),
+/// A local .deb the caller handed over as an open file: never a path, so
+/// that the daemon reads exactly what the caller could read, once.
+#[derive(Debug, Clone)]
+pub struct LocalPackage {
+    file: Arc<File>,
+    /// How the caller named it, for titles and errors.
+    pub label: String,
+    /// Device, inode, size and modification time: the same file, unchanged,
+    /// is the same request (a second identical call attaches).
+    identity: (u64, u64, u64, i64, i64),
+}
+
+impl LocalPackage {
+    /// Accept `fd` if it is open on a regular file.
+    pub fn new(fd: OwnedFd, label: String) -> Result<LocalPackage, Error> {
+        let file = File::from(fd);
+        let refuse = |reason: String| Error::InvalidPackageFile {
+            path: label.clone(),
+            reason,
+        };
+        let meta = file.metadata().map_err(|e| refuse(e.to_string()))?;
+        if !meta.file_type().is_file() {
+            return Err(refuse("not a regular file".into()));
         }
-        .into());
+        Ok(LocalPackage {
+            identity: (
+                meta.dev(),
+                meta.ino(),
+                meta.size(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+            ),
+            file: Arc::new(file),
+            label,
+        })
     }
-    let name = apt::verify_deb(path)?;
-    let bytes = std::fs::read(path).with_context(|| format!("Reading {}", path.display()))?;
-    let sha = glib::compute_checksum_for_data(glib::ChecksumType::Sha256, &bytes)
-        .context("Hashing the package")?
-        .to_string();
+}
+
+impl PartialEq for LocalPackage {
+    fn eq(&self, other: &Self) -> bool {
+        self.identity == other.identity
+    }
+}
+
+impl Eq for LocalPackage {}
+
+/// Copy a local .deb once into the daemon's storage, where re-layering finds
+/// it, and check that copy; return (package name, sha256 of the copy). Only
+/// the copy is ever used: the caller's file may change after this.
+fn store_local_deb(sysroot: &Sysroot, package: &LocalPackage) -> Result<(String, String)> {
+    let dir = layering::local_deb_dir(sysroot);
+    std::fs::create_dir_all(&dir).with_context(|| format!("Creating {}", dir.display()))?;
+    let mut copy = tempfile::Builder::new()
+        .prefix(".incoming-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("Creating a temporary file in {}", dir.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    // Positioned reads: the caller shares the file offset and may move it.
+    loop {
+        let n = package
+            .file
+            .read_at(&mut buf, offset)
+            .with_context(|| format!("Reading {}", package.label))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        copy.write_all(&buf[..n])
+            .context("Copying the local package")?;
+        offset += n as u64;
+    }
+    copy.as_file()
+        .sync_all()
+        .context("Copying the local package")?;
+    let name = apt::verify_deb(copy.path()).map_err(|e| match e.downcast::<Error>() {
+        Ok(Error::InvalidPackageFile { reason, .. }) => Error::InvalidPackageFile {
+            path: package.label.clone(),
+            reason,
+        }
+        .into(),
+        Ok(other) => other.into(),
+        Err(e) => e,
+    })?;
+    let sha = hex::encode(hasher.finalize());
     let dest = layering::local_deb_path(sysroot, &sha);
     if !dest.exists() {
-        std::fs::create_dir_all(dest.parent().expect("has parent"))?;
         // Durable before the origin names it: a crash must not leave a
         // truncated package under its final name.
-        crate::fsutil::write_atomic(&dest, &bytes)?;
+        std::fs::set_permissions(
+            copy.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )?;
+        copy.persist(&dest)
+            .with_context(|| format!("Renaming into {}", dest.display()))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("Syncing {}", dir.display()))?;
     }
     Ok((name, sha))
 }
@@ -200,7 +283,7 @@ fn request_packages(
     sysroot: &Sysroot,
     origin: &mut Origin,
     packages: &[String],
-    local: &[PathBuf],
+    local: &[LocalPackage],
     idempotent: bool,
 ) -> Result<()> {
     let mut already = Vec::new();
@@ -209,8 +292,8 @@ fn request_packages(
             already.push(name.clone());
         }
     }
-    for path in local {
-        let (name, sha) = store_local_deb(sysroot, path)?;
+    for package in local {
+        let (name, sha) = store_local_deb(sysroot, package)?;
         let replaced = origin
             .requested_local_packages
             .insert(name.clone(), sha)

@@ -125,8 +125,14 @@ pub type Finished = Arc<Result<Outcome, Error>>;
 
 struct Log {
     events: Vec<Event>,
+    /// Bytes of log lines kept in `events`.
+    log_bytes: usize,
     outcome: Option<Finished>,
 }
+
+/// Most log text one transaction's event log keeps (and replays to every
+/// client): beyond it, lines go to the journal only.
+const LOG_BUDGET: usize = 4 << 20;
 
 /// A running (or just finished) transaction.
 pub struct Transaction {
@@ -193,6 +199,20 @@ impl ProgressSink for Transaction {
             tracing::info!(APT_OSTREE_TRANSACTION = self.id(), "{t}");
         }
         let mut log = self.log.lock().expect("transaction log");
+        if let Event::Log(line) = &event {
+            if log.log_bytes > LOG_BUDGET {
+                return;
+            }
+            log.log_bytes += line.len();
+            if log.log_bytes > LOG_BUDGET {
+                log.events.push(Event::Log(format!(
+                    "[more output than a reply carries: see journalctl APT_OSTREE_TRANSACTION={}]",
+                    self.id()
+                )));
+                self.changed.notify_all();
+                return;
+            }
+        }
         log.events.push(event);
         self.changed.notify_all();
     }
@@ -281,6 +301,7 @@ impl Manager {
             cancel: AtomicBool::new(false),
             log: Mutex::new(Log {
                 events: Vec::new(),
+                log_bytes: 0,
                 outcome: None,
             }),
             changed: Condvar::new(),

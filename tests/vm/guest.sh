@@ -51,6 +51,18 @@ case $PHASE in
         # Debian 12's systemd (252) predates varlinkctl (255): not a pass, said as such.
         say "  SKIPPED: varlinkctl checks (systemd $(systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p') has no varlinkctl)"
     fi
+    # Stand-alone .deb files where people keep them: /root and /tmp are
+    # hidden from the daemon's sandbox (ProtectHome, PrivateTmp), so the CLI
+    # hands it open files.
+    for where in /root /tmp; do
+        name=vmtest-local-$(basename $where)
+        mkdir -p $where/$name/DEBIAN $where/$name/usr/share/$name
+        printf 'Package: %s\nVersion: 1.0\nArchitecture: all\nMaintainer: vmtest <vmtest@example.org>\nDescription: a local package\n' $name > $where/$name/DEBIAN/control
+        echo "local from $where" > $where/$name/usr/share/$name/from
+        dpkg-deb --root-owner-group --build $where/$name $where/$name.deb >/dev/null
+    done
+    check "install a .deb from /root and one from /tmp" \
+        sh -c 'cd /root && apt-ostree install ./vmtest-local-root.deb /tmp/vmtest-local-tmp.deb'
     check "install vmtest-hello" apt-ostree install vmtest-hello
     check "the install is pending" sh -c 'apt-ostree status --json | grep -q vmtest-hello'
     check "kargs --append" apt-ostree kargs --append=vmtest.marker=1
@@ -65,6 +77,11 @@ case $PHASE in
     check "file under /var" test -f /var/lib/vmtest-hello/state
     check "system user" getent passwd vmtest-hello
     check "layered packages in status" sh -c 'apt-ostree status --booted | grep LayeredPackages | grep -q vmtest-hello'
+    check "the local packages are installed" sh -c \
+        'grep -q "from /root" /usr/share/vmtest-local-root/from && grep -q "from /tmp" /usr/share/vmtest-local-tmp/from'
+    check "and listed as local in status" sh -c \
+        'apt-ostree status --booted | grep LocalPackages | grep -q vmtest-local-root'
+
     # The layering overlay's upper layer sat on this ext4: its bookkeeping
     # xattrs (opaque markers, origins) must not have reached the commit.
     check "no overlayfs xattrs in the layered commit" sh -c \
