@@ -97,6 +97,11 @@ pub enum Error {
     ImageNotDeployable { image: String, reason: String },
     #[error("not supported: {reason}")]
     NotSupported { reason: String },
+    #[error("{reason}{}", if packages.is_empty() { String::new() } else { format!(": {}", packages.join(", ")) })]
+    LiveChangeRefused {
+        reason: String,
+        packages: Vec<String>,
+    },
     /// Anything else, with its whole chain of causes (the IDL's `Failed`).
     #[error(transparent)]
     #[serde(rename = "Failed", with = "failed")]

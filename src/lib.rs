@@ -39,6 +39,7 @@ pub mod fsutil;
 pub mod imgref;
 pub mod kargs;
 pub mod layering;
+pub mod live;
 pub mod logging;
 pub mod operations;
 pub mod origin;

@@ -871,3 +871,54 @@ fn maintainer_scripts_may_print_anything() {
         "the script ran to its end"
     );
 }
+
+#[test]
+fn live_changes_are_refused_where_they_cannot_work() {
+    let env = layering_env();
+    let s = &env.s;
+    let before = s.deployments();
+    for (args, expect) in [
+        (vec!["apply-live"], "apply-live changes the running system"),
+        (
+            vec!["install", "--apply-live", "demo-lib"],
+            "apply-live changes the running system",
+        ),
+        (
+            vec!["uninstall", "--apply-live", "demo-lib"],
+            "pass --allow-replacement",
+        ),
+        (vec!["usroverlay"], "usroverlay changes the running system"),
+        (
+            vec!["usroverlay", "--hotfix"],
+            "usroverlay changes the running system",
+        ),
+    ] {
+        let (rc, out, err) = code(s.cli().args(&args));
+        assert_eq!(rc, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert_eq!(s.deployments(), before, "{args:?} changed the deployments");
+    }
+    // --allow-replacement means nothing without --apply-live.
+    let (rc, _, err) = code(s.cli().args(["install", "--allow-replacement", "demo-lib"]));
+    assert_eq!(rc, 2, "{err}");
+    let d = ActivatedDaemon::start(&s.path, 60);
+    for (method, params) in [
+        ("ApplyLive", r#"{"reset": "yes"}"#),
+        ("UsrOverlay", r#"{"hotfix": 1}"#),
+    ] {
+        let reply = python_varlink(&[
+            "call",
+            &format!("{}/org.aptostree.Sysroot.{method}", d.address()),
+            params,
+        ]);
+        assert!(reply.contains("InvalidParameter"), "{method}: {reply}");
+    }
+    let reply = python_varlink(&[
+        "call",
+        &format!("{}/org.aptostree.Sysroot.ApplyLive", d.address()),
+        "{}",
+    ]);
+    assert!(reply.contains("LiveChangeRefused"), "{reply}");
+    assert_eq!(s.deployments(), before);
+    s.assert_fsck_clean();
+}

@@ -54,6 +54,18 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Changing the running system too (install, uninstall).
+#[derive(Debug, Args)]
+pub struct Live {
+    /// Also apply the change to the running system, without a reboot.
+    #[arg(short = 'A', long)]
+    pub apply_live: bool,
+    /// With --apply-live: allow upgrading, replacing or removing packages
+    /// the running system has.
+    #[arg(long, requires = "apply_live")]
+    pub allow_replacement: bool,
+}
+
 /// Options every deployment-writing command shares.
 #[derive(Debug, Args)]
 pub struct Common {
@@ -153,6 +165,8 @@ pub enum Command {
         #[arg(long)]
         idempotent: bool,
         #[command(flatten)]
+        live: Live,
+        #[command(flatten)]
         common: Common,
     },
     /// Remove layered packages.
@@ -169,6 +183,8 @@ pub enum Command {
         /// Do not fail when a package is not layered.
         #[arg(long)]
         idempotent: bool,
+        #[command(flatten)]
+        live: Live,
         #[command(flatten)]
         common: Common,
     },
@@ -229,6 +245,25 @@ pub enum Command {
         initramfs: bool,
         #[command(flatten)]
         common: Common,
+    },
+    /// Apply the pending deployment to the running system, without a reboot
+    /// (only added packages, unless --allow-replacement).
+    ApplyLive {
+        /// Bring the running /usr back to the booted commit.
+        #[arg(long, conflicts_with = "allow_replacement")]
+        reset: bool,
+        /// Allow upgrading, replacing or removing packages the running system has.
+        #[arg(long)]
+        allow_replacement: bool,
+        /// Exit with 77 when there was nothing to do.
+        #[arg(long)]
+        unchanged_exit_77: bool,
+    },
+    /// Make /usr writable until the next boot (ostree admin unlock).
+    Usroverlay {
+        /// Keep what is written to /usr across reboots.
+        #[arg(long)]
+        hotfix: bool,
     },
 }
 
@@ -425,7 +460,9 @@ fn run(cli: Cli) -> Result<u8> {
         | Command::Uninstall { .. }
         | Command::Override { .. }
         | Command::Initramfs { .. }
-        | Command::Reset { .. } => change_packages(&client, cli.command),
+        | Command::Reset { .. }
+        | Command::ApplyLive { .. }
+        | Command::Usroverlay { .. } => change_packages(&client, cli.command),
         command => change_deployments(&client, command),
     }
 }
@@ -551,6 +588,7 @@ fn change_packages(client: &Client, command: Command) -> Result<u8> {
             packages,
             dry_run,
             idempotent,
+            live,
             common,
         } => {
             let (names, files) = split_local_packages(packages);
@@ -561,6 +599,8 @@ fn change_packages(client: &Client, command: Command) -> Result<u8> {
                 (!indexes.is_empty()).then_some(indexes),
                 some(dry_run),
                 some(idempotent),
+                some(live.apply_live),
+                some(live.allow_replacement),
                 some(common.reboot),
                 interactive,
             );
@@ -572,6 +612,7 @@ fn change_packages(client: &Client, command: Command) -> Result<u8> {
             all,
             dry_run,
             idempotent,
+            live,
             common,
         } => transact(
             client,
@@ -580,6 +621,8 @@ fn change_packages(client: &Client, command: Command) -> Result<u8> {
                 some(all),
                 some(dry_run),
                 some(idempotent),
+                some(live.apply_live),
+                some(live.allow_replacement),
                 some(common.reboot),
                 interactive,
             ),
@@ -652,6 +695,18 @@ fn change_packages(client: &Client, command: Command) -> Result<u8> {
             ),
             common.unchanged_exit_77,
         ),
+        Command::ApplyLive {
+            reset,
+            allow_replacement,
+            unchanged_exit_77,
+        } => transact(
+            client,
+            api.apply_live(some(reset), some(allow_replacement), interactive),
+            unchanged_exit_77,
+        ),
+        Command::Usroverlay { hotfix } => {
+            transact(client, api.usr_overlay(some(hotfix), interactive), false)
+        }
         other => unreachable!("not a package command: {other:?}"),
     }
 }

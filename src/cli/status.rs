@@ -107,6 +107,14 @@ fn render_deployment(out: &mut String, d: &Deployment, verbose: bool) {
     } else if d.unlocked != "none" {
         field(out, "Unlocked", &d.unlocked);
     }
+    if let Some(commit) = &d.liveCommit {
+        field(out, "LiveCommit", commit);
+        list_field(
+            out,
+            "LivePackages",
+            d.livePackages.as_deref().unwrap_or_default(),
+        );
+    }
     list_field(out, "RemovedBasePackages", &d.removedBasePackages);
     list_field(out, "ReplacedBasePackages", &d.replacedBasePackages);
     list_field(out, "LayeredPackages", &d.requestedPackages);

@@ -42,6 +42,8 @@ transaction_replies!(
     ChangeKernelArguments_Reply,
     Initramfs_Reply,
     Reset_Reply,
+    ApplyLive_Reply,
+    UsrOverlay_Reply,
     RefreshMetadata_Reply,
     Watch_Reply,
 );

@@ -28,6 +28,8 @@ pub fn deployment(d: &DeploymentStatus) -> idl::Deployment {
         default: d.is_default,
         rollback: d.rollback,
         unlocked: d.unlocked.clone(),
+        liveCommit: d.live.as_ref().map(|l| l.commit.clone()),
+        livePackages: d.live.as_ref().map(|l| l.packages.clone()),
         requestedPackages: d.requested_packages.clone(),
         requestedLocalPackages: d.requested_local_packages.clone(),
         layeredPackages: d.layered_packages.clone(),

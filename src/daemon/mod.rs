@@ -62,6 +62,10 @@ pub struct Args {
     /// The configuration file.
     #[arg(long, default_value = config::DEFAULT_PATH)]
     pub config: PathBuf,
+    /// Internal: write an apply-live plan into the running /usr (the daemon
+    /// starts this as a transient unit with its own mount namespace).
+    #[arg(long, hide = true)]
+    pub apply_live_plan: Option<PathBuf>,
 }
 
 /// State shared by every connection.
@@ -198,6 +202,16 @@ fn sd_notify(state: &[NotifyState]) {
 /// Entry point of `apt-ostreed`.
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(plan) = &args.apply_live_plan {
+        // Its output goes back to the transaction through systemd-run --pipe.
+        return match crate::live::helper_main(plan) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let level = logging::init_daemon(LevelFilter::INFO);
     match run(args, level) {
         Ok(()) => ExitCode::SUCCESS,

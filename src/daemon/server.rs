@@ -7,8 +7,8 @@ use super::{auth, convert, descriptors, errors, stream, Daemon};
 use crate::dpkg;
 use crate::error::Error;
 use crate::operations::{
-    self, CleanupOptions, KargsChange, LocalPackage, PackageChange, PackageRequest, ResetOptions,
-    UpgradeOptions,
+    self, CleanupOptions, KargsChange, LiveOptions, LocalPackage, PackageChange, PackageRequest,
+    ResetOptions, UpgradeOptions,
 };
 use crate::protocol::sysroot::*;
 use crate::transaction::{Job, Request};
@@ -45,6 +45,14 @@ impl SysrootInterface {
             Err(e) => errors::reply(call, &e),
         }
     }
+}
+
+/// `applyLive` and `allowReplacement` of Install and Uninstall.
+fn live_options(apply_live: Option<bool>, allow_replacement: Option<bool>) -> Option<LiveOptions> {
+    apply_live.unwrap_or(false).then(|| LiveOptions {
+        reset: false,
+        allow_replacement: allow_replacement.unwrap_or(false),
+    })
 }
 
 impl VarlinkInterface for SysrootInterface {
@@ -272,6 +280,8 @@ impl VarlinkInterface for SysrootInterface {
         local_package_file_descriptors: Option<Vec<i64>>,
         dry_run: Option<bool>,
         idempotent: Option<bool>,
+        apply_live: Option<bool>,
+        allow_replacement: Option<bool>,
         reboot: Option<bool>,
         interactive: Option<bool>,
     ) -> varlink::Result<()> {
@@ -293,6 +303,7 @@ impl VarlinkInterface for SysrootInterface {
             change: PackageChange::Install { packages, local },
             dry_run: dry_run.unwrap_or(false),
             idempotent: idempotent.unwrap_or(false),
+            live: live_options(apply_live, allow_replacement),
         };
         self.run(call, Request::Packages(change), reboot, interactive)
     }
@@ -304,6 +315,8 @@ impl VarlinkInterface for SysrootInterface {
         all: Option<bool>,
         dry_run: Option<bool>,
         idempotent: Option<bool>,
+        apply_live: Option<bool>,
+        allow_replacement: Option<bool>,
         reboot: Option<bool>,
         interactive: Option<bool>,
     ) -> varlink::Result<()> {
@@ -315,6 +328,7 @@ impl VarlinkInterface for SysrootInterface {
             change: PackageChange::Uninstall { packages, all },
             dry_run: dry_run.unwrap_or(false),
             idempotent: idempotent.unwrap_or(false),
+            live: live_options(apply_live, allow_replacement),
         };
         self.run(call, Request::Packages(change), reboot, interactive)
     }
@@ -334,6 +348,7 @@ impl VarlinkInterface for SysrootInterface {
             change: PackageChange::OverrideRemove { packages },
             dry_run: dry_run.unwrap_or(false),
             idempotent: false,
+            live: None,
         };
         self.run(call, Request::Packages(change), reboot, interactive)
     }
@@ -353,6 +368,7 @@ impl VarlinkInterface for SysrootInterface {
             change: PackageChange::OverrideReplace { packages },
             dry_run: dry_run.unwrap_or(false),
             idempotent: false,
+            live: None,
         };
         self.run(call, Request::Packages(change), reboot, interactive)
     }
@@ -373,6 +389,7 @@ impl VarlinkInterface for SysrootInterface {
             change: PackageChange::OverrideReset { packages, all },
             dry_run: false,
             idempotent: false,
+            live: None,
         };
         self.run(call, Request::Packages(change), reboot, interactive)
     }
@@ -428,6 +445,32 @@ impl VarlinkInterface for SysrootInterface {
             initramfs: initramfs.unwrap_or(false),
         };
         self.run(call, Request::Reset(options), reboot, interactive)
+    }
+
+    fn apply_live(
+        &self,
+        call: &mut dyn Call_ApplyLive,
+        reset: Option<bool>,
+        allow_replacement: Option<bool>,
+        interactive: Option<bool>,
+    ) -> varlink::Result<()> {
+        let options = LiveOptions {
+            reset: reset.unwrap_or(false),
+            allow_replacement: allow_replacement.unwrap_or(false),
+        };
+        self.run(call, Request::ApplyLive(options), None, interactive)
+    }
+
+    fn usr_overlay(
+        &self,
+        call: &mut dyn Call_UsrOverlay,
+        hotfix: Option<bool>,
+        interactive: Option<bool>,
+    ) -> varlink::Result<()> {
+        let request = Request::UsrOverlay {
+            hotfix: hotfix.unwrap_or(false),
+        };
+        self.run(call, request, None, interactive)
     }
 
     fn refresh_metadata(

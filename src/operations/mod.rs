@@ -9,6 +9,7 @@
 
 mod image;
 mod lifecycle;
+mod live;
 mod outcome;
 mod packages;
 mod update;
@@ -17,6 +18,7 @@ use anyhow::Result;
 
 pub use crate::kargs::KargsChange;
 pub use lifecycle::{change_kernel_arguments, cleanup, rollback, CleanupOptions};
+pub use live::{apply_live, usroverlay, LiveOptions};
 pub use outcome::{Outcome, UpdateInfo};
 pub use packages::{
     change_packages, reset, set_initramfs, LocalPackage, PackageChange, PackageRequest,
@@ -71,6 +73,19 @@ fn base_of(info: &CommitInfo) -> String {
 /// once no deployment is built on them (`ostree prune` frees the objects).
 fn prune_refs(sysroot: &mut Sysroot) -> Result<()> {
     crate::layering::prune_base_refs(sysroot)?;
+    let live_now = sysroot
+        .ostree()
+        .booted_deployment()
+        .and_then(|b| crate::live::read_state(&format!("{}.{}", b.csum(), b.deployserial())));
+    if live_now.is_none() {
+        // Live changes end with the boot; so does the commit they showed.
+        let _ = sysroot.repo().set_ref_immediate(
+            None,
+            crate::live::LIVE_REF,
+            None,
+            ostree::gio::Cancellable::NONE,
+        );
+    }
     let mut kept = Vec::new();
     for d in sysroot.ostree().deployments() {
         let info = sysroot.commit_info(&d.csum())?;

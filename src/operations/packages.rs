@@ -106,6 +106,8 @@ pub struct PackageRequest {
     /// Install: a package already requested is no error; Uninstall: one
     /// that is not requested is none either.
     pub idempotent: bool,
+    /// Also apply the new deployment to the running system.
+    pub live: Option<super::LiveOptions>,
 }
 
 /// A local .deb the caller handed over as an open file: never a path, so
@@ -411,6 +413,33 @@ pub fn reset(sysroot: &mut Sysroot, sink: &Sink, options: ResetOptions) -> Resul
 /// A change whose result is what the default deployment already is
 /// writes nothing (and keeps the rollback deployment where it is).
 pub fn change_packages(
+    sysroot: &mut Sysroot,
+    sink: &Sink,
+    request: &PackageRequest,
+) -> Result<Outcome> {
+    let Some(live) = request.live.filter(|_| !request.dry_run) else {
+        return change_origin_packages(sysroot, sink, request);
+    };
+    if let PackageChange::Uninstall { packages, all } = &request.change {
+        // Removing is never a pure addition: refused before anything is written.
+        let mut names = packages.clone();
+        if *all {
+            names.push("every layered package".into());
+        }
+        super::live::check_replacement(names, live)?;
+    }
+    super::live::check_live_possible(sysroot)?;
+    let deployed = change_origin_packages(sysroot, sink, request)?;
+    let applied = super::live::apply_live(sysroot, sink, live)?;
+    Ok(Outcome {
+        changed: deployed.changed || applied.changed,
+        message: format!("{}\n{}", deployed.message, applied.message),
+        reboot_required: false,
+        ..deployed
+    })
+}
+
+fn change_origin_packages(
     sysroot: &mut Sysroot,
     sink: &Sink,
     request: &PackageRequest,

@@ -86,6 +86,15 @@ impl Sysroot {
 
     /// apt-ostree's private state for this sysroot (ostree reserves
     /// `repo/extensions/` for tools built on it).
+    /// Run `f` with ostree's sysroot lock released, for an ostree command
+    /// that takes the lock itself; taken again (waiting) afterwards.
+    pub fn without_lock<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.inner.unlock();
+        let result = f();
+        self.inner.lock().context("Taking the sysroot lock again")?;
+        result
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.path.join("ostree/repo/extensions/apt-ostree")
     }

@@ -56,6 +56,8 @@ pub struct DeploymentStatus {
     pub is_default: bool,
     pub rollback: bool,
     pub unlocked: String,
+    /// Live changes of the booted deployment (apply-live), if any.
+    pub live: Option<crate::live::LiveState>,
     pub requested_packages: Vec<String>,
     pub requested_local_packages: Vec<String>,
     pub layered_packages: Vec<String>,
@@ -118,6 +120,10 @@ impl Sysroot {
                 Some(base) => self.commit_info(base).ok().and_then(|b| b.image_digest),
                 None => info.image_digest.clone(),
             };
+            let booted_here = booted.as_ref().is_some_and(|b| b.equal(&d));
+            let live = (booted_here && self.path == std::path::Path::new("/"))
+                .then(|| crate::live::read_state(&format!("{checksum}.{}", d.deployserial())))
+                .flatten();
             deployments.push(DeploymentStatus {
                 id: format!("{}-{}.{}", d.osname(), checksum, d.deployserial()),
                 osname: d.osname().to_string(),
@@ -130,12 +136,13 @@ impl Sysroot {
                 container_image_reference,
                 image_digest,
                 pinned_revision: origin.override_commit.clone(),
-                booted: booted.as_ref().is_some_and(|b| b.equal(&d)),
+                booted: booted_here,
                 staged: d.is_staged(),
                 pinned: d.is_pinned(),
                 is_default: index == 0,
                 rollback: rollback == Some(index),
                 unlocked: ostree::Deployment::unlocked_state_to_string(d.unlocked()).to_string(),
+                live,
                 requested_packages: origin.requested_packages.iter().cloned().collect(),
                 requested_local_packages: origin.requested_local_packages.keys().cloned().collect(),
                 layered_packages: info.layered_packages.clone(),

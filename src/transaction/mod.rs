@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use crate::error::{Error, TransactionInfo};
 use crate::operations::Outcome;
 use crate::operations::{
-    CleanupOptions, KargsChange, PackageRequest, ResetOptions, UpgradeOptions,
+    CleanupOptions, KargsChange, LiveOptions, PackageRequest, ResetOptions, UpgradeOptions,
 };
 use crate::progress::{Event, ProgressSink, Sink};
 
@@ -51,6 +51,12 @@ pub enum Request {
         enable: bool,
         arguments: Vec<String>,
     },
+    /// The pending deployment (or the booted commit) onto the running /usr.
+    ApplyLive(LiveOptions),
+    /// A writable overlay on the running /usr.
+    UsrOverlay {
+        hotfix: bool,
+    },
 }
 
 impl Request {
@@ -68,6 +74,8 @@ impl Request {
             Request::Packages(p) => p.change.method(),
             Request::Initramfs { .. } => "Initramfs",
             Request::Reset(_) => "Reset",
+            Request::ApplyLive(_) => "ApplyLive",
+            Request::UsrOverlay { .. } => "UsrOverlay",
         }
     }
 
@@ -88,6 +96,11 @@ impl Request {
             Request::Initramfs { enable: true, .. } => "initramfs --enable".into(),
             Request::Initramfs { enable: false, .. } => "initramfs --disable".into(),
             Request::Packages(p) => p.change.title(),
+            Request::ApplyLive(o) if o.reset => "apply-live --reset".into(),
+            Request::ApplyLive(o) if o.allow_replacement => "apply-live --allow-replacement".into(),
+            Request::ApplyLive(_) => "apply-live".into(),
+            Request::UsrOverlay { hotfix: true } => "usroverlay --hotfix".into(),
+            Request::UsrOverlay { hotfix: false } => "usroverlay".into(),
             Request::Reset(o) => {
                 let mut words = vec!["reset".to_string()];
                 let given = [

@@ -66,6 +66,8 @@ fn dispatch(sysroot: &mut Sysroot, job: &Job, sink: &Sink) -> Result<Outcome> {
         Request::Initramfs { enable, arguments } => {
             operations::set_initramfs(sysroot, sink, *enable, arguments)
         }
+        Request::ApplyLive(options) => operations::apply_live(sysroot, sink, *options),
+        Request::UsrOverlay { hotfix } => operations::usroverlay(sysroot, sink, *hotfix),
     }
 }
 
