@@ -118,7 +118,17 @@ pub fn helper_main(plan_file: &Path) -> Result<()> {
         // the repository.
         anyhow::bail!("/usr is not the transient overlay; refusing to write to it");
     }
-    run(Command::new("mount").args(["-o", "remount,rw", "/usr"]))?;
+    // Writable in this namespace only: the system's mount of the same
+    // overlay keeps its read-only flag. No options: overlayfs refuses to be
+    // told its layers again.
+    nix::mount::mount(
+        None::<&str>,
+        "/usr",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REMOUNT,
+        None::<&str>,
+    )
+    .context("Making the /usr overlay writable in the helper's namespace")?;
     apply_plan(&plan, Path::new("/"))?;
     for argv in [
         &["ldconfig"][..],

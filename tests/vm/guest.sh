@@ -86,6 +86,21 @@ case $PHASE in
     # xattrs (opaque markers, origins) must not have reached the commit.
     check "no overlayfs xattrs in the layered commit" sh -c \
         'c=$(ostree admin status | sed -n "s/^\* debian \([0-9a-f]*\)\..*/\1/p"); [ -n "$c" ] && ostree ls -R -X "$c" /usr/share/vmtest-hello >/dev/null && ! ostree ls -R -X "$c" / | grep trusted.overlay'
+    # Live changes: no reboot between installing and using.
+    check "install --apply-live vmtest-live" apt-ostree install --apply-live vmtest-live
+    check "the live program runs with no reboot" sh -c 'vmtest-live | grep -q "live program"'
+    check "its unit starts with no reboot" systemctl start vmtest-live.service
+    check "the unit ran" test -f /run/vmtest-live.started
+    check "its conffile reached /etc" grep -q "live=yes" /etc/vmtest-live.conf
+    check "/usr stays read-only for everyone else" sh -c '! touch /usr/share/vmtest-ro-check 2>/dev/null'
+    check "status shows the live package" sh -c 'apt-ostree status --booted | grep LivePackages | grep -q vmtest-live'
+    check "uninstall --apply-live is refused without --allow-replacement" sh -c \
+        '! apt-ostree uninstall --apply-live vmtest-live 2>/tmp/live.err && grep -q allow-replacement /tmp/live.err'
+    check "and changed nothing" sh -c 'test -x /usr/bin/vmtest-live && apt-ostree status --json | grep -m1 "\"requestedPackages\"" | grep -q vmtest-live'
+    check "uninstall --apply-live --allow-replacement" apt-ostree uninstall --apply-live --allow-replacement vmtest-live
+    check "the program is gone from the running system" test ! -e /usr/bin/vmtest-live
+    check "a second install --apply-live builds on the first" apt-ostree install --apply-live vmtest-live
+    check "the program is back" sh -c 'vmtest-live | grep -q "live program"'
     check "install vmtest-extra" apt-ostree install vmtest-extra
     check "upgrade to the new base" apt-ostree upgrade
     # The first LayeredPackages line is the pending deployment's.
@@ -101,10 +116,17 @@ case $PHASE in
     # Four so far: install and kargs in phase 1, install and upgrade in 2.
     n=$(journalctl MESSAGE_ID=9ef3cb3dc47c40c0ba406a417c2789fb -o cat --no-pager | grep -c "Deployment .* written")
     check "journal lists the deployments written ($n)" test "$n" -ge 4
+    check "the package applied live is there after the reboot" sh -c 'vmtest-live | grep -q "live program"'
+    check "no live changes after the reboot" sh -c '! apt-ostree status --booted | grep -q LiveCommit'
+    check "usroverlay" apt-ostree usroverlay
+    check "/usr is writable" sh -c 'echo overlay > /usr/share/vmtest-usroverlay'
+    check "status shows it" sh -c 'apt-ostree status --booted | grep -q "Unlocked: development"'
+    check "apply-live is refused on top of it" sh -c '! apt-ostree apply-live 2>/tmp/live.err && grep -q "already unlocked" /tmp/live.err'
     check "rollback" apt-ostree rollback
     next
     ;;
 4)
+    check "the usroverlay write is gone" test ! -e /usr/share/vmtest-usroverlay
     check "booted the previous deployment" sh -c '! test -e /usr/bin/vmtest-extra && test -x /usr/bin/vmtest-hello'
     check "old base" grep -q "vmtest base 1" /usr/share/vmtest/base
     sed -i 's/^AutomaticUpdatePolicy=.*/AutomaticUpdatePolicy=stage/' /etc/apt-ostree/apt-ostreed.conf
