@@ -7,7 +7,7 @@
 //! checkouts, where that file may be a repository object.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -36,10 +36,49 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         .with_context(|| format!("Syncing {}", dir.display()))
 }
 
+/// `root/rel` as a directory, made where missing, with no symbolic link on
+/// the way: a tree from elsewhere (a container image) must not make the
+/// daemon write outside it through a link it planted.
+pub fn dir_beneath(root: &Path, rel: &Path) -> Result<PathBuf> {
+    let mut path = root.to_path_buf();
+    for component in rel.components() {
+        match component {
+            Component::Normal(name) => path.push(name),
+            Component::CurDir => continue,
+            _ => anyhow::bail!("{} is not a path inside the tree", rel.display()),
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                anyhow::bail!("refusing to follow the symbolic link {}", path.display())
+            }
+            Ok(_) => anyhow::bail!("{} is not a directory", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&path)
+                .with_context(|| format!("Creating {}", path.display()))?,
+            Err(e) => return Err(e).with_context(|| format!("Reading {}", path.display())),
+        }
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn directories_beneath_a_tree_never_go_through_its_links() {
+        let tree = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tree.path().join("usr/share")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), tree.path().join("usr/share/factory")).unwrap();
+        let err = dir_beneath(tree.path(), Path::new("usr/share/factory/var/lib")).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        assert!(dir_beneath(tree.path(), Path::new("../x")).is_err());
+        let made = dir_beneath(tree.path(), Path::new("usr/lib/opt")).unwrap();
+        assert!(made.is_dir() && made.starts_with(tree.path()));
+    }
 
     #[test]
     fn replaces_the_name_and_never_writes_into_the_old_file() {

@@ -128,20 +128,122 @@ pub fn var_to_tmpfiles(var: &Path, root: &Path) -> Result<String> {
             let target = tmpfiles_escape(&target.to_string_lossy());
             writeln!(lines, "L {var_path} - - - - {target}")?;
         } else if meta.is_file() {
-            let factory = root.join(FACTORY).join(&rel);
-            if let Some(parent) = factory.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
+            let rel_path = Path::new(&rel);
+            let parent = crate::fsutil::dir_beneath(
+                root,
+                &Path::new(FACTORY).join(rel_path.parent().unwrap_or(Path::new(""))),
+            )?;
+            let factory = parent.join(rel_path.file_name().expect("a file has a name"));
             // Replace, never write into, an existing file: in a layering
-            // checkout it may be a hard link to a repository object.
+            // checkout it may be a hard link to a repository object. The
+            // temporary name is made new (O_EXCL), so a link planted there
+            // is never followed either.
             let tmp = factory.with_extension("apt-ostree-tmp");
-            std::fs::copy(&path, &tmp).with_context(|| format!("Keeping /var/{rel}"))?;
+            let _ = std::fs::remove_file(&tmp);
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .with_context(|| format!("Keeping /var/{rel}"))?;
+            std::io::copy(&mut std::fs::File::open(&path)?, &mut out)
+                .with_context(|| format!("Keeping /var/{rel}"))?;
+            drop(out);
             std::fs::rename(&tmp, &factory).with_context(|| format!("Keeping /var/{rel}"))?;
             let source = tmpfiles_escape(&format!("/{FACTORY}/{rel}"));
             writeln!(lines, "C {var_path} {mode:04o} {user} {grp} - {source}")?;
         }
     }
     Ok(lines)
+}
+
+/// Where packages' /opt trees live in a deployment: read-only, in /usr,
+/// and replaced with every build, as rpm-ostree keeps them.
+pub const OPT_IN_USR: &str = "usr/lib/opt";
+
+/// Move what packages installed under /opt (which is /var/opt in a
+/// deployment) into /usr/lib/opt, and return the tmpfiles.d lines that
+/// link /var/opt/NAME to it at boot. /var/opt itself stays the user's: a
+/// name that already exists there as something else is left alone (`L`,
+/// not `L+`), so nothing of the user's is ever replaced.
+pub fn opt_into_usr(var: &Path, root: &Path) -> Result<String> {
+    let opt = var.join("opt");
+    // Only a real directory: a link would move what it points to.
+    if !std::fs::symlink_metadata(&opt).is_ok_and(|m| m.is_dir()) {
+        return Ok(String::new());
+    }
+    let entries = std::fs::read_dir(&opt).with_context(|| format!("Reading {}", opt.display()))?;
+    let mut names: Vec<std::ffi::OsString> = entries
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("Reading {}", opt.display()))?;
+    names.sort();
+    let mut lines = String::new();
+    for name in names {
+        let from = opt.join(&name);
+        let to = crate::fsutil::dir_beneath(root, Path::new(OPT_IN_USR))?.join(&name);
+        if std::fs::read_link(&from).is_ok_and(|t| t == opt_link_target(&name)) {
+            // The base's own link (see link_base_opt): its tree is in /usr already.
+            std::fs::remove_file(&from)?;
+            continue;
+        }
+        if std::fs::symlink_metadata(&to).is_ok() {
+            anyhow::bail!(
+                "/opt/{} is both in the image and in a package",
+                name.to_string_lossy()
+            );
+        }
+        move_across(&from, &to)?;
+        let target = tmpfiles_escape(&opt_link_target(&name).to_string_lossy());
+        let link = tmpfiles_path(&format!("/var/opt/{}", name.to_string_lossy()));
+        writeln!(lines, "L {link} - - - - {target}")?;
+    }
+    Ok(lines)
+}
+
+/// Where /var/opt/NAME points for a package's /opt tree.
+fn opt_link_target(name: &std::ffi::OsStr) -> std::path::PathBuf {
+    Path::new("../..").join(OPT_IN_USR).join(name)
+}
+
+/// Give a scratch /var the links a booted base has in /var/opt, so that
+/// dpkg and maintainer scripts see the base's /opt trees (and a package
+/// replacing one writes into its tree in /usr).
+pub fn link_base_opt(root: &Path, var: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(root.join(OPT_IN_USR)) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(var.join("opt"))?;
+    for entry in entries {
+        let name = entry?.file_name();
+        std::os::unix::fs::symlink(opt_link_target(&name), var.join("opt").join(&name))?;
+    }
+    Ok(())
+}
+
+/// Move `from` to `to`, copying (with every attribute) where they are on
+/// different file systems.
+fn move_across(from: &Path, to: &Path) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::rename(from, to) {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
+            crate::process::run(
+                std::process::Command::new("cp")
+                    .args(["-a", "--no-target-directory"])
+                    .arg(from)
+                    .arg(to),
+            )
+            .with_context(|| format!("Copying {} to {}", from.display(), to.display()))?;
+            let removed = if std::fs::symlink_metadata(from)?.is_dir() {
+                std::fs::remove_dir_all(from)
+            } else {
+                std::fs::remove_file(from)
+            };
+            removed.with_context(|| format!("Removing {}", from.display()))
+        }
+        moved => moved.with_context(|| format!("Moving {} to {}", from.display(), to.display())),
+    }
 }
 
 fn entries(text: &str) -> BTreeSet<String> {
@@ -304,6 +406,67 @@ mod tests {
         assert!(tmpfiles.contains("C /var/lib/demo/state"), "{tmpfiles}");
         assert!(tmpfiles.contains("C /var/home/user/.profile"), "{tmpfiles}");
         assert!(!tmpfiles.contains("/var/log"), "{tmpfiles}");
+        // A package's /opt tree is kept in /usr and linked from /var/opt.
+        assert!(root.join("usr/lib/opt/x").is_dir());
+        assert!(
+            tmpfiles.contains("L /var/opt/x - - - - ../../usr/lib/opt/x"),
+            "{tmpfiles}"
+        );
+        assert!(tmpfiles.contains("d /var/opt "), "{tmpfiles}");
+    }
+
+    /// An image built FROM an encapsulated base has the packages' /opt
+    /// trees where dpkg put them (encapsulation maps usr/lib/opt back), so
+    /// a RUN that upgrades one writes there, and deploying takes the new one.
+    #[test]
+    fn an_image_built_on_a_converted_base_takes_its_new_opt_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in [
+            "etc",
+            "var/lib/dpkg",
+            "opt/x/bin",
+            "opt/my app",
+            "usr/lib/tmpfiles.d",
+        ] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("var/lib/dpkg/status"), "Package: x\n").unwrap();
+        std::fs::write(root.join("opt/x/bin/tool"), "version 2").unwrap();
+        std::fs::write(
+            root.join(COMPOSED_TMPFILES),
+            "L /var/opt/x - - - - ../../usr/lib/opt/x\n",
+        )
+        .unwrap();
+        make_deployable(root, true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("usr/lib/opt/x/bin/tool")).unwrap(),
+            "version 2"
+        );
+        let tmpfiles = std::fs::read_to_string(root.join(COMPOSED_TMPFILES)).unwrap();
+        assert_eq!(tmpfiles.matches("L /var/opt/x ").count(), 1, "{tmpfiles}");
+        assert!(
+            tmpfiles.contains("L \"/var/opt/my app\" - - - - ../../usr/lib/opt/my app\n"),
+            "{tmpfiles}"
+        );
+    }
+
+    #[test]
+    fn a_link_planted_in_the_tree_is_never_followed_when_writing() {
+        let tree = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let (root, var) = (tree.path().join("root"), tree.path().join("var"));
+        std::fs::create_dir_all(root.join("usr/share")).unwrap();
+        std::fs::create_dir_all(var.join("lib/demo")).unwrap();
+        std::fs::write(var.join("lib/demo/state"), "s").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("usr/share/factory")).unwrap();
+        assert!(var_to_tmpfiles(&var, &root).is_err());
+        std::fs::remove_file(root.join("usr/share/factory")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("usr/lib/opt")).unwrap();
+        std::fs::create_dir_all(var.join("opt/vendor")).unwrap();
+        assert!(opt_into_usr(&var, &root).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     #[test]
@@ -557,11 +720,13 @@ pub fn make_deployable(root: &Path, placeholder_kernel: bool) -> Result<Conversi
         std::os::unix::fs::symlink(link, &path)?;
         std::fs::create_dir_all(var.join(inside))?;
     }
-    // What is left in /var comes back at boot through tmpfiles.d; dpkg's link first.
+    // What is left in /var comes back at boot through tmpfiles.d; dpkg's link
+    // first, then the packages' /opt trees, kept in /usr.
     let mut lines = format!(
         "L /var/lib/dpkg - - - - ../../{}\n",
         crate::dpkg::DATABASE_DIR
     );
+    lines.push_str(&opt_into_usr(&var, root)?);
     lines.push_str(&var_to_tmpfiles(&var, root)?);
     let tmpfiles = root.join(COMPOSED_TMPFILES);
     // A tree converted before (an image built FROM an encapsulated base)
@@ -570,7 +735,10 @@ pub fn make_deployable(root: &Path, placeholder_kernel: bool) -> Result<Conversi
         lines = merge_tmpfiles(&lines, &earlier);
     }
     conversion.tmpfiles_lines = lines.lines().count();
-    std::fs::create_dir_all(tmpfiles.parent().expect("has parent"))?;
+    crate::fsutil::dir_beneath(
+        root,
+        Path::new(COMPOSED_TMPFILES).parent().expect("has parent"),
+    )?;
     // An image pulled from a registry may already have this file, and its
     // checkout is hard-linked to the repository: replace, never write into it.
     crate::fsutil::write_atomic(

@@ -922,3 +922,79 @@ fn live_changes_are_refused_where_they_cannot_work() {
     assert_eq!(s.deployments(), before);
     s.assert_fsck_clean();
 }
+
+/// Vendor packages install under /opt (browsers, editors, chat clients):
+/// their files and what their scripts write there are kept in /usr/lib/opt
+/// (read-only, rebuilt with every deployment) and linked from /var/opt at
+/// boot; they follow an upgrade and leave with the package.
+#[test]
+fn packages_under_opt_live_in_usr_and_follow_upgrades() {
+    let s = TestSysroot::at_v1();
+    let repo = tempfile::tempdir().unwrap();
+    apt_repository(
+        repo.path(),
+        &[Deb::new("vendor-app", "1.0")
+            .file(
+                "/opt/vendor-app/bin/vendor-app",
+                "#!/bin/sh\necho \"vendor-app $(cat /opt/vendor-app/generated.conf)\"\n",
+            )
+            .script(
+                "postinst",
+                "[ \"$1\" = configure ] && echo made-by-postinst > /opt/vendor-app/generated.conf",
+            )],
+    );
+    let apt = HttpServer::start(repo.path(), None);
+    fs::write(
+        deployment_root(&s, 0).join("etc/apt/sources.list.d/test.list"),
+        format!("deb [trusted=yes] {}/ ./\n", apt.url()),
+    )
+    .unwrap();
+    let (rc, out, err) = code(s.cli().args(["install", "vendor-app"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    let root = deployment_root(&s, 0);
+    let kept = root.join("usr/lib/opt/vendor-app");
+    assert!(kept.join("bin/vendor-app").is_file(), "the package's file");
+    assert_eq!(
+        fs::read_to_string(kept.join("generated.conf")).unwrap(),
+        "made-by-postinst\n",
+        "what its postinst wrote under /opt"
+    );
+    let tmpfiles =
+        fs::read_to_string(root.join("usr/lib/tmpfiles.d/apt-ostree-layered.conf")).unwrap();
+    assert!(
+        tmpfiles.contains("L /var/opt/vendor-app - - - - ../../usr/lib/opt/vendor-app"),
+        "{tmpfiles}"
+    );
+    assert!(
+        !root.join("usr/share/factory/var/opt").exists(),
+        "no copy into /var"
+    );
+    // What a boot does: tmpfiles.d links /var/opt/vendor-app; the program runs.
+    run(Command::new("systemd-tmpfiles")
+        .arg("--create")
+        .arg(format!("--root={}", root.display()))
+        .arg(root.join("usr/lib/tmpfiles.d/apt-ostree-layered.conf")));
+    let out = stdout(
+        Command::new("chroot")
+            .arg(&root)
+            .arg("/opt/vendor-app/bin/vendor-app"),
+    );
+    assert_eq!(out, "vendor-app made-by-postinst\n");
+    s.assert_fsck_clean();
+
+    // A new base: the package and its /opt tree are built on it again.
+    let http = HttpServer::start(&base_repo().path, None);
+    s.set_remote(&http.url(), &[]);
+    let (rc, out, err) = code(s.cli().arg("upgrade"));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.status()["deployments"][0]["version"], "12.2");
+    let root = deployment_root(&s, 0);
+    assert!(root.join("usr/lib/opt/vendor-app/bin/vendor-app").is_file());
+    assert!(root.join("usr/lib/opt/vendor-app/generated.conf").is_file());
+
+    let (rc, out, err) = code(s.cli().args(["uninstall", "vendor-app"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(!deployment_root(&s, 0)
+        .join("usr/lib/opt/vendor-app")
+        .exists());
+}

@@ -102,6 +102,9 @@ fn image_path(tree_path: &str) -> String {
     let moved = [
         ("usr/etc", "etc"),
         (crate::dpkg::DATABASE_DIR, "var/lib/dpkg"),
+        // Packages' /opt trees: where dpkg put them, so that a build FROM
+        // the image upgrades them in place (deploying moves them back).
+        (crate::tree::OPT_IN_USR, "opt"),
     ];
     for (from, to) in moved {
         if tree_path == from {
@@ -699,6 +702,7 @@ mod tests {
         );
         assert_eq!(image_path("usr/etcetera"), "usr/etcetera");
         assert_eq!(image_path("usr/bin/sh"), "usr/bin/sh");
+        assert_eq!(image_path("usr/lib/opt/vendor/bin/x"), "opt/vendor/bin/x");
     }
 
     #[test]

@@ -132,10 +132,20 @@ impl Staging {
         )?;
         let mnt = overlay.merged.clone();
         let var = workdir.path.join("var");
-        for d in ["lib", "cache/debconf", "log", "tmp", "spool", "backups"] {
+        // /opt is /var/opt in a deployment: packages installing there write here.
+        for d in [
+            "lib",
+            "cache/debconf",
+            "log",
+            "tmp",
+            "spool",
+            "backups",
+            "opt",
+        ] {
             std::fs::create_dir_all(var.join(d))?;
         }
         std::os::unix::fs::symlink("../../usr/share/dpkg/database", var.join("lib/dpkg"))?;
+        tree::link_base_opt(&root, &var)?;
         let debdir = workdir.path.join("debs");
         let inside = link_debs(debs, &debdir)?;
         // Services are not started while building a tree.
@@ -212,10 +222,14 @@ impl Staging {
         for scratch in DPKG_SCRATCH {
             let _ = std::fs::remove_file(database.join(scratch));
         }
-        let tmpfiles = tree::var_to_tmpfiles(&self.var, &mnt)?;
+        let mut tmpfiles = tree::opt_into_usr(&self.var, &mnt)?;
+        // Empty now; the base's own tmpfiles.d already makes /var/opt.
+        std::fs::remove_dir(self.var.join("opt")).context("Removing the scratch /var/opt")?;
+        tmpfiles.push_str(&tree::var_to_tmpfiles(&self.var, &mnt)?);
         if !tmpfiles.is_empty() {
             write_new(
-                &mnt.join(tree::LAYERED_TMPFILES),
+                &mnt,
+                tree::LAYERED_TMPFILES,
                 &format!("# /var content of layered packages (apt-ostree)\n{tmpfiles}"),
             )?;
         }
@@ -228,7 +242,8 @@ impl Staging {
         );
         if !sysusers.is_empty() {
             write_new(
-                &mnt.join(tree::LAYERED_SYSUSERS),
+                &mnt,
+                tree::LAYERED_SYSUSERS,
                 &format!("# Users and groups created by layered packages (apt-ostree)\n{sysusers}"),
             )?;
         }
@@ -260,9 +275,19 @@ fn link_debs(debs: &[PathBuf], dir: &Path) -> Result<Vec<String>> {
     Ok(inside)
 }
 
-fn write_new(path: &Path, text: &str) -> Result<()> {
-    std::fs::create_dir_all(path.parent().expect("has parent"))?;
-    std::fs::write(path, text).with_context(|| format!("Writing {}", path.display()))
+/// Write `root/rel` anew, following no link of the tree's own (the base may
+/// come from a container image).
+fn write_new(root: &Path, rel: &str, text: &str) -> Result<()> {
+    let rel = Path::new(rel);
+    let dir = crate::fsutil::dir_beneath(root, rel.parent().expect("has parent"))?;
+    let path = dir.join(rel.file_name().expect("has a name"));
+    let _ = std::fs::remove_file(&path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+        .with_context(|| format!("Writing {}", path.display()))
 }
 
 /// Run update-initramfs in the sandbox for every kernel of the tree and put
