@@ -64,6 +64,7 @@ case $PHASE in
     check "install a .deb from /root and one from /tmp" \
         sh -c 'cd /root && apt-ostree install ./vmtest-local-root.deb /tmp/vmtest-local-tmp.deb'
     check "install vmtest-hello" apt-ostree install vmtest-hello
+    check "install vmtest-opt (a vendor package under /opt)" apt-ostree install vmtest-opt
     check "the install is pending" sh -c 'apt-ostree status --json | grep -q vmtest-hello'
     check "kargs --append" apt-ostree kargs --append=vmtest.marker=1
     next
@@ -77,6 +78,8 @@ case $PHASE in
     check "file under /var" test -f /var/lib/vmtest-hello/state
     check "system user" getent passwd vmtest-hello
     check "layered packages in status" sh -c 'apt-ostree status --booted | grep LayeredPackages | grep -q vmtest-hello'
+    check "the /opt package runs, with what its postinst wrote there" sh -c \
+        '/opt/vmtest-opt/bin/vmtest-opt | grep -q "vendor program: written by postinst"'
     check "the local packages are installed" sh -c \
         'grep -q "from /root" /usr/share/vmtest-local-root/from && grep -q "from /tmp" /usr/share/vmtest-local-tmp/from'
     check "and listed as local in status" sh -c \
@@ -116,6 +119,8 @@ case $PHASE in
     # Four so far: install and kargs in phase 1, install and upgrade in 2.
     n=$(journalctl MESSAGE_ID=9ef3cb3dc47c40c0ba406a417c2789fb -o cat --no-pager | grep -c "Deployment .* written")
     check "journal lists the deployments written ($n)" test "$n" -ge 4
+    check "the /opt package followed the upgrade" sh -c \
+        '/opt/vmtest-opt/bin/vmtest-opt | grep -q "vendor program: written by postinst"'
     check "the package applied live is there after the reboot" sh -c 'vmtest-live | grep -q "live program"'
     check "no live changes after the reboot" sh -c '! apt-ostree status --booted | grep -q LiveCommit'
     check "usroverlay" apt-ostree usroverlay
