@@ -106,6 +106,8 @@ case $PHASE in
     check "the program is back" sh -c 'vmtest-live | grep -q "live program"'
     check "install vmtest-extra" apt-ostree install vmtest-extra
     check "upgrade to the new base" apt-ostree upgrade
+    check "apply-live refuses a pending deployment on another base" sh -c \
+        '! apt-ostree apply-live 2>/tmp/live.err && grep -q "another base" /tmp/live.err'
     # The first LayeredPackages line is the pending deployment's.
     check "the pending deployment keeps both packages" sh -c \
         'apt-ostree status | grep -m1 LayeredPackages | grep vmtest-hello | grep -q vmtest-extra'
