@@ -481,6 +481,13 @@ fn bad_requests_get_typed_errors_and_change_nothing() {
         reply.contains("InvalidPackageFile") && reply.contains("not a regular file"),
         "{reply}"
     );
+    let write_only = fs::OpenOptions::new().write(true).open(&good).unwrap();
+    let reply = call_with_descriptor(
+        &d.socket,
+        r#"{"method": "org.aptostree.Sysroot.Install", "parameters": {"packages": [], "localPackageFileDescriptors": [0]}}"#,
+        &write_only,
+    );
+    assert!(reply.contains("not open for reading"), "{reply}");
     drop(d);
     let (rc, _, err) = code(s.cli().args(["install", "/no/such/file.deb"]));
     assert_eq!(rc, 1);

@@ -592,7 +592,9 @@ fn change_packages(client: &Client, command: Command) -> Result<u8> {
             common,
         } => {
             let (names, files) = split_local_packages(packages);
-            client.send_with_next_call(open_local_packages(&files)?)?;
+            if !files.is_empty() {
+                client.send_with_next_call(open_local_packages(&files)?)?;
+            }
             let indexes = (0..files.len() as i64).collect::<Vec<_>>();
             let call = api.install(
                 names,

@@ -101,10 +101,7 @@ impl Action {
             Request::Rollback => Action::Rollback,
             Request::Cleanup(_) => Action::Cleanup,
             Request::Reset(_) => Action::Reset,
-            // Changing the running system is its own decision, with or
-            // without a package change.
             Request::ApplyLive(_) => Action::ApplyLive,
-            Request::Packages(p) if p.live.is_some() => Action::ApplyLive,
             Request::UsrOverlay { .. } => Action::UsrOverlay,
             Request::KernelArguments(_) | Request::Initramfs { .. } => Action::BootConfig,
             Request::RefreshMetadata { .. } => Action::RepoRefresh,
@@ -112,6 +109,17 @@ impl Action {
             Request::Packages(_) => Action::Packages,
         }
     }
+}
+
+/// May the current caller start `request`? Its action, and for a package
+/// change applied live also `apply-live`: changing the running system is a
+/// decision of its own, and allowing it never allows installing packages.
+pub fn authorize_request(request: &Request, interactive: bool) -> Result<(), Denied> {
+    authorize(Action::of(request), interactive)?;
+    if matches!(request, Request::Packages(p) if p.live.is_some()) {
+        authorize(Action::ApplyLive, interactive)?;
+    }
+    Ok(())
 }
 
 /// Why a call was refused.

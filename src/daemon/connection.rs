@@ -197,6 +197,8 @@ pub fn serve(stream: UnixStream, service: &VarlinkService, limits: &Limits) -> i
                     json!({ "parameter": field }),
                 )?;
             }
+            descriptors::set_current(Vec::new());
+            reader.call_ended();
             continue;
         }
         let mut framed = serde_json::to_vec(&request)?;
@@ -212,6 +214,7 @@ pub fn serve(stream: UnixStream, service: &VarlinkService, limits: &Limits) -> i
             service.handle(&mut input, &mut replies, None)
         };
         descriptors::set_current(Vec::new());
+        reader.call_ended();
         if let Err(e) = result {
             // The reply (an error, if one was due) has been written; an I/O
             // error means the client is gone.

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::io::{self, BufRead, IoSliceMut, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
@@ -22,10 +23,24 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 /// more is refused (the connection is closed).
 pub const MAX_PER_MESSAGE: usize = 8;
 
-/// The kernel's own limit per `sendmsg` (SCM_MAX_FD): room for that many, so
-/// that the control data is never truncated (a truncated read would install
-/// descriptors we could not see to close).
-const KERNEL_MAX: usize = 253;
+/// Most descriptors all connections together may hold before their calls
+/// end: the unit's LimitNOFILE (1024) must keep room for connections,
+/// transactions and the programs they run.
+const BUDGET: usize = 128;
+
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+fn take_budget(n: usize) -> bool {
+    IN_FLIGHT
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+            (held + n <= BUDGET).then_some(held + n)
+        })
+        .is_ok()
+}
+
+fn give_budget(n: usize) {
+    IN_FLIGHT.fetch_sub(n, Ordering::SeqCst);
+}
 
 thread_local! {
     static CURRENT: RefCell<Vec<Option<OwnedFd>>> = const { RefCell::new(Vec::new()) };
@@ -72,6 +87,11 @@ pub struct SocketReader<'a> {
     consumed: u64,
     /// Descriptors, with the stream position of the last byte of their read.
     arrivals: VecDeque<(u64, Vec<OwnedFd>)>,
+    /// Descriptors of this connection counted against [`BUDGET`]: not yet
+    /// claimed, or handed to the call being served.
+    charged: usize,
+    /// Of those, the ones handed to the current call.
+    in_call: usize,
 }
 
 impl<'a> SocketReader<'a> {
@@ -84,7 +104,17 @@ impl<'a> SocketReader<'a> {
             received: 0,
             consumed: 0,
             arrivals: VecDeque::new(),
+            charged: 0,
+            in_call: 0,
         }
+    }
+
+    /// The current call is over and its descriptors are closed (or owned by
+    /// a transaction, at most one at a time): give their budget back.
+    pub fn call_ended(&mut self) {
+        give_budget(self.in_call);
+        self.charged -= self.in_call;
+        self.in_call = 0;
     }
 
     /// Stream position of the next byte to be consumed.
@@ -104,6 +134,10 @@ impl<'a> SocketReader<'a> {
             let (at, batch) = self.arrivals.pop_front().expect("front exists");
             if at >= from {
                 fds.extend(batch);
+            } else {
+                // Closed as it drops.
+                give_budget(batch.len());
+                self.charged -= batch.len();
             }
         }
         if fds.len() > MAX_PER_MESSAGE {
@@ -112,13 +146,16 @@ impl<'a> SocketReader<'a> {
                 format!("more than {MAX_PER_MESSAGE} file descriptors in one message"),
             ));
         }
+        self.in_call += fds.len();
         Ok(fds)
     }
 
     fn receive(&mut self) -> io::Result<usize> {
-        let mut control = nix::cmsg_space!([RawFd; KERNEL_MAX]);
+        // Room for one message's worth: the kernel installs what fits and
+        // drops the rest (MSG_CTRUNC), which closes the connection.
+        let mut control = nix::cmsg_space!([RawFd; MAX_PER_MESSAGE]);
         let mut iov = [IoSliceMut::new(&mut self.buf)];
-        let (bytes, fds) = loop {
+        let (bytes, fds, truncated) = loop {
             match recvmsg::<UnixAddr>(
                 self.stream.as_raw_fd(),
                 &mut iov,
@@ -126,42 +163,86 @@ impl<'a> SocketReader<'a> {
                 MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
                 Ok(msg) => {
+                    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
                     let mut fds = Vec::new();
-                    let cmsgs = msg.cmsgs().map_err(io::Error::from)?;
-                    for cmsg in cmsgs {
-                        if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                            // SAFETY: the kernel just installed these
-                            // descriptors in this process for us alone.
-                            #[allow(unsafe_code)]
-                            fds.extend(
-                                raw.into_iter()
-                                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                            );
+                    if !truncated {
+                        for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+                            if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                                // SAFETY: the kernel just installed these
+                                // descriptors in this process for us alone.
+                                #[allow(unsafe_code)]
+                                fds.extend(
+                                    raw.into_iter()
+                                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                                );
+                            }
                         }
                     }
-                    break (msg.bytes, fds);
+                    break (msg.bytes, fds, truncated);
                 }
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
         };
-        self.received += bytes as u64;
-        if !fds.is_empty() {
-            if bytes == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "file descriptors without data",
-                ));
-            }
-            self.arrivals.push_back((self.received - 1, fds));
-            if self.arrivals.len() > MAX_PER_MESSAGE {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "too many file descriptors not yet claimed",
-                ));
-            }
+        if truncated {
+            close_received(&control);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("more than {MAX_PER_MESSAGE} file descriptors in one message"),
+            ));
         }
+        self.received += bytes as u64;
+        if fds.is_empty() {
+            return Ok(bytes);
+        }
+        let pending: usize = self.arrivals.iter().map(|(_, b)| b.len()).sum();
+        if bytes == 0 || pending + fds.len() > MAX_PER_MESSAGE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "file descriptors without a message to claim them",
+            ));
+        }
+        if !take_budget(fds.len()) {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "too many file descriptors held by unfinished calls",
+            ));
+        }
+        self.charged += fds.len();
+        self.arrivals.push_back((self.received - 1, fds));
         Ok(bytes)
+    }
+}
+
+impl Drop for SocketReader<'_> {
+    fn drop(&mut self) {
+        give_budget(self.charged);
+    }
+}
+
+/// Close the descriptors of a truncated control message, which nix will not
+/// hand over (the kernel installed those that fitted).
+fn close_received(control: &[u8]) {
+    // SAFETY: `control` is the buffer recvmsg filled; the CMSG_* macros walk
+    // it within its length, and each descriptor in an SCM_RIGHTS message is
+    // ours alone to close.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut header: libc::msghdr = std::mem::zeroed();
+        header.msg_control = control.as_ptr() as *mut libc::c_void;
+        header.msg_controllen = control.len() as _;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&header);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg) as *const RawFd;
+                let count = ((*cmsg).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    libc::close(std::ptr::read_unaligned(data.add(i)));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&header, cmsg);
+        }
     }
 }
 
@@ -249,8 +330,22 @@ mod tests {
         send(&a, b"many\0", &raw);
         let mut reader = SocketReader::new(&b, 4096);
         let mut message = Vec::new();
-        reader.read_until(0, &mut message).unwrap();
-        assert!(reader.take_for(0, reader.position()).is_err());
+        // The kernel truncates the control data: the connection is refused
+        // (and what was installed closed).
+        assert!(reader.read_until(0, &mut message).is_err());
+    }
+
+    #[test]
+    fn descriptors_that_no_message_claims_are_refused() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        let raw = vec![file.as_raw_fd(); MAX_PER_MESSAGE];
+        // A message begun with 8 descriptors, then 8 more before it ends.
+        send(&a, b"start", &raw);
+        send(&a, b" more", &raw);
+        let mut reader = SocketReader::new(&b, 4096);
+        let mut message = Vec::new();
+        assert!(reader.read_until(0, &mut message).is_err());
     }
 
     #[test]

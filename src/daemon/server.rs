@@ -32,8 +32,7 @@ impl SysrootInterface {
         reboot: Option<bool>,
         interactive: Option<bool>,
     ) -> varlink::Result<()> {
-        let action = auth::Action::of(&request);
-        if let Err(denied) = auth::authorize(action, interactive.unwrap_or(false)) {
+        if let Err(denied) = auth::authorize_request(&request, interactive.unwrap_or(false)) {
             return errors::permission_denied(call, &denied);
         }
         let job = Job {

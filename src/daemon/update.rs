@@ -29,8 +29,7 @@ impl UpdateInterface {
         interactive: Option<bool>,
         done: impl FnOnce(&mut C, &Outcome) -> varlink::Result<()>,
     ) -> varlink::Result<()> {
-        let action = auth::Action::of(&request);
-        if let Err(denied) = auth::authorize(action, interactive.unwrap_or(false)) {
+        if let Err(denied) = auth::authorize_request(&request, interactive.unwrap_or(false)) {
             return errors::permission_denied(call, &denied);
         }
         let job = Job {

@@ -34,6 +34,9 @@ pub const RUN_DIR: &str = "/run/apt-ostree";
 /// The ref that keeps the commit /usr shows in the repository while it is live.
 pub const LIVE_REF: &str = "apt-ostree/live";
 
+/// ... and the one /usr showed before a write that has not finished.
+pub const LIVE_PREVIOUS_REF: &str = "apt-ostree/live-previous";
+
 /// What the running /usr shows, on top of the booted deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveState {
@@ -43,6 +46,10 @@ pub struct LiveState {
     pub commit: String,
     /// Packages that differ from the booted commit's (added or changed).
     pub packages: Vec<String>,
+    /// While a write is under way, or after one that did not finish: the
+    /// commit /usr showed before it (/usr may show either, or a mix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 fn state_path() -> PathBuf {
@@ -87,6 +94,20 @@ pub struct FilePlan {
 impl FilePlan {
     pub fn is_empty(&self) -> bool {
         self.copy.is_empty() && self.remove.is_empty()
+    }
+
+    /// Add `other`'s paths (same source) to this plan, each once.
+    pub fn merge(&mut self, other: FilePlan) {
+        for c in other.copy {
+            if !self.copy.contains(&c) {
+                self.copy.push(c);
+            }
+        }
+        for r in other.remove {
+            if !self.remove.contains(&r) {
+                self.remove.push(r);
+            }
+        }
     }
 }
 

@@ -107,6 +107,21 @@ pub fn check_live_possible(sysroot: &mut Sysroot) -> Result<()> {
     check_same_base(sysroot, &booted).map(|_| ())
 }
 
+/// Refuse, before anything is written, a package change whose new
+/// deployment (`planned` packages) would replace packages the running
+/// system shows.
+pub fn check_planned(
+    sysroot: &mut Sysroot,
+    planned: &[crate::dpkg::Package],
+    options: LiveOptions,
+) -> Result<()> {
+    let booted = live_ready(sysroot)?;
+    let shown =
+        live::read_state(&id_of(&booted)).map_or_else(|| booted.csum().to_string(), |s| s.commit);
+    let (_, replaced) = live::changed_packages(&sysroot.packages(&shown)?, planned);
+    check_replacement(replaced, options)
+}
+
 /// `apply-live`: the pending deployment (or, with reset, the booted commit)
 /// applied to the running /usr.
 pub fn apply_live(sysroot: &mut Sysroot, sink: &Sink, options: LiveOptions) -> Result<Outcome> {
@@ -115,11 +130,13 @@ pub fn apply_live(sysroot: &mut Sysroot, sink: &Sink, options: LiveOptions) -> R
     let shown = state
         .as_ref()
         .map_or_else(|| booted.csum().to_string(), |s| s.commit.clone());
+    // A write that did not finish: /usr may show either commit, or a mix.
+    let unfinished = state.as_ref().and_then(|s| s.previous.clone());
     let target = if options.reset {
         crate::sysroot::same(&booted)
     } else {
         let default = check_same_base(sysroot, &booted)?;
-        if default.equal(&booted) {
+        if default.equal(&booted) && unfinished.is_none() {
             return Ok(Outcome::unchanged(
                 "No pending deployment to apply; apt-ostree install --apply-live PKG makes one.",
             ));
@@ -127,7 +144,7 @@ pub fn apply_live(sysroot: &mut Sysroot, sink: &Sink, options: LiveOptions) -> R
         default
     };
     let commit = target.csum().to_string();
-    if commit == shown {
+    if commit == shown && unfinished.is_none() {
         return Ok(Outcome::unchanged(if options.reset {
             "The running /usr already shows the booted commit."
         } else {
@@ -139,23 +156,32 @@ pub fn apply_live(sysroot: &mut Sysroot, sink: &Sink, options: LiveOptions) -> R
     check_replacement(replaced.clone(), options)?;
 
     let plan = sink.task("Comparing the running /usr with the new deployment", || {
-        let (changed, removed) = live::diff_commits(&sysroot.repo(), &shown, &commit)?;
         let source = sysroot
             .path()
             .join(sysroot.ostree().deployment_dirpath(&target));
-        let old_etc = |rel: &str| {
-            sysroot
-                .try_read_commit_file(&shown, &format!("usr/etc/{rel}"))
-                .ok()
-                .flatten()
+        let mut plan = live::FilePlan {
+            source: source.clone(),
+            ..Default::default()
         };
-        anyhow::Ok(live::plan_files(
-            &changed,
-            &removed,
-            &source,
-            Path::new("/etc"),
-            old_etc,
-        ))
+        // From what /usr shows, and from what it showed before an
+        // unfinished write: the union brings either (or a mix) to the target.
+        for from in std::iter::once(&shown).chain(unfinished.as_ref()) {
+            let (changed, removed) = live::diff_commits(&sysroot.repo(), from, &commit)?;
+            let old_etc = |rel: &str| {
+                sysroot
+                    .try_read_commit_file(from, &format!("usr/etc/{rel}"))
+                    .ok()
+                    .flatten()
+            };
+            plan.merge(live::plan_files(
+                &changed,
+                &removed,
+                &source,
+                Path::new("/etc"),
+                old_etc,
+            ));
+        }
+        anyhow::Ok(plan)
     })?;
     sink.check_cancelled()?;
     if booted.unlocked() == ostree::DeploymentUnlockedState::None {
@@ -166,10 +192,28 @@ pub fn apply_live(sysroot: &mut Sysroot, sink: &Sink, options: LiveOptions) -> R
             })
         })?;
     }
+    // Recorded as unfinished first: if the write stops half-way, the next
+    // apply-live (or --reset) knows /usr may show either commit.
+    let packages = live_packages(sysroot, &booted, &commit)?;
+    record(
+        sysroot,
+        Some(&LiveState {
+            deployment: id_of(&booted),
+            commit: commit.clone(),
+            packages: packages.clone(),
+            previous: Some(unfinished.unwrap_or(shown)),
+        }),
+    )?;
     sink.task("Writing the changes into the running system", || {
         write_plan_live(&plan, sink)
     })?;
-    record(sysroot, &booted, &commit, options.reset)?;
+    let done = (!options.reset).then(|| LiveState {
+        deployment: id_of(&booted),
+        commit: commit.clone(),
+        packages,
+        previous: None,
+    });
+    record(sysroot, done.as_ref())?;
     let message = if options.reset {
         "The running /usr is back to the booted commit.".to_string()
     } else {
@@ -213,30 +257,37 @@ fn write_plan_live(plan: &live::FilePlan, sink: &Sink) -> Result<()> {
     result
 }
 
-/// Remember what /usr shows now, and keep that commit in the repository
-/// while it does.
-fn record(sysroot: &Sysroot, booted: &ostree::Deployment, commit: &str, reset: bool) -> Result<()> {
-    let repo = sysroot.repo();
-    if reset {
-        live::write_state(None)?;
-        repo.set_ref_immediate(None, live::LIVE_REF, None, gio::Cancellable::NONE)
-            .context("Removing the live ref")?;
-        return Ok(());
-    }
-    let (added, replaced) = live::changed_packages(
+/// Packages of `commit` that differ from the booted commit's.
+fn live_packages(
+    sysroot: &Sysroot,
+    booted: &ostree::Deployment,
+    commit: &str,
+) -> Result<Vec<String>> {
+    let (mut packages, replaced) = live::changed_packages(
         &sysroot.packages(&booted.csum())?,
         &sysroot.packages(commit)?,
     );
-    let mut packages = added;
     packages.extend(replaced);
     packages.sort();
-    repo.set_ref_immediate(None, live::LIVE_REF, Some(commit), gio::Cancellable::NONE)
-        .context("Setting the live ref")?;
-    live::write_state(Some(&LiveState {
-        deployment: id_of(booted),
-        commit: commit.to_string(),
-        packages,
-    }))
+    Ok(packages)
+}
+
+/// Remember what /usr shows (None: the booted commit), and keep the commits
+/// named there in the repository while they are.
+fn record(sysroot: &Sysroot, state: Option<&LiveState>) -> Result<()> {
+    let repo = sysroot.repo();
+    let refs = [
+        (live::LIVE_REF, state.map(|s| s.commit.as_str())),
+        (
+            live::LIVE_PREVIOUS_REF,
+            state.and_then(|s| s.previous.as_deref()),
+        ),
+    ];
+    for (name, commit) in refs {
+        repo.set_ref_immediate(None, name, commit, gio::Cancellable::NONE)
+            .with_context(|| format!("Setting the ref {name}"))?;
+    }
+    live::write_state(state)
 }
 
 /// `usroverlay`: a writable overlay on /usr, until the next boot or (hotfix)

@@ -78,13 +78,13 @@ fn prune_refs(sysroot: &mut Sysroot) -> Result<()> {
         .booted_deployment()
         .and_then(|b| crate::live::read_state(&format!("{}.{}", b.csum(), b.deployserial())));
     if live_now.is_none() {
-        // Live changes end with the boot; so does the commit they showed.
-        let _ = sysroot.repo().set_ref_immediate(
-            None,
-            crate::live::LIVE_REF,
-            None,
-            ostree::gio::Cancellable::NONE,
-        );
+        // Live changes end with the boot; so do the commits they showed.
+        for name in [crate::live::LIVE_REF, crate::live::LIVE_PREVIOUS_REF] {
+            let _ =
+                sysroot
+                    .repo()
+                    .set_ref_immediate(None, name, None, ostree::gio::Cancellable::NONE);
+        }
     }
     let mut kept = Vec::new();
     for d in sysroot.ostree().deployments() {

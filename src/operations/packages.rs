@@ -134,6 +134,15 @@ impl LocalPackage {
         if !meta.file_type().is_file() {
             return Err(refuse("not a regular file".into()));
         }
+        // Readable: not an O_PATH or write-only descriptor.
+        let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)
+            .map(nix::fcntl::OFlag::from_bits_truncate)
+            .map_err(|e| refuse(e.to_string()))?;
+        if flags.contains(nix::fcntl::OFlag::O_PATH)
+            || flags & nix::fcntl::OFlag::O_ACCMODE == nix::fcntl::OFlag::O_WRONLY
+        {
+            return Err(refuse("not open for reading".into()));
+        }
         Ok(LocalPackage {
             identity: (
                 meta.dev(),
@@ -458,7 +467,12 @@ fn change_origin_packages(
         PackageChange::OverrideReplace { packages } => packages,
         _ => &[],
     };
-    if !request.dry_run && replace.is_empty() {
+    // Applied live without --allow-replacement: what the new deployment
+    // would have is checked against the running system before it is written.
+    let live_check = request
+        .live
+        .filter(|l| !l.allow_replacement && !request.dry_run);
+    if !request.dry_run && replace.is_empty() && live_check.is_none() {
         return deploy_base(sysroot, sink, &base, &new);
     }
     let plan = layering::plan(sysroot, sink, &base, &new)?;
@@ -498,6 +512,9 @@ fn change_origin_packages(
             diff: Some(diff),
             ..Default::default()
         });
+    }
+    if let Some(live) = live_check {
+        super::live::check_planned(sysroot, &planned_packages(&base_packages, &plan), live)?;
     }
     deploy_base(sysroot, sink, &base, &new)
 }

@@ -79,7 +79,7 @@ case $PHASE in
     check "system user" getent passwd vmtest-hello
     check "layered packages in status" sh -c 'apt-ostree status --booted | grep LayeredPackages | grep -q vmtest-hello'
     check "the /opt package runs, with what its postinst wrote there" sh -c \
-        '/opt/vmtest-opt/bin/vmtest-opt | grep -q "vendor program: written by postinst"'
+        '/opt/vmtest-opt/bin/vmtest-opt | grep -q "vendor program 1.0: written by postinst"'
     check "the local packages are installed" sh -c \
         'grep -q "from /root" /usr/share/vmtest-local-root/from && grep -q "from /tmp" /usr/share/vmtest-local-tmp/from'
     check "and listed as local in status" sh -c \
@@ -105,7 +105,12 @@ case $PHASE in
     check "the program is gone from the running system" test ! -e /usr/bin/vmtest-live
     check "a second install --apply-live builds on the first" apt-ostree install --apply-live vmtest-live
     check "the program is back" sh -c 'vmtest-live | grep -q "live program"'
+    check "apply-live --reset" apt-ostree apply-live --reset
+    check "the running /usr is the booted commit again" test ! -e /usr/bin/vmtest-live
+    check "apply-live brings the pending deployment back" apt-ostree apply-live
+    check "the program runs again" sh -c 'vmtest-live | grep -q "live program"'
     check "install vmtest-extra" apt-ostree install vmtest-extra
+    check "refresh the package lists" apt-ostree refresh-md --force
     check "upgrade to the new base" apt-ostree upgrade
     check "apply-live refuses a pending deployment on another base" sh -c \
         '! apt-ostree apply-live 2>/tmp/live.err && grep -q "another base" /tmp/live.err'
@@ -122,19 +127,23 @@ case $PHASE in
     # Four so far: install and kargs in phase 1, install and upgrade in 2.
     n=$(journalctl MESSAGE_ID=9ef3cb3dc47c40c0ba406a417c2789fb -o cat --no-pager | grep -c "Deployment .* written")
     check "journal lists the deployments written ($n)" test "$n" -ge 4
-    check "the /opt package followed the upgrade" sh -c \
-        '/opt/vmtest-opt/bin/vmtest-opt | grep -q "vendor program: written by postinst"'
+    # The host published vmtest-opt 2.0 with the new base.
+    check "the /opt package followed the upgrade to its new version" sh -c \
+        '/opt/vmtest-opt/bin/vmtest-opt | grep -q "vendor program 2.0: written by postinst"'
     check "the package applied live is there after the reboot" sh -c 'vmtest-live | grep -q "live program"'
     check "no live changes after the reboot" sh -c '! apt-ostree status --booted | grep -q LiveCommit'
     check "usroverlay" apt-ostree usroverlay
     check "/usr is writable" sh -c 'echo overlay > /usr/share/vmtest-usroverlay'
+    # The write went to the overlay, never into the deployment itself.
+    deployment=$(ostree admin status | sed -n "s/^\* debian \([0-9a-f]*\.[0-9]*\).*/\1/p")
+    check "the deployment's own /usr is untouched" sh -c \
+        "[ -n '$deployment' ] && test ! -e /ostree/deploy/debian/deploy/$deployment/usr/share/vmtest-usroverlay"
     check "status shows it" sh -c 'apt-ostree status --booted | grep -q "Unlocked: development"'
     check "apply-live is refused on top of it" sh -c '! apt-ostree apply-live 2>/tmp/live.err && grep -q "already unlocked" /tmp/live.err'
     check "rollback" apt-ostree rollback
     next
     ;;
 4)
-    check "the usroverlay write is gone" test ! -e /usr/share/vmtest-usroverlay
     check "booted the previous deployment" sh -c '! test -e /usr/bin/vmtest-extra && test -x /usr/bin/vmtest-hello'
     check "old base" grep -q "vmtest base 1" /usr/share/vmtest/base
     sed -i 's/^AutomaticUpdatePolicy=.*/AutomaticUpdatePolicy=stage/' /etc/apt-ostree/apt-ostreed.conf
