@@ -79,8 +79,9 @@ fn succeeded(cmd: &Command, out: Captured) -> Result<String> {
 /// line) and how it ended.
 pub struct Logged {
     pub status: ExitStatus,
-    /// The tail of the output, at most [`TAIL_BYTES`], with a first line
-    /// saying how many lines came before it (all of them are in the journal).
+    /// The tail of the output, at most [`TAIL_BYTES`] of stdout then as much
+    /// of stderr, each with a first line saying how many lines came before
+    /// it (all of them are in the journal).
     pub text: String,
 }
 
@@ -170,28 +171,34 @@ pub fn run_logged(cmd: &mut Command, sink: &Sink) -> Result<Logged> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("Running {}", shown(cmd)))?;
-    let tail = std::sync::Arc::new(std::sync::Mutex::new(Tail::default()));
+    // A tail per stream: the two pipes are read at their own pace, so an
+    // error's last words on stderr must not be pushed out by stdout lines
+    // that were written before them but read after.
     let stderr = child.stderr.take().expect("piped");
-    let (err_sink, err_tail) = (sink.clone(), tail.clone());
+    let err_sink = sink.clone();
     let errors = std::thread::spawn(move || {
+        let mut tail = Tail::default();
         each_line(stderr, |line| {
             err_sink.log(&line);
-            err_tail.lock().expect("not poisoned").push(line);
-        })
+            tail.push(line);
+        });
+        tail
     });
+    let mut out_tail = Tail::default();
     each_line(child.stdout.take().expect("piped"), |line| {
         sink.log(&line);
-        tail.lock().expect("not poisoned").push(line);
+        out_tail.push(line);
     });
     let status = child
         .wait()
         .with_context(|| format!("Waiting for {}", shown(cmd)))?;
-    let _ = errors.join();
-    let tail = std::mem::take(&mut *tail.lock().expect("not poisoned"));
-    Ok(Logged {
-        status,
-        text: tail.text(),
-    })
+    let err_tail = errors.join().unwrap_or_default();
+    let text = [out_tail.text(), err_tail.text()]
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    Ok(Logged { status, text })
 }
 
 /// The program and its arguments, as a user would type them.

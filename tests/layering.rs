@@ -497,6 +497,20 @@ fn bad_requests_get_typed_errors_and_change_nothing() {
     );
     assert_eq!(s.deployments(), before);
 
+    let copies = || {
+        fs::read_dir(s.path.join("ostree/repo/extensions/apt-ostree/local"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    // A dry run resolves the local file, and keeps nothing of it.
+    let (rc, out, err) = code(
+        s.cli()
+            .args(["install", "--dry-run", good.to_str().unwrap()]),
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("demo-local"), "{out}");
+    assert_eq!(copies(), 0, "a dry run kept a copy");
+
     // A local .deb works, named relative to the current directory; the
     // daemon keeps its own copy, so the file may go away afterwards.
     let (rc, out, err) = code(s.cli().current_dir(dir.path()).args([
@@ -514,11 +528,6 @@ fn bad_requests_get_typed_errors_and_change_nothing() {
         .exists());
 
     // The daemon's copy is kept while a deployment needs it, then pruned.
-    let copies = || {
-        fs::read_dir(s.path.join("ostree/repo/extensions/apt-ostree/local"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
     assert_eq!(copies(), 1);
     run(s.cli().args(["uninstall", "demo-local"]));
     run(s.cli().args(["cleanup", "--base"]));

@@ -448,7 +448,26 @@ pub fn change_packages(
     })
 }
 
+/// The change to the origin, deployed (or only resolved, for a dry run).
+/// Copies of local packages that a refused request or a dry run made are
+/// removed again: such a request writes nothing that stays.
 fn change_origin_packages(
+    sysroot: &mut Sysroot,
+    sink: &Sink,
+    request: &PackageRequest,
+) -> Result<Outcome> {
+    let result = change_and_deploy(sysroot, sink, request);
+    let has_local =
+        matches!(&request.change, PackageChange::Install { local, .. } if !local.is_empty());
+    if has_local && (request.dry_run || result.is_err()) {
+        if let Err(e) = layering::prune_local_debs(sysroot) {
+            tracing::warn!("Removing unused copies of local packages: {e:#}");
+        }
+    }
+    result
+}
+
+fn change_and_deploy(
     sysroot: &mut Sysroot,
     sink: &Sink,
     request: &PackageRequest,
