@@ -4,6 +4,9 @@
 //! [Daemon]
 //! AutomaticUpdatePolicy=none|check|stage
 //! IdleExitTimeout=60
+//! BootTries=3
+//! BootFailureRebootDelay=30
+//! BootDeadline=900
 //! ```
 //!
 //! Same format and keys as rpm-ostreed.conf. A missing file means defaults; a
@@ -50,6 +53,14 @@ impl AutomaticUpdatePolicy {
 pub struct Config {
     pub automatic_update_policy: AutomaticUpdatePolicy,
     pub idle_exit_timeout: u64,
+    /// Boots a new default deployment gets to reach boot-complete.target
+    /// before GRUB boots the previous one (0: no counting).
+    pub boot_tries: u32,
+    /// Seconds between a failed health check and the reboot it causes.
+    pub boot_failure_reboot_delay: u64,
+    /// Seconds a deployment on trial gets to reach boot-complete.target
+    /// before it is rebooted (0: no deadline).
+    pub boot_deadline: u64,
 }
 
 impl Default for Config {
@@ -57,12 +68,21 @@ impl Default for Config {
         Config {
             automatic_update_policy: AutomaticUpdatePolicy::None,
             idle_exit_timeout: 60,
+            boot_tries: 3,
+            boot_failure_reboot_delay: 30,
+            boot_deadline: 900,
         }
     }
 }
 
 const GROUP: &str = "Daemon";
-const KEYS: [&str; 2] = ["AutomaticUpdatePolicy", "IdleExitTimeout"];
+const KEYS: [&str; 5] = [
+    "AutomaticUpdatePolicy",
+    "IdleExitTimeout",
+    "BootTries",
+    "BootFailureRebootDelay",
+    "BootDeadline",
+];
 
 impl Config {
     /// Parse with glib's key-file reader (what rpm-ostreed.conf uses too);
@@ -83,6 +103,26 @@ impl Config {
             config.idle_exit_timeout = v
                 .parse()
                 .with_context(|| format!("IdleExitTimeout={v}: must be seconds"))?;
+        }
+        let number = |key: &str, what: &str| -> Result<Option<u64>> {
+            value(key)
+                .map(|v| {
+                    v.parse()
+                        .with_context(|| format!("{key}={v}: must be {what}"))
+                })
+                .transpose()
+        };
+        if let Some(n) = number("BootTries", "a number of boots")? {
+            config.boot_tries = u32::try_from(n)
+                .ok()
+                .filter(|n| *n <= 100)
+                .with_context(|| format!("BootTries={n}: at most 100"))?;
+        }
+        if let Some(n) = number("BootFailureRebootDelay", "seconds")? {
+            config.boot_failure_reboot_delay = n;
+        }
+        if let Some(n) = number("BootDeadline", "seconds")? {
+            config.boot_deadline = n;
         }
         for group in kf.groups() {
             for key in kf.keys(&group).map_err(|e| anyhow::anyhow!("{e}"))? {
@@ -119,5 +159,19 @@ mod tests {
         let e = Config::parse("[Daemon]\nnonsense\n").unwrap_err();
         assert!(format!("{e:#}").contains("nonsense"), "{e:#}");
         assert!(Config::parse("# only a comment\n").is_ok());
+        let boot =
+            Config::parse("[Daemon]\nBootTries=1\nBootFailureRebootDelay=5\nBootDeadline=0\n")
+                .unwrap();
+        assert_eq!(
+            (
+                boot.boot_tries,
+                boot.boot_failure_reboot_delay,
+                boot.boot_deadline
+            ),
+            (1, 5, 0)
+        );
+        assert!(Config::parse("[Daemon]\nBootTries=-1\n").is_err());
+        assert!(Config::parse("[Daemon]\nBootTries=1000\n").is_err());
+        assert!(Config::parse("[Daemon]\nBootDeadline=later\n").is_err());
     }
 }

@@ -57,6 +57,12 @@ pub enum Error {
     RevisionNotFound { revision: String, reason: String },
     #[error("refusing to go back from {current} to {target}; pass --allow-downgrade")]
     DowngradeRefused { current: String, target: String },
+    #[error("the update {update} failed to boot on {} and was rolled back; `apt-ostree upgrade --retry-failed` deploys it anyway, `apt-ostree cleanup --boot-failures` forgets it", format_time(*failed_at))]
+    UpdateFailedToBoot {
+        update: String,
+        #[serde(rename = "failedAt")]
+        failed_at: i64,
+    },
     #[error("invalid kernel argument {argument:?}: {reason}")]
     InvalidKernelArgument { argument: String, reason: String },
     #[error("invalid update-initramfs argument {argument:?}: {reason}")]
@@ -157,6 +163,13 @@ impl Error {
         }
         serde_json::from_value(tagged).ok()
     }
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC time, as messages and status show times.
+pub fn format_time(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| seconds.to_string())
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

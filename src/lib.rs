@@ -28,6 +28,7 @@
 //!   engines emit), [`logging`].
 
 pub mod apt;
+pub mod boot;
 pub mod cli;
 pub mod compose;
 pub mod config;

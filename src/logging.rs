@@ -17,6 +17,12 @@ pub mod message_id {
     pub const ROLLBACK: &str = "662a679075bf41059a057c63d340d31e";
     pub const PACKAGES_LAYERED: &str = "2effc210d6694b939ee6b10240d9c56c";
     pub const TRANSACTION_FAILED: &str = "d9137022527f46e284189b23021871ec";
+    /// GRUB booted the previous deployment: the new one used up its tries.
+    pub const BOOT_ROLLED_BACK: &str = "4bbe611154b440e1a6db295382526e0b";
+    /// A deployment on trial failed a health check or its deadline.
+    pub const BOOT_CHECK_FAILED: &str = "c3346795265342c4a20a8f758b7e28f5";
+    /// A deployment reached boot-complete.target.
+    pub const BOOT_GOOD: &str = "72db64b752924b74a666cdfd2aed4036";
 }
 
 /// Set up logging for the daemon: journal if reachable, else stderr.

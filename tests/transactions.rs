@@ -950,3 +950,76 @@ fn the_sysupdate_style_interface_lists_checks_updates_and_vacuums() {
     );
     s.assert_fsck_clean();
 }
+
+/// Boot assessment's part that needs no boot (the VM suite does the rest):
+/// the GRUB script finds the new default among libostree's real boot
+/// entries, and an update recorded as failed to boot is refused until
+/// asked for, then forgotten.
+#[test]
+fn an_update_that_failed_to_boot_is_refused_until_retried() {
+    let s = TestSysroot::with_two_deployments();
+    let (csum, serial) = s.deployments()[0].clone();
+    let script = apt_ostree::boot::grub_config(&s.path, 2);
+    assert!(
+        script.contains(&format!("set aot_default=\"{csum}.{serial}\"")),
+        "{script}"
+    );
+    assert!(script.contains("set aot_left=2\n"), "{script}");
+
+    // 12.2 failed to boot: record it as `apt-ostreed --boot check` does,
+    // then go back to 12.1 as the rollback would have.
+    let origin_file = s.path.join(format!(
+        "ostree/deploy/{OSNAME}/deploy/{csum}.{serial}.origin"
+    ));
+    let origin =
+        apt_ostree::origin::Origin::parse(&fs::read_to_string(origin_file).unwrap()).unwrap();
+    let record = serde_json::json!([{
+        "deployment": format!("{csum}.{serial}"),
+        "update": apt_ostree::boot::update_key(&csum, &origin),
+        "version": "12.2",
+        "at": 1_700_000_000,
+    }]);
+    let state = s.repo().join("extensions/apt-ostree");
+    fs::create_dir_all(&state).unwrap();
+    fs::write(state.join("boot-failures.json"), record.to_string()).unwrap();
+    let (rc, out, err) = code(s.cli().arg("status"));
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("Boot: failed: used up its tries"), "{out}");
+    assert_eq!(s.status()["deployments"][0]["bootAssessment"], "failed");
+    assert_eq!(code(s.cli().args(["cleanup", "-p"])).0, 0);
+    let (rc, out, err) = code(s.cli().args(["rollback"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.deployments()[0].0, base_repo().v1);
+    let http = HttpServer::start(&base_repo().path, None);
+    s.set_remote(&http.url(), &[]);
+
+    let before = s.deployments();
+    let (rc, _, err) = code(s.cli().arg("upgrade"));
+    assert_eq!(rc, 1, "{err}");
+    assert!(
+        err.contains("12.2 failed to boot on 2023-11-14T22:13:20Z"),
+        "{err}"
+    );
+    assert!(err.contains("--retry-failed"), "{err}");
+    assert_eq!(s.deployments(), before, "the refusal changed nothing");
+
+    let (rc, out, err) = code(s.cli().args(["upgrade", "--retry-failed"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.deployments()[0].0, base_repo().v2);
+    assert!(
+        !state.join("boot-failures.json").exists(),
+        "retrying forgets the failure"
+    );
+
+    // cleanup --boot-failures forgets them all; with none, nothing to do.
+    fs::write(state.join("boot-failures.json"), record.to_string()).unwrap();
+    let (rc, out, err) = code(s.cli().args(["cleanup", "--boot-failures"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        out.contains("forgot 1 deployment(s) that failed to boot"),
+        "{out}"
+    );
+    let (rc, out, _) = code(s.cli().args(["cleanup", "--boot-failures"]));
+    assert_eq!(rc, 0);
+    assert!(out.contains("Nothing to clean up"), "{out}");
+}

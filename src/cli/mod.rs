@@ -95,6 +95,9 @@ pub enum Command {
         /// Accept a commit older than the current one.
         #[arg(long)]
         allow_downgrade: bool,
+        /// Deploy the update even though it failed to boot before (see status).
+        #[arg(long)]
+        retry_failed: bool,
         /// Do what AutomaticUpdatePolicy in apt-ostreed.conf says (for the timer).
         #[arg(long, conflicts_with_all = ["check", "preview", "download_only"])]
         trigger_automatic_update_policy: bool,
@@ -141,6 +144,10 @@ pub enum Command {
         /// Remove cached package lists and downloaded packages.
         #[arg(short = 'm', long)]
         repomd: bool,
+        /// Forget the deployments that failed to boot (their mark in status,
+        /// and the refusal to deploy the same update again).
+        #[arg(long)]
+        boot_failures: bool,
     },
     /// Cancel the running transaction.
     Cancel,
@@ -512,6 +519,7 @@ fn change_deployments(client: &Client, command: Command) -> Result<u8> {
             preview,
             download_only,
             allow_downgrade,
+            retry_failed,
             trigger_automatic_update_policy: false,
             common,
         } => transact(
@@ -521,6 +529,7 @@ fn change_deployments(client: &Client, command: Command) -> Result<u8> {
                 some(preview),
                 some(download_only),
                 some(allow_downgrade),
+                some(retry_failed),
                 some(common.reboot),
                 interactive,
             ),
@@ -559,6 +568,7 @@ fn change_deployments(client: &Client, command: Command) -> Result<u8> {
             rollback,
             base,
             repomd,
+            boot_failures,
         } => transact(
             client,
             api.cleanup(
@@ -566,6 +576,7 @@ fn change_deployments(client: &Client, command: Command) -> Result<u8> {
                 some(rollback),
                 some(base),
                 some(repomd),
+                some(boot_failures),
                 interactive,
             ),
             false,

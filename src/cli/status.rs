@@ -34,12 +34,7 @@ pub fn run(client: &Client, args: &StatusArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Seconds since the epoch as an RFC 3339 UTC time.
-pub fn format_time(seconds: i64) -> String {
-    chrono::DateTime::from_timestamp(seconds, 0)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| seconds.to_string())
-}
+pub use crate::error::format_time;
 
 fn field(out: &mut String, key: &str, value: &str) {
     out.push_str(&format!("{key:>25}: {value}\n"));
@@ -114,6 +109,27 @@ fn render_deployment(out: &mut String, d: &Deployment, verbose: bool) {
             "LivePackages",
             d.livePackages.as_deref().unwrap_or_default(),
         );
+    }
+    match d.bootAssessment.as_deref() {
+        Some("failed") => field(
+            out,
+            "Boot",
+            &format!(
+                "failed: used up its tries and was rolled back on {}; \
+                 `apt-ostree cleanup --boot-failures` forgets it",
+                format_time(d.bootFailedAt.unwrap_or(0))
+            ),
+        ),
+        Some("unassessed") => field(
+            out,
+            "Boot",
+            &format!(
+                "on trial: {} more boots to reach boot-complete.target",
+                d.bootTriesLeft.unwrap_or(0)
+            ),
+        ),
+        Some(state) if verbose => field(out, "Boot", state),
+        _ => {}
     }
     list_field(out, "RemovedBasePackages", &d.removedBasePackages);
     list_field(out, "ReplacedBasePackages", &d.replacedBasePackages);

@@ -1,6 +1,7 @@
 //! Engine types to IDL types. Engines never see the generated protocol types;
 //! this is where one becomes the other.
 
+use crate::boot::BootState;
 use crate::dpkg;
 use crate::error::TransactionInfo;
 use crate::operations::{Outcome, UpdateInfo};
@@ -30,6 +31,22 @@ pub fn deployment(d: &DeploymentStatus) -> idl::Deployment {
         unlocked: d.unlocked.clone(),
         liveCommit: d.live.as_ref().map(|l| l.commit.clone()),
         livePackages: d.live.as_ref().map(|l| l.packages.clone()),
+        bootAssessment: d.boot.as_ref().map(|b| {
+            match b {
+                BootState::Good => "good",
+                BootState::Unassessed { .. } => "unassessed",
+                BootState::Failed { .. } => "failed",
+            }
+            .to_string()
+        }),
+        bootTriesLeft: match d.boot {
+            Some(BootState::Unassessed { tries_left }) => Some(tries_left.into()),
+            _ => None,
+        },
+        bootFailedAt: match d.boot {
+            Some(BootState::Failed { at }) => Some(at as i64),
+            _ => None,
+        },
         requestedPackages: d.requested_packages.clone(),
         requestedLocalPackages: d.requested_local_packages.clone(),
         layeredPackages: d.layered_packages.clone(),

@@ -66,6 +66,10 @@ pub struct Args {
     /// starts this as a transient unit with its own mount namespace).
     #[arg(long, hide = true)]
     pub apply_live_plan: Option<PathBuf>,
+    /// Internal: a step of boot assessment, run by the boot units and the
+    /// grub.d hook (grub-config, check, assess, deadline; docs/updates.md).
+    #[arg(long, hide = true, value_name = "STEP")]
+    pub boot: Option<String>,
 }
 
 /// State shared by every connection.
@@ -213,6 +217,16 @@ pub fn main() -> ExitCode {
         };
     }
     let level = logging::init_daemon(LevelFilter::INFO);
+    if let Some(step) = &args.boot {
+        // Messages go to the journal (or stderr): grub-config's stdout is grub.cfg.
+        return match crate::boot::helper_main(step, &args.config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(args, level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -188,6 +188,7 @@ impl VarlinkInterface for SysrootInterface {
         preview: Option<bool>,
         download_only: Option<bool>,
         allow_downgrade: Option<bool>,
+        retry_failed: Option<bool>,
         reboot: Option<bool>,
         interactive: Option<bool>,
     ) -> varlink::Result<()> {
@@ -196,6 +197,7 @@ impl VarlinkInterface for SysrootInterface {
             preview: preview.unwrap_or(false),
             download_only: download_only.unwrap_or(false),
             allow_downgrade: allow_downgrade.unwrap_or(false),
+            retry_failed: retry_failed.unwrap_or(false),
         };
         self.run(call, Request::Upgrade(options), reboot, interactive)
     }
@@ -261,6 +263,7 @@ impl VarlinkInterface for SysrootInterface {
         rollback: Option<bool>,
         base: Option<bool>,
         metadata: Option<bool>,
+        boot_failures: Option<bool>,
         interactive: Option<bool>,
     ) -> varlink::Result<()> {
         let options = CleanupOptions {
@@ -268,6 +271,7 @@ impl VarlinkInterface for SysrootInterface {
             rollback: rollback.unwrap_or(false),
             base: base.unwrap_or(false),
             metadata: metadata.unwrap_or(false),
+            boot_failures: boot_failures.unwrap_or(false),
         };
         self.run(call, Request::Cleanup(options), None, interactive)
     }

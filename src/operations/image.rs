@@ -7,7 +7,10 @@
 
 use anyhow::Result;
 
-use super::update::{check_downgrade, clear_cached_update, deploy_base, now, store_cached_update};
+use super::update::{
+    check_downgrade, clear_cached_update, deploy_base, now, refuse_failed_update,
+    store_cached_update,
+};
 use super::{start, Outcome, Start, UpdateInfo, UpgradeOptions};
 use crate::container;
 use crate::dpkg;
@@ -103,6 +106,7 @@ pub fn upgrade(
                     ..Default::default()
                 });
             }
+            refuse_failed_update(sysroot, &pulled.commit, &start.origin, opts.retry_failed)?;
             let mut outcome = deploy_base(sysroot, sink, &pulled.commit, &start.origin)?;
             clear_cached_update(sysroot);
             outcome.message = format!("{} ({})", outcome.message, fetched(&pulled));
@@ -148,6 +152,7 @@ pub fn rebase(
     sink.log(fetched(&pulled));
     origin.base = Base::Image(image.clone());
     origin.override_commit = None;
+    refuse_failed_update(sysroot, &pulled.commit, &origin, false)?;
     let mut outcome = deploy_base(sysroot, sink, &pulled.commit, &origin)?;
     outcome.message = format!("Rebased to {image}: {}", outcome.message);
     Ok(outcome)

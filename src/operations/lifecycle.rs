@@ -15,6 +15,7 @@ pub struct CleanupOptions {
     pub rollback: bool,
     pub base: bool,
     pub metadata: bool,
+    pub boot_failures: bool,
 }
 
 /// `rollback`: make the rollback deployment the default. A staged
@@ -110,6 +111,12 @@ pub fn cleanup(sysroot: &mut Sysroot, sink: &Sink, opts: &CleanupOptions) -> Res
         crate::layering::prune_local_debs(sysroot)?;
         sink.task_end("Pruning unreferenced objects");
         done.push("pruned the repository".into());
+    }
+    if opts.boot_failures {
+        let n = crate::boot::forget_failures(sysroot, |_| true)?;
+        if n > 0 {
+            done.push(format!("forgot {n} deployment(s) that failed to boot"));
+        }
     }
     if opts.metadata {
         for dir in ["cache", "lists"] {

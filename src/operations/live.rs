@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use ostree::gio;
 
-use super::{base_of, Outcome};
+use super::Outcome;
 use crate::error::Error;
 use crate::live::{self, LiveState};
 use crate::progress::Sink;
@@ -88,8 +88,8 @@ fn check_same_base(
 ) -> Result<ostree::Deployment> {
     let default = sysroot.default_deployment()?;
     let (new_base, booted_base) = (
-        base_of(&sysroot.commit_info(&default.csum())?),
-        base_of(&sysroot.commit_info(&booted.csum())?),
+        sysroot.commit_info(&default.csum())?.base().to_string(),
+        sysroot.commit_info(&booted.csum())?.base().to_string(),
     );
     if new_base != booted_base {
         return Err(refused(format!(

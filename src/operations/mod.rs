@@ -30,7 +30,7 @@ pub use update::{
 };
 
 use crate::origin::Origin;
-use crate::sysroot::{CommitInfo, Sysroot};
+use crate::sysroot::Sysroot;
 
 /// Where a change starts from.
 ///
@@ -53,20 +53,13 @@ pub fn start(sysroot: &mut Sysroot) -> Result<Start> {
     let deployment = sysroot.default_deployment()?;
     let origin = Sysroot::origin_of(&deployment)?;
     let commit = deployment.csum().to_string();
-    let base = base_of(&sysroot.commit_info(&commit)?);
+    let base = sysroot.commit_info(&commit)?.base().to_string();
     Ok(Start {
         deployment,
         commit,
         base,
         origin,
     })
-}
-
-/// Where a layered commit's base comes from: the commit itself if unlayered.
-fn base_of(info: &CommitInfo) -> String {
-    info.base_checksum
-        .clone()
-        .unwrap_or_else(|| info.checksum.clone())
 }
 
 /// Drop the refs that keep base commits, image layers and images alive
@@ -89,7 +82,7 @@ fn prune_refs(sysroot: &mut Sysroot) -> Result<()> {
     let mut kept = Vec::new();
     for d in sysroot.ostree().deployments() {
         let info = sysroot.commit_info(&d.csum())?;
-        kept.push(sysroot.commit_info(&base_of(&info))?);
+        kept.push(sysroot.commit_info(info.base())?);
     }
     crate::container::prune(&sysroot.repo(), &kept)
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::{base_of, start, Outcome, Start, UpdateInfo};
+use super::{start, Outcome, Start, UpdateInfo};
 use crate::dpkg;
 use crate::error::Error;
 use crate::imgref::ImageReference;
@@ -19,6 +19,8 @@ pub struct UpgradeOptions {
     pub preview: bool,
     pub download_only: bool,
     pub allow_downgrade: bool,
+    /// Deploy an update that failed to boot before.
+    pub retry_failed: bool,
 }
 
 pub(super) fn now() -> u64 {
@@ -210,6 +212,28 @@ fn diff_from_default_base(sysroot: &mut Sysroot, commit: &str) -> Result<dpkg::P
     ))
 }
 
+/// An update (base commit and requests) that used up its boot tries before
+/// is deployed again only when asked; asking forgets that failure.
+pub(super) fn refuse_failed_update(
+    sysroot: &Sysroot,
+    base: &str,
+    origin: &Origin,
+    retry: bool,
+) -> Result<()> {
+    let Some(failure) = crate::boot::failed_before(sysroot, base, origin) else {
+        return Ok(());
+    };
+    if retry {
+        crate::boot::forget_failures(sysroot, |f| f.update == failure.update)?;
+        return Ok(());
+    }
+    Err(Error::UpdateFailedToBoot {
+        update: failure.version.unwrap_or_else(|| base.to_string()),
+        failed_at: failure.at as i64,
+    }
+    .into())
+}
+
 /// Deploy base commit `base` with `origin`, re-applying layered packages.
 pub(super) fn deploy_base(
     sysroot: &mut Sysroot,
@@ -328,6 +352,7 @@ pub fn upgrade(sysroot: &mut Sysroot, sink: &Sink, opts: &UpgradeOptions) -> Res
     }
     let mut origin = origin;
     origin.override_commit = None;
+    refuse_failed_update(sysroot, &head, &origin, opts.retry_failed)?;
     let outcome = deploy_base(sysroot, sink, &head, &origin)?;
     clear_cached_update(sysroot);
     Ok(outcome)
@@ -365,6 +390,7 @@ pub fn rebase(
     let mut origin = origin;
     origin.base = Base::Refspec(target.to_string());
     origin.override_commit = revision.map(|_| commit.clone());
+    refuse_failed_update(sysroot, &commit, &origin, false)?;
     let mut outcome = deploy_base(sysroot, sink, &commit, &origin)?;
     outcome.message = format!("Rebased to {target}: {}", outcome.message);
     Ok(outcome)
@@ -492,7 +518,7 @@ pub fn versions(sysroot: &mut Sysroot) -> Result<Vec<ImageVersion>> {
     let current = sysroot.commit_info(&commit)?;
     let mut installed = std::collections::BTreeSet::new();
     for d in sysroot.ostree().deployments() {
-        installed.insert(base_of(&sysroot.commit_info(&d.csum())?));
+        installed.insert(sysroot.commit_info(&d.csum())?.base().to_string());
     }
     let mut history = match &origin.base {
         Base::Refspec(r) => ref_history(sysroot, r),

@@ -47,6 +47,11 @@ pub struct CommitInfo {
 }
 
 impl CommitInfo {
+    /// The base image under this commit: itself when nothing is layered.
+    pub fn base(&self) -> &str {
+        self.base_checksum.as_deref().unwrap_or(&self.checksum)
+    }
+
     pub fn load(repo: &ostree::Repo, checksum: &str) -> Result<CommitInfo> {
         let (commit, _state) = repo
             .load_commit(checksum)

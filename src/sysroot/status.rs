@@ -58,6 +58,8 @@ pub struct DeploymentStatus {
     pub unlocked: String,
     /// Live changes of the booted deployment (apply-live), if any.
     pub live: Option<crate::live::LiveState>,
+    /// Its boot assessment (docs/updates.md), when there is one to show.
+    pub boot: Option<crate::boot::BootState>,
     pub requested_packages: Vec<String>,
     pub requested_local_packages: Vec<String>,
     pub layered_packages: Vec<String>,
@@ -98,6 +100,8 @@ impl Sysroot {
         self.reload(false)?;
         let booted = self.inner.booted_deployment();
         let rollback = self.rollback_index();
+        let counter = crate::boot::Counter::read(&self.path);
+        let boot_failures = crate::boot::failures(self);
         let mut deployments = Vec::new();
         for (index, d) in self.inner.deployments().into_iter().enumerate() {
             let checksum = d.csum().to_string();
@@ -143,6 +147,11 @@ impl Sysroot {
                 rollback: rollback == Some(index),
                 unlocked: ostree::Deployment::unlocked_state_to_string(d.unlocked()).to_string(),
                 live,
+                boot: crate::boot::state_of(
+                    &counter,
+                    &boot_failures,
+                    &crate::boot::deployment_id(&d),
+                ),
                 requested_packages: origin.requested_packages.iter().cloned().collect(),
                 requested_local_packages: origin.requested_local_packages.keys().cloned().collect(),
                 layered_packages: info.layered_packages.clone(),

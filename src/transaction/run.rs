@@ -44,8 +44,18 @@ fn dispatch(sysroot: &mut Sysroot, job: &Job, sink: &Sink) -> Result<Outcome> {
                     ..Default::default()
                 },
             ),
+            // An update that failed to boot is not staged again by itself.
             AutomaticUpdatePolicy::Stage => {
-                operations::upgrade(sysroot, sink, &UpgradeOptions::default())
+                match operations::upgrade(sysroot, sink, &UpgradeOptions::default()) {
+                    Err(e) => match e.downcast_ref::<Error>() {
+                        Some(failed @ Error::UpdateFailedToBoot { .. }) => {
+                            tracing::warn!("Not staging: {failed}");
+                            Ok(Outcome::unchanged(format!("Not staging: {failed}")))
+                        }
+                        _ => Err(e),
+                    },
+                    ok => ok,
+                }
             }
         },
         Request::Rebase { refspec, revision } => {

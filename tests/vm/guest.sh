@@ -30,6 +30,22 @@ check() { # check DESCRIPTION COMMAND...
 next() { echo $((PHASE + 1)) > $STATE/phase; say "phase $PHASE: PASS"; systemctl reboot; exit 0; }
 has() { grep -q -- "$1"; }
 
+# Base 3's boot fails a health check; nobody is at the console: the
+# machine must reboot by itself (and GRUB then boots the previous one).
+if [ "$PHASE" = 7 ]; then
+    say "phase 7: booted, cmdline: $(cat /proc/cmdline)"
+    check "booted base 3" grep -q "vmtest base 3" /usr/share/vmtest/base
+    check "status shows it on trial with no try left" sh -c \
+        'apt-ostree status --booted | grep -q "Boot: on trial: 0 more boots"'
+    echo 8 > $STATE/phase
+    sync
+    say "phase 7: PASS (the failed health check must now reboot the machine)"
+    sleep 900
+    say "phase 7: FAIL: no reboot after the failed health check"
+    systemctl poweroff
+    exit 1
+fi
+
 # The boot itself must have gone well: wait for every other start-up job
 # (`is-system-running --wait` would wait for this one too), then no unit
 # may have failed.
@@ -214,6 +230,30 @@ RULES
     check "reset" apt-ostree reset
     check "the pending deployment has no layered package" sh -c \
         'apt-ostree status --json | grep -m1 "\"requestedPackages\"" | grep -q "\[\]"'
+    # Boot assessment: the host published base 3, whose boot fails; one try.
+    sed -i 's/^BootTries=.*/BootTries=1/; s/^BootFailureRebootDelay=.*/BootFailureRebootDelay=60/' \
+        /etc/apt-ostree/apt-ostreed.conf
+    check "rebase to base 3" apt-ostree rebase vmtest:debian/13/x86_64/bootable
+    next
+    ;;
+8)
+    check "GRUB booted the previous deployment" sh -c '! grep -q "vmtest base 3" /usr/share/vmtest/base'
+    check "which is the default again" sh -c \
+        'apt-ostree status --json | grep -m1 "\"booted\"" | grep -q true'
+    check "status says base 3 failed to boot" sh -c 'apt-ostree status | grep -q "Boot: failed: used up its tries"'
+    check "the journal says so, with its MESSAGE_ID" sh -c \
+        'journalctl MESSAGE_ID=4bbe611154b440e1a6db295382526e0b -o cat --no-pager | grep -q "used up its boot tries"'
+    check "the reboot came from the failed health check" sh -c \
+        'journalctl -b -1 MESSAGE_ID=c3346795265342c4a20a8f758b7e28f5 -o cat --no-pager | grep -q "health check failed"'
+    # The same update is the same base with the same requests: base 3 with
+    # no layered package, as in phase 6.
+    check "reset" apt-ostree reset
+    check "rebasing to it again is refused" sh -c \
+        '! apt-ostree rebase vmtest:debian/13/x86_64/bootable 2>/tmp/failed.err && grep -q "failed to boot" /tmp/failed.err'
+    check "cleanup --boot-failures forgets it" apt-ostree cleanup --boot-failures
+    check "status no longer shows it" sh -c '! apt-ostree status | grep -q "Boot: failed"'
+    check "no failed units" sh -c '[ -z "$(systemctl --failed --no-legend --plain)" ]'
+    check "ostree fsck" ostree fsck
     say "phase $PHASE: PASS"
     say "ALL PASSED"
     echo done > $STATE/phase
