@@ -136,19 +136,20 @@ pub fn update_key(base: &str, origin: &Origin) -> String {
     )
 }
 
-fn failures_path(sysroot: &Sysroot) -> PathBuf {
-    sysroot.state_dir().join("boot-failures.json")
+fn failures_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("boot-failures.json")
 }
 
-pub fn failures(sysroot: &Sysroot) -> Vec<BootFailure> {
-    std::fs::read_to_string(failures_path(sysroot))
+/// The failures recorded in the sysroot's state directory.
+pub fn failures(state_dir: &Path) -> Vec<BootFailure> {
+    std::fs::read_to_string(failures_path(state_dir))
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default()
 }
 
 fn store_failures(sysroot: &Sysroot, failures: &[BootFailure]) -> Result<()> {
-    let path = failures_path(sysroot);
+    let path = failures_path(&sysroot.state_dir());
     if failures.is_empty() {
         return match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -164,14 +165,14 @@ fn store_failures(sysroot: &Sysroot, failures: &[BootFailure]) -> Result<()> {
 /// The recorded failure of the update `base` with `origin`, if it failed before.
 pub fn failed_before(sysroot: &Sysroot, base: &str, origin: &Origin) -> Option<BootFailure> {
     let key = update_key(base, origin);
-    failures(sysroot)
+    failures(&sysroot.state_dir())
         .into_iter()
         .find(|f| f.update.as_deref() == Some(key.as_str()))
 }
 
 /// Forget the failures `forget` picks; returns how many.
 pub fn forget_failures(sysroot: &Sysroot, forget: impl Fn(&BootFailure) -> bool) -> Result<usize> {
-    let all = failures(sysroot);
+    let all = failures(&sysroot.state_dir());
     let kept: Vec<BootFailure> = all.iter().filter(|f| !forget(f)).cloned().collect();
     if kept.len() != all.len() {
         store_failures(sysroot, &kept)?;
@@ -349,7 +350,7 @@ pub fn check(sysroot: &mut Sysroot) -> Result<()> {
             }
             None => (None, None),
         };
-        let mut records = failures(sysroot);
+        let mut records = failures(&sysroot.state_dir());
         records.retain(|f| f.deployment != failed);
         records.push(BootFailure {
             deployment: failed.clone(),

@@ -54,11 +54,11 @@ pub enum ComposeCommand {
         /// Exit with 77 when the input is unchanged and nothing was committed.
         #[arg(long)]
         unchanged_exit_77: bool,
-        /// Sign the commit with this GPG key id.
+        /// Sign the commit with this GPG key id (instead of the treefile's gpg-key).
         #[arg(long, value_name = "KEYID")]
         gpg_sign: Option<String>,
         /// The GnuPG home directory holding the signing key.
-        #[arg(long, value_name = "DIR", requires = "gpg_sign")]
+        #[arg(long, value_name = "DIR")]
         gpg_homedir: Option<PathBuf>,
     },
     /// Make a disk image that boots (UEFI and BIOS) from a commit.

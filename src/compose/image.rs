@@ -95,6 +95,10 @@ struct CommitFacts {
     content: u64,
     kargs: Vec<String>,
     remote: Option<(String, String, bool)>,
+    /// The commit carries GPG signatures: its remote verifies them.
+    signed: bool,
+    /// The collection the commit is bound to, for its remote.
+    collection_id: Option<String>,
     bios: bool,
 }
 
@@ -187,7 +191,12 @@ fn inspect_commit(repo: &ostree::Repo, reference: &str) -> Result<CommitFacts> {
         );
     }
     let content = tree_size(&root)?;
+    let signed = repo
+        .read_commit_detached_metadata(&checksum, gio::Cancellable::NONE)?
+        .is_some_and(|m| glib::VariantDict::new(Some(&m)).contains("ostree.gpgsigs"));
     Ok(CommitFacts {
+        signed,
+        collection_id: meta_str(&md, "ostree.collection-binding"),
         checksum,
         content,
         kargs,
@@ -230,9 +239,11 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
     private_mounts()?;
 
     let (facts, size) = check_commit(opts, sink)?;
+    // A signed commit's machines verify what they fetch, from the network
+    // or from an export, with the key compose put into the image.
     let remote = match (&opts.remote, &facts.remote) {
-        (Some((n, u)), _) => Some((n.clone(), u.clone(), false)),
-        (None, Some(r)) => Some(r.clone()),
+        (Some((n, u)), _) => Some((n.clone(), u.clone(), facts.signed)),
+        (None, Some((n, u, verify))) => Some((n.clone(), u.clone(), *verify || facts.signed)),
         (None, None) => None,
     };
     if opts.format == ImageFormat::Qcow2 && which("qemu-img").is_none() {
@@ -379,6 +390,9 @@ fn deploy_commit(
     if let Some((name, url, gpg)) = remote {
         let options = glib::VariantDict::new(None);
         options.insert("gpg-verify", *gpg);
+        if let Some(id) = &facts.collection_id {
+            options.insert("collection-id", id);
+        }
         repo.remote_add(
             name,
             Some(url),

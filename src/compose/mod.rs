@@ -279,13 +279,14 @@ fn commit_and_publish(
     repo: &ostree::Repo,
     root: &Path,
     opts: &ComposeOptions,
+    signing_key: Option<&str>,
     sink: &Sink,
     new: NewCommit,
     reference: &str,
 ) -> Result<String> {
     let previous = new.parent.map(str::to_string);
     let commit = sink.task("Committing", || commit_directory(repo, root, None, new))?;
-    if let Some(key) = &opts.gpg_sign {
+    if let Some(key) = signing_key {
         let homedir = opts.gpg_homedir.as_ref().map(|p| p.display().to_string());
         sink.task("Signing", || {
             repo.sign_commit(&commit, key, homedir.as_deref(), gio::Cancellable::NONE)
@@ -314,6 +315,35 @@ fn commit_and_publish(
     Ok(commit)
 }
 
+/// Where installed systems find the key their updates are signed with:
+/// libostree trusts every keyring in /usr/share/ostree/trusted.gpg.d, so
+/// a machine verifies with the key of the image it runs, rebased or not.
+pub const TRUSTED_KEYRINGS: &str = "usr/share/ostree/trusted.gpg.d";
+
+/// Put the public part of `key` into the tree, for machines to verify with.
+fn install_public_key(
+    root: &Path,
+    key: &str,
+    homedir: Option<&Path>,
+    reference: &str,
+) -> Result<()> {
+    let dir = root.join(TRUSTED_KEYRINGS);
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join(format!("apt-ostree-{}.gpg", reference.replace('/', "-")));
+    let mut gpg = std::process::Command::new("gpg");
+    if let Some(h) = homedir {
+        gpg.arg("--homedir").arg(h);
+    }
+    gpg.args(["--batch", "--yes", "--output"])
+        .arg(&file)
+        .args(["--export", key]);
+    crate::process::run(&mut gpg).context("Exporting the signing key's public part")?;
+    if std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 0 {
+        bail!("gpg-key: no public key {key} in the GnuPG home directory");
+    }
+    Ok(())
+}
+
 /// Compose the image described by the treefile at `path`.
 pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<Composed> {
     if !nix::unistd::geteuid().is_root() {
@@ -322,7 +352,8 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
     let text =
         std::fs::read_to_string(path).with_context(|| format!("Reading {}", path.display()))?;
     let t = Treefile::load(path)?;
-    let hash = input_hash(&text, &t, opts.gpg_sign.as_deref())?;
+    let signing_key = opts.gpg_sign.clone().or_else(|| t.gpg_key.clone());
+    let hash = input_hash(&text, &t, signing_key.as_deref())?;
     let repo = open_repo(&opts.repo)?;
     let previous = repo
         .resolve_rev(&t.reference, true)
@@ -370,6 +401,9 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
         crate::tree::make_deployable(&root, t.placeholder_kernel)
     })?;
     customize(&t, &root, scratch.path(), sink)?;
+    if let Some(key) = &signing_key {
+        install_public_key(&root, key, opts.gpg_homedir.as_deref(), &t.reference)?;
+    }
     let convert_time = started.elapsed();
     sink.log(format!(
         "Kernel {}, {} special files removed, {} tmpfiles.d lines",
@@ -391,6 +425,12 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
     if !t.kargs.is_empty() {
         metadata.insert(keys::KARGS, t.kargs.clone());
     }
+    if let Some(id) = &t.collection_id {
+        // libostree's own keys: a pull checks them against the remote's
+        // collection-id and the ref asked for.
+        metadata.insert("ostree.collection-binding", id);
+        metadata.insert("ostree.ref-binding", vec![t.reference.clone()]);
+    }
     if let Some(remote) = &t.remote {
         metadata.insert(keys::REMOTE_NAME, &remote.name);
         metadata.insert(keys::REMOTE_URL, &remote.url);
@@ -400,6 +440,7 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
         &repo,
         &root,
         opts,
+        signing_key.as_deref(),
         sink,
         NewCommit {
             parent: previous.as_deref(),

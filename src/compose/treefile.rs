@@ -19,6 +19,8 @@
 //! kargs = ["console=ttyS0"]          # default kernel arguments of installed systems
 //! placeholder-kernel = false         # true: no kernel needed (not booted on hardware)
 //! postprocess = "postprocess.sh"     # run in the sandbox, the tree as /
+//! collection-id = "org.example.Os"   # commits bound to this collection and ref
+//! gpg-key = "KEYID"                  # sign commits (compose tree --gpg-homedir)
 //! [files]                            # destination in the image = source next to the treefile
 //! "/etc/motd" = "files/motd"
 //! [remote]                           # where installed systems upgrade from
@@ -67,6 +69,13 @@ pub struct Treefile {
     pub postprocess: Option<PathBuf>,
     #[serde(default)]
     pub files: BTreeMap<String, PathBuf>,
+    /// The collection ID commits are bound to (with their ref), so that a
+    /// machine can tell this OS's commits from any other's wherever they
+    /// come from (docs/updates.md).
+    pub collection_id: Option<String>,
+    /// The GPG key that signs each commit (as `--gpg-sign`, which wins);
+    /// its public part goes into the image and machines verify with it.
+    pub gpg_key: Option<String>,
 }
 
 /// The remote that machines installed from the image upgrade from
@@ -147,6 +156,19 @@ impl Treefile {
                 bail!("files: destination {dest:?} must be an absolute path without ..");
             }
             *src = resolve(src);
+        }
+        if let Some(id) = &t.collection_id {
+            ostree::validate_collection_id(Some(id))
+                .map_err(|e| anyhow::anyhow!("collection-id: {}", e.message()))?;
+        }
+        if let Some(key) = &t.gpg_key {
+            if key.is_empty()
+                || !key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"@._-+<>".contains(&b))
+            {
+                bail!("gpg-key: {key:?} is not a key id, fingerprint or address");
+            }
         }
         t.source()?;
         Ok(t)

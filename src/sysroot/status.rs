@@ -101,7 +101,7 @@ impl Sysroot {
         let booted = self.inner.booted_deployment();
         let rollback = self.rollback_index();
         let counter = crate::boot::Counter::read(&self.path);
-        let boot_failures = crate::boot::failures(self);
+        let boot_failures = crate::boot::failures(&self.state_dir());
         let mut deployments = Vec::new();
         for (index, d) in self.inner.deployments().into_iter().enumerate() {
             let checksum = d.csum().to_string();
