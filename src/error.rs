@@ -57,6 +57,8 @@ pub enum Error {
     RevisionNotFound { revision: String, reason: String },
     #[error("refusing to go back from {current} to {target}; pass --allow-downgrade")]
     DowngradeRefused { current: String, target: String },
+    #[error("{path}: {reason}")]
+    InvalidUpdateDirectory { path: String, reason: String },
     #[error("the update {update} failed to boot on {} and was rolled back; `apt-ostree upgrade --retry-failed` deploys it anyway, `apt-ostree cleanup --boot-failures` forgets it", format_time(*failed_at))]
     UpdateFailedToBoot {
         update: String,

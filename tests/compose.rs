@@ -262,45 +262,6 @@ fn a_composed_repository_served_over_http_updates_a_sysroot() {
 }
 
 /// A GnuPG home with one signing key; returns (home, fingerprint, public key file).
-fn signing_key(dir: &Path) -> (PathBuf, String, PathBuf) {
-    use std::os::unix::fs::PermissionsExt;
-    let home = dir.join("gnupg");
-    fs::create_dir_all(&home).unwrap();
-    fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
-    let gpg = || {
-        let mut c = Command::new("gpg");
-        c.arg("--homedir").arg(&home).args([
-            "--batch",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ]);
-        c
-    };
-    run(gpg().args([
-        "--quick-gen-key",
-        "apt-ostree test <test@example.invalid>",
-        "ed25519",
-        "sign",
-        "never",
-    ]));
-    let listing = stdout(gpg().args(["--list-keys", "--with-colons"]));
-    let fpr = listing
-        .lines()
-        .find(|l| l.starts_with("fpr:"))
-        .and_then(|l| l.split(':').nth(9))
-        .unwrap()
-        .to_string();
-    let public = dir.join("public.asc");
-    fs::write(
-        &public,
-        run(gpg().args(["--armor", "--export", &fpr])).stdout,
-    )
-    .unwrap();
-    (home, fpr, public)
-}
-
 #[test]
 fn signed_composes_pass_a_verifying_remote_and_unsigned_ones_do_not() {
     let i = Inputs::new();
@@ -387,11 +348,7 @@ fn signed_composes_pass_a_verifying_remote_and_unsigned_ones_do_not() {
     assert_eq!(rc, 1);
     assert!(err.contains("signature check failed"), "{err}");
     assert_eq!(s.deployments(), before);
-    let _ = Command::new("gpgconf")
-        .arg("--homedir")
-        .arg(&home)
-        .args(["--kill", "gpg-agent"])
-        .status();
+    stop_gpg_agent(&home);
 }
 
 /// Loop devices backed by files under `dir`, and mounts of compose image's
@@ -548,4 +505,104 @@ fn compose_image_refuses_bad_input_and_leaves_nothing_behind() {
     let mut left = left;
     left.sort();
     assert_eq!(left, ["disk.img", "repo", "tree"], "no half-written image");
+}
+
+/// The treefile's gpg-key signs each commit and puts its public part into
+/// the image; collection-id binds each commit to the collection and ref. A
+/// machine whose remote carries that collection takes the commits from the
+/// network and from an export, and refuses an export bound elsewhere.
+#[test]
+fn treefile_key_and_collection_reach_the_image_the_network_and_an_export() {
+    let i = Inputs::new();
+    let (home, fpr, public) = signing_key(i.path());
+    let compose = |version: &str, collection: &str| {
+        let path = i.treefile(&format!(
+            "collection-id = \"{collection}\"\ngpg-key = \"{fpr}\""
+        ));
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace("version = \"1.0\"", &format!("version = \"{version}\""));
+        fs::write(&path, text).unwrap();
+        let (rc, out, err) = code(
+            Command::new(cli())
+                .args(["compose", "tree"])
+                .arg(&path)
+                .arg("--repo")
+                .arg(i.repo())
+                .arg("--gpg-homedir")
+                .arg(&home),
+        );
+        assert_eq!(rc, 0, "{out}{err}");
+    };
+    compose("1.0", "org.example.Test");
+    let repo = format!("--repo={}", i.repo().display());
+    let listed = stdout(ostree().args([&repo, "ls", IMAGE_REF, "/usr/share/ostree/trusted.gpg.d"]));
+    assert!(
+        listed.contains("apt-ostree-debian-12-x86_64-composed.gpg"),
+        "{listed}"
+    );
+    let binding = stdout(ostree().args([
+        &repo,
+        "show",
+        "--print-metadata-key=ostree.collection-binding",
+        IMAGE_REF,
+    ]));
+    assert!(binding.contains("org.example.Test"), "{binding}");
+
+    let http = HttpServer::start(&i.repo(), None);
+    let s = TestSysroot::empty();
+    run(s.repo_cmd().args(["remote", "delete", REMOTE]));
+    run(s
+        .repo_cmd()
+        .args([
+            "remote",
+            "add",
+            "--set=gpg-verify=true",
+            "--set=collection-id=org.example.Test",
+        ])
+        .arg(format!("--gpg-import={}", public.display()))
+        .arg(REMOTE)
+        .arg(http.url()));
+    run(s.repo_cmd().args(["pull", REMOTE, IMAGE_REF]));
+    run(ostree()
+        .args(["admin", "deploy", "--os", OSNAME])
+        .arg(format!("--sysroot={}", s.path.display()))
+        .arg(format!("{REMOTE}:{IMAGE_REF}")));
+
+    // Over the network...
+    compose("1.1", "org.example.Test");
+    let (rc, out, err) = code(s.cli().arg("upgrade"));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.status()["deployments"][0]["version"], "1.1");
+    // ...and from an export, with the network gone.
+    drop(http);
+    compose("1.2", "org.example.Test");
+    let usb = i.path().join("usb");
+    fs::create_dir_all(&usb).unwrap();
+    let export = |dir: &Path| {
+        run(Command::new(cli())
+            .args(["compose", "export", "--repo"])
+            .arg(i.repo())
+            .args(["--ref", IMAGE_REF])
+            .arg(dir));
+    };
+    export(&usb);
+    let (rc, out, err) = code(s.cli().args(["upgrade", "--from"]).arg(&usb));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.status()["deployments"][0]["version"], "1.2");
+    // A commit of another collection, signed with the same key, is refused.
+    compose("1.3", "org.example.Other");
+    let other = i.path().join("usb-other");
+    fs::create_dir_all(&other).unwrap();
+    export(&other);
+    let before = s.deployments();
+    let (rc, _, err) = code(s.cli().args(["upgrade", "--from"]).arg(&other));
+    assert_eq!(rc, 1, "{err}");
+    assert!(
+        err.contains("org.example.Other") || err.contains("collection"),
+        "{err}"
+    );
+    assert_eq!(s.deployments(), before);
+    s.assert_fsck_clean();
+    stop_gpg_agent(&home);
 }

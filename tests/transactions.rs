@@ -1023,3 +1023,133 @@ fn an_update_that_failed_to_boot_is_refused_until_retried() {
     assert_eq!(rc, 0);
     assert!(out.contains("Nothing to clean up"), "{out}");
 }
+
+/// A copy of the base repository whose ref points at `commit`, signed by `key`.
+fn signed_copy(dir: &std::path::Path, commit: &str, home: &std::path::Path, key: &str) {
+    let repo = |c: &mut Command| {
+        c.arg(format!("--repo={}", dir.display()));
+    };
+    let mut init = ostree();
+    repo(&mut init);
+    run(init.args(["init", "--mode=archive"]));
+    let mut pull = ostree();
+    repo(&mut pull);
+    run(pull.arg("pull-local").arg(&base_repo().path).arg(commit));
+    let mut refs = ostree();
+    repo(&mut refs);
+    run(refs.args(["refs", "--create", REF, commit]));
+    let mut sign = ostree();
+    repo(&mut sign);
+    run(sign
+        .arg("gpg-sign")
+        .arg(format!("--gpg-homedir={}", home.display()))
+        .args([commit, key]));
+}
+
+/// Updates with no network: `compose export` writes the ref into a
+/// directory, `upgrade --from` takes it with the remote's signature checks,
+/// and an unsigned, wrongly signed, partial or older export, or a directory
+/// with no export, is refused and changes nothing.
+#[test]
+fn offline_updates_from_an_export_are_checked_with_the_remotes_keys() {
+    let work = Tmpfs::new();
+    let w = |name: &str| work.path.join(name);
+    let base = base_repo();
+    let (good_home, good, good_public) = signing_key(&w("good-key"));
+    let (bad_home, bad, _) = signing_key(&w("bad-key"));
+    signed_copy(&w("good"), &base.v2, &good_home, &good);
+    signed_copy(&w("bad"), &base.v2, &bad_home, &bad);
+    signed_copy(&w("older"), &base.v1, &good_home, &good);
+
+    // The machine verifies with the good key; the network is gone (nothing
+    // listens on port 9).
+    let s = TestSysroot::at_v1();
+    s.set_remote("http://127.0.0.1:9/repo", &["--set=gpg-verify=true"]);
+    run(s
+        .repo_cmd()
+        .args(["remote", "gpg-import", REMOTE, "-k"])
+        .arg(&good_public));
+
+    let export = |repo: &str, dir: &str| {
+        fs::create_dir_all(w(dir)).unwrap();
+        let (rc, out, err) = code(
+            Command::new(cli())
+                .args(["compose", "export", "--repo"])
+                .arg(w(repo))
+                .args(["--ref", REF])
+                .arg(w(dir)),
+        );
+        assert_eq!(rc, 0, "{out}{err}");
+        out
+    };
+    let out = export("good", "usb-good");
+    assert!(
+        out.contains(&format!("Exported {REF} 12.2 ({})", base.v2)),
+        "{out}"
+    );
+    assert!(!out.contains("not signed"), "{out}");
+    export("bad", "usb-bad");
+    export("older", "usb-older");
+    // The base repository's commits are not signed.
+    fs::create_dir_all(w("usb-unsigned")).unwrap();
+    let out = stdout(
+        Command::new(cli())
+            .args(["compose", "export", "--repo"])
+            .arg(&base.path)
+            .args(["--ref", REF])
+            .arg(w("usb-unsigned")),
+    );
+    assert!(out.contains("not signed"), "{out}");
+    // A stick pulled out half-way: the files' contents never reached it.
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(w("usb-good"))
+        .arg(w("usb-partial")));
+    run(Command::new("find")
+        .arg(w("usb-partial").join(".ostree/repo/objects"))
+        .args(["-name", "*.filez", "-delete"]));
+    fs::create_dir_all(w("empty")).unwrap();
+    fs::write(w("a-file"), "not a directory").unwrap();
+
+    let before = s.deployments();
+    for (dir, expected) in [
+        (w("usb-unsigned"), "signature"),
+        (w("usb-bad"), "signature"),
+        (w("usb-partial"), "fetching from demo failed"),
+        (w("empty"), "no export there"),
+        (w("a-file"), "not a directory"),
+        (w("missing"), "No such file"),
+    ] {
+        let (rc, out, err) = code(s.cli().args(["upgrade", "--from"]).arg(&dir));
+        assert_eq!(rc, 1, "{}: {out}{err}", dir.display());
+        assert!(err.contains(expected), "{}: {err}", dir.display());
+        assert_eq!(s.deployments(), before, "{} changed nothing", dir.display());
+    }
+
+    // Through a client we did not write: a relative path is refused as such.
+    let d = ActivatedDaemon::start(&s.path, 60);
+    let reply = python_varlink(&[
+        "call",
+        &format!("{}/org.aptostree.Sysroot.Upgrade", d.address()),
+        r#"{"fromDirectory": "usb-good"}"#,
+    ]);
+    assert!(
+        reply.contains("InvalidUpdateDirectory") && reply.contains("not an absolute path"),
+        "{reply}"
+    );
+    drop(d);
+    assert_eq!(s.deployments(), before);
+
+    // The good export, with no network at all.
+    let (rc, out, err) = code(s.cli().args(["upgrade", "--from"]).arg(w("usb-good")));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(s.deployments()[0].0, base.v2);
+    s.assert_fsck_clean();
+    // An older export is a downgrade.
+    let (rc, _, err) = code(s.cli().args(["upgrade", "--from"]).arg(w("usb-older")));
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("refusing to go back"), "{err}");
+    assert_eq!(s.deployments()[0].0, base.v2);
+    stop_gpg_agent(&good_home);
+    stop_gpg_agent(&bad_home);
+}

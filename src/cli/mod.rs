@@ -98,6 +98,10 @@ pub enum Command {
         /// Deploy the update even though it failed to boot before (see status).
         #[arg(long)]
         retry_failed: bool,
+        /// Take the update from an export in this directory (a mounted USB
+        /// stick, written by `apt-ostree compose export`), with no network.
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
         /// Do what AutomaticUpdatePolicy in apt-ostreed.conf says (for the timer).
         #[arg(long, conflicts_with_all = ["check", "preview", "download_only"])]
         trigger_automatic_update_policy: bool,
@@ -111,6 +115,9 @@ pub enum Command {
         /// A version or commit on the new ref: VERSION, a 64-digit CHECKSUM,
         /// version=VERSION or revision=CHECKSUM (an image: its sha256: digest).
         revision: Option<String>,
+        /// Take the commit from an export in this directory (see upgrade --from).
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -122,6 +129,9 @@ pub enum Command {
         /// Accept a commit older than the current one.
         #[arg(long)]
         allow_downgrade: bool,
+        /// Take the commit from an export in this directory (see upgrade --from).
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -499,6 +509,17 @@ fn cancel(client: &Client) -> Result<u8> {
     Ok(0)
 }
 
+/// `--from DIR` as the daemon takes it: absolute, since its working
+/// directory is not the caller's.
+fn absolute(from: Option<PathBuf>) -> Result<Option<String>> {
+    from.map(|dir| {
+        std::path::absolute(&dir)
+            .map(|p| p.display().to_string())
+            .map_err(|e| anyhow::anyhow!("--from {}: {e}", dir.display()))
+    })
+    .transpose()
+}
+
 /// The commands that choose, fetch or drop deployments.
 fn change_deployments(client: &Client, command: Command) -> Result<u8> {
     let mut api = client.sysroot();
@@ -520,6 +541,7 @@ fn change_deployments(client: &Client, command: Command) -> Result<u8> {
             download_only,
             allow_downgrade,
             retry_failed,
+            from,
             trigger_automatic_update_policy: false,
             common,
         } => transact(
@@ -531,6 +553,7 @@ fn change_deployments(client: &Client, command: Command) -> Result<u8> {
                 some(allow_downgrade),
                 some(retry_failed),
                 some(common.reboot),
+                absolute(from)?,
                 interactive,
             ),
             common.unchanged_exit_77 || check || preview,
@@ -538,15 +561,23 @@ fn change_deployments(client: &Client, command: Command) -> Result<u8> {
         Command::Rebase {
             refspec,
             revision,
+            from,
             common,
         } => transact(
             client,
-            api.rebase(refspec, revision, some(common.reboot), interactive),
+            api.rebase(
+                refspec,
+                revision,
+                some(common.reboot),
+                absolute(from)?,
+                interactive,
+            ),
             common.unchanged_exit_77,
         ),
         Command::Deploy {
             revision,
             allow_downgrade,
+            from,
             common,
         } => transact(
             client,
@@ -554,6 +585,7 @@ fn change_deployments(client: &Client, command: Command) -> Result<u8> {
                 revision,
                 some(allow_downgrade),
                 some(common.reboot),
+                absolute(from)?,
                 interactive,
             ),
             common.unchanged_exit_77,

@@ -116,6 +116,44 @@ pub enum ComposeCommand {
         #[arg(long, value_name = "FILE")]
         previous_build_manifest: Option<PathBuf>,
     },
+    /// Write an update that machines take with no network (`apt-ostree
+    /// upgrade --from DIR`) into a directory or a mounted USB stick.
+    ///
+    /// DIR gets the layout of `ostree create-usb`: a repository in
+    /// DIR/.ostree/repo with the ref, its commit, its signatures and a
+    /// summary. Machines check it with their remote's keys.
+    Export {
+        /// The OSTree repository holding the commit.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The ref to export (machines following it upgrade from the export).
+        #[arg(long = "ref", value_name = "REF")]
+        reference: String,
+        /// Where to write it: a directory, such as a mounted USB stick.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// `compose export`: see [`crate::compose::export`].
+fn run_export(repo: &Path, reference: &str, dir: &Path) -> Result<u8> {
+    let exported = crate::compose::export::export(repo, reference, dir)?;
+    println!(
+        "Exported {reference} {}({}) to {}",
+        exported
+            .version
+            .as_deref()
+            .map(|v| format!("{v} "))
+            .unwrap_or_default(),
+        exported.commit,
+        exported.repo.display()
+    );
+    if !exported.signed {
+        println!(
+            "The commit is not signed: machines whose remote verifies signatures will refuse it."
+        );
+    }
+    Ok(0)
 }
 
 fn parse_remote(text: &str) -> Result<(String, String), String> {
@@ -185,6 +223,11 @@ fn run(command: &ComposeCommand) -> Result<u8> {
             *max_layers,
             previous_build_manifest.as_deref(),
         ),
+        ComposeCommand::Export {
+            repo,
+            reference,
+            dir,
+        } => run_export(repo, reference, dir),
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod command;
 mod disk;
+pub mod export;
 mod grub;
 pub mod image;
 pub mod treefile;

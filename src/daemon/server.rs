@@ -1,6 +1,7 @@
 //! `org.aptostree.Sysroot`: each method is a thin adapter from the generated
 //! types to one engine call and back (see `convert` and `errors`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{auth, convert, descriptors, errors, stream, Daemon};
@@ -190,6 +191,7 @@ impl VarlinkInterface for SysrootInterface {
         allow_downgrade: Option<bool>,
         retry_failed: Option<bool>,
         reboot: Option<bool>,
+        from_directory: Option<String>,
         interactive: Option<bool>,
     ) -> varlink::Result<()> {
         let options = UpgradeOptions {
@@ -198,6 +200,7 @@ impl VarlinkInterface for SysrootInterface {
             download_only: download_only.unwrap_or(false),
             allow_downgrade: allow_downgrade.unwrap_or(false),
             retry_failed: retry_failed.unwrap_or(false),
+            from: from_directory.map(PathBuf::from),
         };
         self.run(call, Request::Upgrade(options), reboot, interactive)
     }
@@ -222,14 +225,15 @@ impl VarlinkInterface for SysrootInterface {
         refspec: String,
         revision: Option<String>,
         reboot: Option<bool>,
+        from_directory: Option<String>,
         interactive: Option<bool>,
     ) -> varlink::Result<()> {
-        self.run(
-            call,
-            Request::Rebase { refspec, revision },
-            reboot,
-            interactive,
-        )
+        let request = Request::Rebase {
+            refspec,
+            revision,
+            from: from_directory.map(PathBuf::from),
+        };
+        self.run(call, request, reboot, interactive)
     }
 
     fn deploy(
@@ -238,11 +242,13 @@ impl VarlinkInterface for SysrootInterface {
         revision: String,
         allow_downgrade: Option<bool>,
         reboot: Option<bool>,
+        from_directory: Option<String>,
         interactive: Option<bool>,
     ) -> varlink::Result<()> {
         let request = Request::Deploy {
             revision,
             allow_downgrade: allow_downgrade.unwrap_or(false),
+            from: from_directory.map(PathBuf::from),
         };
         self.run(call, request, reboot, interactive)
     }

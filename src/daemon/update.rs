@@ -105,6 +105,7 @@ impl VarlinkInterface for UpdateInterface {
             Some(v) => Request::Deploy {
                 revision: v,
                 allow_downgrade: true,
+                from: None,
             },
         };
         let reader = &self.daemon.reader;

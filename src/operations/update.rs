@@ -1,6 +1,6 @@
 //! Moving to another base commit: upgrade, rebase, deploy, refresh-md.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -21,6 +21,23 @@ pub struct UpgradeOptions {
     pub allow_downgrade: bool,
     /// Deploy an update that failed to boot before.
     pub retry_failed: bool,
+    /// Fetch from the export in this directory (`compose export`), not the network.
+    pub from: Option<PathBuf>,
+}
+
+/// `--from` reads OSTree exports; an image is carried as an `oci:` directory.
+pub(super) fn refuse_export_for_image(from: Option<&Path>) -> Result<()> {
+    match from {
+        None => Ok(()),
+        Some(dir) => Err(Error::NotSupported {
+            reason: format!(
+                "--from {} on a deployment of a container image: rebase to \
+                 ostree-unverified-image:oci:DIR:TAG (an OCI layout on the volume) instead",
+                dir.display()
+            ),
+        }
+        .into()),
+    }
 }
 
 pub(super) fn now() -> u64 {
@@ -70,13 +87,36 @@ fn ostree_refspec(origin: &Origin, what: &str) -> Result<Refspec> {
     }
 }
 
-/// Pull `commit` (or the head) of `refspec`; return the commit's checksum.
+/// The URL of the export at `from` (`--from DIR`), checked before anything
+/// is fetched; `None` fetches from the remote's own URL.
+fn export_url(from: Option<&Path>, refspec: &Refspec) -> Result<Option<String>> {
+    let Some(dir) = from else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| Error::InvalidUpdateDirectory {
+        path: dir.display().to_string(),
+        reason,
+    };
+    if refspec.remote.is_none() {
+        return Err(invalid(format!(
+            "{refspec} has no remote, whose keys would check the export"
+        ))
+        .into());
+    }
+    Ok(Some(
+        crate::compose::export::source_url(dir).map_err(invalid)?,
+    ))
+}
+
+/// Pull `commit` (or the head) of `refspec`, from the remote or from the
+/// export at `url`; return the commit's checksum.
 fn fetch(
     sysroot: &Sysroot,
     sink: &Sink,
     refspec: &Refspec,
     commit: Option<&str>,
     metadata_only: bool,
+    url: Option<&str>,
 ) -> Result<String> {
     let repo = sysroot.repo();
     // A commit we already have whole (e.g. after --download-only) needs no network.
@@ -93,6 +133,7 @@ fn fetch(
                 commit,
                 metadata_only,
                 depth: 0,
+                url,
             },
             sink,
         )?;
@@ -142,6 +183,7 @@ fn find_version(
     sink: &Sink,
     refspec: &Refspec,
     version: &str,
+    url: Option<&str>,
 ) -> Result<String> {
     let repo = sysroot.repo();
     if let Some(remote) = &refspec.remote {
@@ -153,6 +195,7 @@ fn find_version(
                 commit: None,
                 metadata_only: true,
                 depth: -1,
+                url,
             },
             sink,
         )?;
@@ -282,6 +325,7 @@ pub(super) fn deploy_base(
 pub fn upgrade(sysroot: &mut Sysroot, sink: &Sink, opts: &UpgradeOptions) -> Result<Outcome> {
     let start = start(sysroot)?;
     if let Base::Image(image) = &start.origin.base {
+        refuse_export_for_image(opts.from.as_deref())?;
         let image = image.clone();
         return super::image::upgrade(sysroot, sink, opts, start, &image);
     }
@@ -292,7 +336,8 @@ pub fn upgrade(sysroot: &mut Sysroot, sink: &Sink, opts: &UpgradeOptions) -> Res
     } = start;
     let refspec = ostree_refspec(&origin, "upgrade")?;
     let metadata_only = (opts.check || opts.preview) && !opts.download_only;
-    let head = fetch(sysroot, sink, &refspec, None, metadata_only)?;
+    let url = export_url(opts.from.as_deref(), &refspec)?;
+    let head = fetch(sysroot, sink, &refspec, None, metadata_only, url.as_deref())?;
     let pinned = origin.override_commit.is_some();
     if head == current_base && !pinned {
         clear_cached_update(sysroot);
@@ -364,8 +409,10 @@ pub fn rebase(
     sink: &Sink,
     refspec: &str,
     revision: Option<&str>,
+    from: Option<&Path>,
 ) -> Result<Outcome> {
     if ImageReference::is_image_reference(refspec) {
+        refuse_export_for_image(from)?;
         return super::image::rebase(sysroot, sink, ImageReference::parse(refspec)?, revision);
     }
     let origin = start(sysroot)?.origin;
@@ -383,9 +430,10 @@ pub fn rebase(
             target
         }
     };
+    let url = export_url(from, &target)?;
     let commit = match revision.map(Revision::parse).transpose()? {
-        None => fetch(sysroot, sink, &target, None, false)?,
-        Some(revision) => fetch_revision(sysroot, sink, &target, &revision)?,
+        None => fetch(sysroot, sink, &target, None, false, url.as_deref())?,
+        Some(revision) => fetch_revision(sysroot, sink, &target, &revision, url.as_deref())?,
     };
     let mut origin = origin;
     origin.base = Base::Refspec(target.to_string());
@@ -410,9 +458,10 @@ fn fetch_revision(
     sink: &Sink,
     refspec: &Refspec,
     revision: &Revision,
+    url: Option<&str>,
 ) -> Result<String> {
     match revision {
-        Revision::Checksum(checksum) => fetch(sysroot, sink, refspec, Some(checksum), false)
+        Revision::Checksum(checksum) => fetch(sysroot, sink, refspec, Some(checksum), false, url)
             .map_err(|e| match Error::classify(e) {
                 // The remote answered that it has no such commit; an
                 // unreachable remote stays a FetchFailed.
@@ -426,8 +475,8 @@ fn fetch_revision(
                 other => anyhow::Error::from(other),
             }),
         Revision::Version(version) => {
-            let commit = find_version(sysroot, sink, refspec, version)?;
-            fetch(sysroot, sink, refspec, Some(&commit), false)
+            let commit = find_version(sysroot, sink, refspec, version, url)?;
+            fetch(sysroot, sink, refspec, Some(&commit), false, url)
         }
     }
 }
@@ -438,6 +487,7 @@ pub fn deploy_revision(
     sink: &Sink,
     revision: &str,
     allow_downgrade: bool,
+    from: Option<&Path>,
 ) -> Result<Outcome> {
     let Start {
         origin,
@@ -445,11 +495,19 @@ pub fn deploy_revision(
         ..
     } = start(sysroot)?;
     if let Base::Image(image) = &origin.base {
+        refuse_export_for_image(from)?;
         // An image's revisions are its digests: deploying one pins it.
         return super::image::rebase(sysroot, sink, image.clone(), Some(revision));
     }
     let refspec = ostree_refspec(&origin, "deploy")?;
-    let commit = fetch_revision(sysroot, sink, &refspec, &Revision::parse(revision)?)?;
+    let url = export_url(from, &refspec)?;
+    let commit = fetch_revision(
+        sysroot,
+        sink,
+        &refspec,
+        &Revision::parse(revision)?,
+        url.as_deref(),
+    )?;
     if commit == current_base {
         return Ok(Outcome::unchanged(format!(
             "{revision} is already deployed"
@@ -483,7 +541,7 @@ pub fn refresh_metadata(sysroot: &mut Sysroot, sink: &Sink, force: bool) -> Resu
         });
     }
     let refspec = ostree_refspec(&origin, "refresh-md")?;
-    let head = fetch(sysroot, sink, &refspec, None, true)?;
+    let head = fetch(sysroot, sink, &refspec, None, true, None)?;
     let info = sysroot.commit_info(&head)?;
     Ok(Outcome {
         changed: true,

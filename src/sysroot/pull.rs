@@ -21,6 +21,9 @@ pub struct PullRequest<'a> {
     pub metadata_only: bool,
     /// How many ancestors to fetch (-1: all).
     pub depth: i32,
+    /// Fetch from here instead of the remote's URL (an export on a USB
+    /// stick), with the remote's signature and collection checks.
+    pub url: Option<&'a str>,
 }
 
 /// A gio::Cancellable that fires when the transaction is cancelled. libostree
@@ -105,6 +108,9 @@ pub fn pull(repo: &ostree::Repo, req: &PullRequest, sink: &Sink) -> Result<()> {
     };
     options.insert("flags", flags.bits() as i32);
     options.insert("depth", req.depth);
+    if let Some(url) = req.url {
+        options.insert("override-url", url);
+    }
     // A remote that is down fails after a bounded wait rather than hanging:
     // one retry, and a transfer under 1 byte/s for 30 s is an error.
     options.insert("n-network-retries", 1u32);
@@ -112,6 +118,12 @@ pub fn pull(repo: &ostree::Repo, req: &PullRequest, sink: &Sink) -> Result<()> {
     options.insert("low-speed-time-seconds", 30u32);
     let options = options.end();
 
+    let tracking = format!("{remote}:{}", req.branch);
+    let before = repo
+        .resolve_rev(&tracking, true)
+        .ok()
+        .flatten()
+        .map(|c| c.to_string());
     let bridge = CancelBridge::new(sink);
     let progress = ostree::AsyncProgress::new();
     let started = Instant::now();
@@ -139,13 +151,108 @@ pub fn pull(repo: &ostree::Repo, req: &PullRequest, sink: &Sink) -> Result<()> {
         repo.pull_with_options(remote, &options, Some(&progress), Some(&bridge.cancellable));
     progress.finish();
     progress.disconnect(handler);
-    match result {
-        Ok(()) => {
-            sink.task_end(&title);
-            Ok(())
-        }
-        Err(e) => Err(classify_pull_error(remote, &e, sink.as_ref()).into()),
+    if let Err(e) = result {
+        return Err(classify_pull_error(remote, &e, sink.as_ref()).into());
     }
+    let fetched = match req.commit {
+        Some(c) => Some(c.to_string()),
+        None => repo
+            .resolve_rev(&tracking, true)
+            .ok()
+            .flatten()
+            .map(|c| c.to_string()),
+    };
+    if let Some(commit) = fetched {
+        if let Err(reason) = check_bindings(repo, remote, req.branch, &commit) {
+            // The ref stays where it was: nothing points at the stranger.
+            let _ = repo.set_ref_immediate(
+                Some(remote),
+                req.branch,
+                before.as_deref(),
+                gio::Cancellable::NONE,
+            );
+            return Err(Error::FetchFailed {
+                remote: remote.to_string(),
+                reason,
+            }
+            .into());
+        }
+    }
+    sink.task_end(&title);
+    Ok(())
+}
+
+/// A remote's option, from the repository's config or remotes.d (the
+/// bindings lack `ostree_repo_get_remote_option`).
+#[allow(unsafe_code)]
+fn remote_option(repo: &ostree::Repo, remote: &str, option: &str) -> Option<String> {
+    use glib::translate::{from_glib_full, ToGlibPtr};
+    let mut value: *mut std::ffi::c_char = std::ptr::null_mut();
+    let mut error: *mut glib::ffi::GError = std::ptr::null_mut();
+    // SAFETY: the strings outlive the call; libostree hands over `value`.
+    let ok = unsafe {
+        ostree::ffi::ostree_repo_get_remote_option(
+            repo.to_glib_none().0,
+            remote.to_glib_none().0,
+            option.to_glib_none().0,
+            std::ptr::null(),
+            &mut value,
+            &mut error,
+        )
+    };
+    if ok == 0 {
+        // SAFETY: on failure libostree sets `error`, which we now own.
+        let _: glib::Error = unsafe { from_glib_full(error) };
+        return None;
+    }
+    // SAFETY: a newly allocated string, or NULL.
+    let value: Option<glib::GString> = unsafe { from_glib_full(value) };
+    value.map(|v| v.to_string())
+}
+
+/// The commit's collection and ref bindings against the remote it came
+/// from, whatever the URL (an export on a stick included): libostree leaves
+/// them unchecked on a pull from a local repository.
+fn check_bindings(
+    repo: &ostree::Repo,
+    remote: &str,
+    branch: &str,
+    commit: &str,
+) -> Result<(), String> {
+    let Some(expected) = remote_option(repo, remote, "collection-id") else {
+        return Ok(());
+    };
+    let (variant, _) = repo.load_commit(commit).map_err(|e| e.to_string())?;
+    let metadata = glib::VariantDict::new(Some(&variant.child_value(0)));
+    match metadata
+        .lookup::<String>("ostree.collection-binding")
+        .ok()
+        .flatten()
+    {
+        Some(bound) if bound == expected => {}
+        Some(bound) => {
+            return Err(format!(
+            "commit {commit} belongs to the collection {bound}, not to {expected} (the remote's)"
+        ))
+        }
+        None => {
+            return Err(format!(
+                "commit {commit} is bound to no collection; the remote's is {expected}"
+            ))
+        }
+    }
+    let refs = metadata
+        .lookup::<Vec<String>>("ostree.ref-binding")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    if !refs.is_empty() && !refs.iter().any(|r| r == branch) {
+        return Err(format!(
+            "commit {commit} is bound to {}, not to {branch}",
+            refs.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// Fetch only `subdir` of `commit` (e.g. the dpkg database, for a preview).

@@ -30,10 +30,13 @@ pub enum Request {
     Rebase {
         refspec: String,
         revision: Option<String>,
+        /// An export to fetch from (`--from DIR`).
+        from: Option<std::path::PathBuf>,
     },
     Deploy {
         revision: String,
         allow_downgrade: bool,
+        from: Option<std::path::PathBuf>,
     },
     Rollback,
     Cleanup(CleanupOptions),

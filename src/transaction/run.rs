@@ -58,13 +58,18 @@ fn dispatch(sysroot: &mut Sysroot, job: &Job, sink: &Sink) -> Result<Outcome> {
                 }
             }
         },
-        Request::Rebase { refspec, revision } => {
-            operations::rebase(sysroot, sink, refspec, revision.as_deref())
-        }
+        Request::Rebase {
+            refspec,
+            revision,
+            from,
+        } => operations::rebase(sysroot, sink, refspec, revision.as_deref(), from.as_deref()),
         Request::Deploy {
             revision,
             allow_downgrade,
-        } => operations::deploy_revision(sysroot, sink, revision, *allow_downgrade),
+            from,
+        } => {
+            operations::deploy_revision(sysroot, sink, revision, *allow_downgrade, from.as_deref())
+        }
         Request::Rollback => operations::rollback(sysroot, sink),
         Request::Cleanup(opts) => operations::cleanup(sysroot, sink, opts),
         Request::KernelArguments(change) => {

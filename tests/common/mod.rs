@@ -643,3 +643,53 @@ pub fn hold_connections(socket: &Path, args: &[&str]) -> (Child, String) {
         .unwrap();
     (child, line)
 }
+
+/// A GnuPG home under `dir` with one signing key: (home, fingerprint,
+/// public key file, ASCII-armored).
+pub fn signing_key(dir: &Path) -> (PathBuf, String, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let home = dir.join("gnupg");
+    fs::create_dir_all(&home).unwrap();
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
+    let gpg = || {
+        let mut c = Command::new("gpg");
+        c.arg("--homedir").arg(&home).args([
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ]);
+        c
+    };
+    run(gpg().args([
+        "--quick-gen-key",
+        "apt-ostree test <test@example.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ]));
+    let listing = stdout(gpg().args(["--list-keys", "--with-colons"]));
+    let fpr = listing
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .and_then(|l| l.split(':').nth(9))
+        .unwrap()
+        .to_string();
+    let public = dir.join("public.asc");
+    fs::write(
+        &public,
+        run(gpg().args(["--armor", "--export", &fpr])).stdout,
+    )
+    .unwrap();
+    (home, fpr, public)
+}
+
+/// Stop the gpg-agent a test's GnuPG home started.
+pub fn stop_gpg_agent(home: &Path) {
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--kill", "gpg-agent"])
+        .status();
+}

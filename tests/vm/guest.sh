@@ -245,13 +245,30 @@ RULES
         'journalctl MESSAGE_ID=4bbe611154b440e1a6db295382526e0b -o cat --no-pager | grep -q "used up its boot tries"'
     check "the reboot came from the failed health check" sh -c \
         'journalctl -b -1 MESSAGE_ID=c3346795265342c4a20a8f758b7e28f5 -o cat --no-pager | grep -q "health check failed"'
+    # Offline: no network card, and base 3 on a FAT stick.
+    check "no network at all" sh -c '[ -z "$(ls /sys/class/net | grep -vx lo)" ]'
+    mkdir -p /mnt/usb
+    check "mount the stick" mount -t vfat /dev/vdb /mnt/usb
+    base3=$(ostree --repo=/mnt/usb/.ostree/repo rev-parse debian/13/x86_64/bootable)
+    # So that base 3 can only come from the stick: drop it from the machine.
+    check "cleanup -r drops the failed deployment" apt-ostree cleanup -r
+    # /sysroot is mounted read-only: delete the ref in a namespace of our own.
+    check "delete the ref to base 3" unshare -m sh -c \
+        'mount -o remount,rw /sysroot && ostree refs --delete vmtest:debian/13/x86_64/bootable'
+    check "cleanup -b prunes it" apt-ostree cleanup -b
+    check "base 3 is no longer in the machine's repository" sh -c "! ostree show $base3 >/dev/null 2>&1"
     # The same update is the same base with the same requests: base 3 with
     # no layered package, as in phase 6.
     check "reset" apt-ostree reset
-    check "rebasing to it again is refused" sh -c \
-        '! apt-ostree rebase vmtest:debian/13/x86_64/bootable 2>/tmp/failed.err && grep -q "failed to boot" /tmp/failed.err'
-    check "cleanup --boot-failures forgets it" apt-ostree cleanup --boot-failures
-    check "status no longer shows it" sh -c '! apt-ostree status | grep -q "Boot: failed"'
+    check "rebasing to it from the stick is refused: it failed to boot" sh -c \
+        '! apt-ostree rebase --from /mnt/usb vmtest:debian/13/x86_64/bootable 2>/tmp/failed.err && grep -q "failed to boot" /tmp/failed.err'
+    check "cleanup --boot-failures forgets it" sh -c \
+        'apt-ostree cleanup --boot-failures | grep -q "forgot 1 deployment"'
+    check "rebase to it from the stick, with no network" \
+        apt-ostree rebase --from /mnt/usb vmtest:debian/13/x86_64/bootable
+    check "the pending deployment is base 3" sh -c \
+        "apt-ostree status --json | grep -m1 '\"checksum\"' | grep -q $base3"
+    umount /mnt/usb
     check "no failed units" sh -c '[ -z "$(systemctl --failed --no-legend --plain)" ]'
     check "ostree fsck" ostree fsck
     say "phase $PHASE: PASS"

@@ -1,0 +1,99 @@
+//! `compose export`: an update a machine takes with no network at all, from
+//! a directory or a mounted USB stick (`apt-ostree upgrade --from DIR`).
+//!
+//! The layout is `ostree create-usb`'s: an archive repository in
+//! `DIR/.ostree/repo` holding the ref, its commit with every object, the
+//! commit's signatures (detached metadata) and a summary. The collection ID
+//! the commit is bound to becomes the repository's, so that its summary names
+//! it. The machine pulls from it as from its remote, with the remote's
+//! signature checks; nothing here is trusted.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use ostree::{gio, glib};
+
+/// Where an export keeps its repository, under the directory given.
+pub const EXPORT_REPO: &str = ".ostree/repo";
+
+#[derive(Debug)]
+pub struct Exported {
+    pub commit: String,
+    pub version: Option<String>,
+    pub signed: bool,
+    pub repo: PathBuf,
+}
+
+/// Write `reference` of the repository at `repo` into `dir`.
+pub fn export(repo: &Path, reference: &str, dir: &Path) -> Result<Exported> {
+    let source = ostree::Repo::new_for_path(repo);
+    source
+        .open(gio::Cancellable::NONE)
+        .with_context(|| format!("Opening the repository {}", repo.display()))?;
+    let commit = source
+        .resolve_rev(reference, true)
+        .with_context(|| format!("Resolving {reference}"))?
+        .ok_or_else(|| anyhow!("{reference}: no such ref in {}", repo.display()))?
+        .to_string();
+    let (variant, _) = source.load_commit(&commit)?;
+    let metadata = glib::VariantDict::new(Some(&variant.child_value(0)));
+    let version = metadata.lookup::<String>("version").ok().flatten();
+    let collection = metadata
+        .lookup::<String>("ostree.collection-binding")
+        .ok()
+        .flatten();
+    let signed = source
+        .read_commit_detached_metadata(&commit, gio::Cancellable::NONE)?
+        .is_some_and(|m| glib::VariantDict::new(Some(&m)).contains("ostree.gpgsigs"));
+
+    if !dir.is_dir() {
+        anyhow::bail!("{}: not a directory (mount the stick first)", dir.display());
+    }
+    let path = dir.join(EXPORT_REPO);
+    std::fs::create_dir_all(&path).with_context(|| format!("Creating {}", path.display()))?;
+    let dest = ostree::Repo::new_for_path(&path);
+    if path.join("config").exists() {
+        dest.open(gio::Cancellable::NONE)
+            .with_context(|| format!("Opening {}", path.display()))?;
+    } else {
+        if let Some(id) = &collection {
+            dest.set_collection_id(Some(id))?;
+        }
+        dest.create(ostree::RepoMode::Archive, gio::Cancellable::NONE)
+            .with_context(|| format!("Creating a repository in {}", path.display()))?;
+    }
+    let options = glib::VariantDict::new(None);
+    options.insert("refs", vec![commit.clone()]);
+    let source_url = format!("file://{}", std::fs::canonicalize(repo)?.display());
+    dest.pull_with_options(&source_url, &options.end(), None, gio::Cancellable::NONE)
+        .context("Copying the commit")?;
+    // The pull copies signatures when the source has them; say so if not.
+    dest.set_ref_immediate(None, reference, Some(&commit), gio::Cancellable::NONE)?;
+    dest.regenerate_summary(None, gio::Cancellable::NONE)
+        .context("Writing the summary")?;
+    // The stick may be pulled out the moment this returns.
+    nix::unistd::sync();
+    Ok(Exported {
+        commit,
+        version,
+        signed,
+        repo: path,
+    })
+}
+
+/// The repository of an export at `dir` (or `dir` itself when it is one),
+/// as a URL libostree pulls from; why not, otherwise.
+pub fn source_url(dir: &Path) -> std::result::Result<String, String> {
+    if !dir.is_absolute() {
+        return Err("not an absolute path".into());
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    if !meta.is_dir() {
+        return Err("not a directory".into());
+    }
+    let repo = [dir.join(EXPORT_REPO), dir.to_path_buf()]
+        .into_iter()
+        .find(|r| r.join("config").is_file() && r.join("objects").is_dir())
+        .ok_or("no export there (no .ostree/repo): write one with `apt-ostree compose export`")?;
+    Ok(format!("file://{}", repo.display()))
+}
