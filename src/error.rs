@@ -167,6 +167,14 @@ impl Error {
     }
 }
 
+/// Seconds since the epoch: how records (cached updates, boot failures) keep times.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Seconds since the epoch as an RFC 3339 UTC time, as messages and status show times.
 pub fn format_time(seconds: i64) -> String {
     chrono::DateTime::from_timestamp(seconds, 0)

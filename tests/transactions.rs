@@ -965,6 +965,25 @@ fn an_update_that_failed_to_boot_is_refused_until_retried() {
         "{script}"
     );
     assert!(script.contains("set aot_left=2\n"), "{script}");
+    // Where libostree kept grub.cfg (equal boot entries), the counter is
+    // pointed at the new default.
+    let loader = fs::canonicalize(s.path.join("boot/loader")).unwrap();
+    fs::write(
+        loader.join("grub.cfg"),
+        "menuentry x {\n}\nset aot_default=\"0000.0\"\n",
+    )
+    .unwrap();
+    assert!(apt_ostree::boot::refresh_grub_config(&s.path).unwrap());
+    let cfg = fs::read_to_string(loader.join("grub.cfg")).unwrap();
+    assert!(
+        cfg.contains(&format!("set aot_default=\"{csum}.{serial}\"")),
+        "{cfg}"
+    );
+    assert!(cfg.starts_with("menuentry x {"), "{cfg}");
+    assert!(
+        !apt_ostree::boot::refresh_grub_config(&s.path).unwrap(),
+        "once is enough"
+    );
 
     // 12.2 failed to boot: record it as `apt-ostreed --boot check` does,
     // then go back to 12.1 as the rollback would have.
@@ -1082,7 +1101,7 @@ fn offline_updates_from_an_export_are_checked_with_the_remotes_keys() {
         assert_eq!(rc, 0, "{out}{err}");
         out
     };
-    let out = export("good", "usb-good");
+    let out = export("good", "usb stick");
     assert!(
         out.contains(&format!("Exported {REF} 12.2 ({})", base.v2)),
         "{out}"
@@ -1103,7 +1122,7 @@ fn offline_updates_from_an_export_are_checked_with_the_remotes_keys() {
     // A stick pulled out half-way: the files' contents never reached it.
     run(Command::new("cp")
         .arg("-a")
-        .arg(w("usb-good"))
+        .arg(w("usb stick"))
         .arg(w("usb-partial")));
     run(Command::new("find")
         .arg(w("usb-partial").join(".ostree/repo/objects"))
@@ -1131,7 +1150,7 @@ fn offline_updates_from_an_export_are_checked_with_the_remotes_keys() {
     let reply = python_varlink(&[
         "call",
         &format!("{}/org.aptostree.Sysroot.Upgrade", d.address()),
-        r#"{"fromDirectory": "usb-good"}"#,
+        r#"{"fromDirectory": "usb stick"}"#,
     ]);
     assert!(
         reply.contains("InvalidUpdateDirectory") && reply.contains("not an absolute path"),
@@ -1141,7 +1160,7 @@ fn offline_updates_from_an_export_are_checked_with_the_remotes_keys() {
     assert_eq!(s.deployments(), before);
 
     // The good export, with no network at all.
-    let (rc, out, err) = code(s.cli().args(["upgrade", "--from"]).arg(w("usb-good")));
+    let (rc, out, err) = code(s.cli().args(["upgrade", "--from"]).arg(w("usb stick")));
     assert_eq!(rc, 0, "{out}{err}");
     assert_eq!(s.deployments()[0].0, base.v2);
     s.assert_fsck_clean();

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::logging::message_id;
 use crate::origin::Origin;
-use crate::sysroot::{same, Sysroot};
+use crate::sysroot::{deployment_name, same, Sysroot};
 use grubenv::Env;
 
 /// GRUB's environment block, relative to the sysroot: the boot partition's
@@ -44,11 +44,6 @@ const COUNTED: &str = "aot_id";
 const LEFT: &str = "aot_left";
 /// Set by GRUB when it boots the previous deployment instead.
 const FAILED: &str = "aot_failed";
-
-/// How GRUB and this module name a deployment: its directory's name.
-pub fn deployment_id(d: &ostree::Deployment) -> String {
-    format!("{}.{}", d.csum(), d.deployserial())
-}
 
 /// What GRUB's environment block says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -114,7 +109,7 @@ pub fn state_of(counter: &Counter, failures: &[BootFailure], id: &str) -> Option
 /// or `upgrade --retry-failed`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootFailure {
-    /// Its id ([`deployment_id`]).
+    /// Its directory name ([`deployment_name`]).
     pub deployment: String,
     /// What it was made of ([`update_key`]); unknown if it was already gone.
     pub update: Option<String>,
@@ -276,6 +271,48 @@ fn default_entry(root: &Path) -> Result<Option<String>> {
     Ok(Some(id))
 }
 
+/// Point the current grub.cfg's counter at the current default deployment.
+///
+/// libostree writes a new grub.cfg only when the boot entries change; when
+/// the new list's entries equal the old one's pair by pair (a layered
+/// deployment keeps its base's version and kernel), it swaps the links the
+/// entries point through and keeps grub.cfg, whose `aot_default` then names
+/// the previous default. This rewrites that one line (a new file renamed
+/// over the old, so a power cut leaves one or the other). Returns whether
+/// it did.
+pub fn refresh_grub_config(root: &Path) -> Result<bool> {
+    let Ok(loader) = std::fs::canonicalize(root.join("boot/loader")) else {
+        return Ok(false);
+    };
+    let cfg = loader.join("grub.cfg");
+    let Ok(text) = std::fs::read_to_string(&cfg) else {
+        return Ok(false);
+    };
+    let Some(written) = text
+        .lines()
+        .find_map(|l| l.strip_prefix("set aot_default=\""))
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return Ok(false);
+    };
+    let Some(default) = default_entry(root)? else {
+        return Ok(false);
+    };
+    if written == default {
+        return Ok(false);
+    }
+    let updated = text.replace(
+        &format!("set aot_default=\"{written}\""),
+        &format!("set aot_default=\"{default}\""),
+    );
+    crate::fsutil::write_atomic(&cfg, updated.as_bytes())?;
+    tracing::info!(
+        "{}: boot counting now follows {default}, the default (was {written})",
+        cfg.display()
+    );
+    Ok(true)
+}
+
 fn grub_script(id: &str, tries: u32) -> String {
     let mut lookup = String::new();
     for n in 1..=tries {
@@ -325,6 +362,7 @@ pub fn check(sysroot: &mut Sysroot) -> Result<()> {
         );
         return Ok(());
     }
+    refresh_grub_config(sysroot.path())?;
     let existed = path.exists();
     let mut env = Env::read(&path)?;
     let Some(failed) = env.get(FAILED).map(str::to_string) else {
@@ -338,10 +376,10 @@ pub fn check(sysroot: &mut Sysroot) -> Result<()> {
         .ostree()
         .booted_deployment()
         .context("GRUB fell back, but no deployment is booted")?;
-    let booted_id = deployment_id(&booted);
+    let booted_id = deployment_name(&booted);
     if failed != booted_id {
         let deployments = sysroot.ostree().deployments();
-        let failed_deployment = deployments.iter().find(|d| deployment_id(d) == failed);
+        let failed_deployment = deployments.iter().find(|d| deployment_name(d) == failed);
         let (update, version) = match failed_deployment {
             Some(d) => {
                 let info = sysroot.commit_info(d.csum().as_str())?;
@@ -356,12 +394,12 @@ pub fn check(sysroot: &mut Sysroot) -> Result<()> {
             deployment: failed.clone(),
             update,
             version: version.clone(),
-            at: now(),
+            at: crate::error::now(),
         });
         store_failures(sysroot, &records)?;
         if deployments
             .first()
-            .is_some_and(|d| deployment_id(d) == failed)
+            .is_some_and(|d| deployment_name(d) == failed)
         {
             let mut order = vec![same(&booted)];
             order.extend(deployments.iter().filter(|d| !d.equal(&booted)).map(same));
@@ -377,7 +415,14 @@ pub fn check(sysroot: &mut Sysroot) -> Result<()> {
     env.unset(FAILED);
     env.unset(COUNTED);
     env.unset(LEFT);
-    env.write(&path)
+    // What GRUB fell back to is the last resort: never on trial, so that a
+    // machine whose previous deployment fails its checks too cannot loop.
+    env.set(GOOD, &booted_id);
+    env.write(&path)?;
+    // The reorder rewrote the menu, unless libostree found the boot entries
+    // equal and only swapped its links.
+    refresh_grub_config(sysroot.path())?;
+    Ok(())
 }
 
 /// After boot-complete.target: `good` when it was reached.
@@ -387,10 +432,12 @@ pub fn assess(sysroot: &Sysroot, config: &Config, good: bool) -> Result<()> {
         .ostree()
         .booted_deployment()
         .context("no deployment is booted")?;
-    let id = deployment_id(&booted);
+    let id = deployment_name(&booted);
     let mut env = Env::read(&path)?;
     let counter = Counter::from_env(&env);
     if good {
+        // First, so that a failed write below cannot leave it to reboot a good boot.
+        stop_deadline();
         if path.exists() && counter.good.as_deref() != Some(id.as_str()) {
             env.set(GOOD, &id);
             if counter.counted.as_deref() == Some(id.as_str()) {
@@ -403,12 +450,6 @@ pub fn assess(sysroot: &Sysroot, config: &Config, good: bool) -> Result<()> {
                 "Boot of {id} is good: boot-complete.target was reached"
             );
         }
-        // The deadline has nothing left to watch.
-        let _ = crate::process::run(Command::new("systemctl").args([
-            "stop",
-            "--no-block",
-            "apt-ostree-boot-deadline.service",
-        ]));
         return Ok(());
     }
     if counter.on_trial(&id) && sysroot.rollback_index().is_some() {
@@ -427,6 +468,22 @@ pub fn assess(sysroot: &Sysroot, config: &Config, good: bool) -> Result<()> {
     )
 }
 
+/// The deadline has nothing left to watch once the boot is assessed.
+fn stop_deadline() {
+    let _ = crate::process::run(Command::new("systemctl").args([
+        "stop",
+        "--no-block",
+        "apt-ostree-boot-deadline.service",
+    ]));
+}
+
+fn boot_complete() -> bool {
+    Command::new("systemctl")
+        .args(["is-active", "--quiet", "boot-complete.target"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// From early boot: reboot a deployment on trial whose boot does not reach
 /// boot-complete.target in time (a hang, an emergency shell).
 pub fn deadline(sysroot: &Sysroot, config: &Config) -> Result<()> {
@@ -434,14 +491,16 @@ pub fn deadline(sysroot: &Sysroot, config: &Config) -> Result<()> {
         .ostree()
         .booted_deployment()
         .context("no deployment is booted")?;
-    let id = deployment_id(&booted);
+    let id = deployment_name(&booted);
     let seconds = config.boot_deadline;
-    if seconds == 0 || !Counter::read(sysroot.path()).on_trial(&id) {
+    // With nothing to fall back to, a reboot would only repeat the hang.
+    let on_trial = Counter::read(sysroot.path()).on_trial(&id);
+    if seconds == 0 || !on_trial || sysroot.rollback_index().is_none() {
         return Ok(());
     }
     tracing::info!("{id} is on trial: rebooting unless its boot completes within {seconds} s");
     std::thread::sleep(Duration::from_secs(seconds));
-    if Counter::read(sysroot.path()).on_trial(&id) {
+    if Counter::read(sysroot.path()).on_trial(&id) && !boot_complete() {
         tracing::error!(
             MESSAGE_ID = message_id::BOOT_CHECK_FAILED,
             "{id} did not reach boot-complete.target within {seconds} s: rebooting"
@@ -449,13 +508,6 @@ pub fn deadline(sysroot: &Sysroot, config: &Config) -> Result<()> {
         crate::process::run(Command::new("systemctl").args(["reboot", "--force"]))?;
     }
     Ok(())
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// `apt-ostreed --boot STEP`: the boot units' entry point.
@@ -479,14 +531,7 @@ pub fn helper_main(step: &str, config_path: &Path) -> Result<()> {
             sysroot.ostree().unlock();
             result
         }
-        "assess" => {
-            let reached = Command::new("systemctl")
-                .args(["is-active", "--quiet", "boot-complete.target"])
-                .status()
-                .context("Running systemctl is-active")?
-                .success();
-            assess(&Sysroot::open(root)?, &config, reached)
-        }
+        "assess" => assess(&Sysroot::open(root)?, &config, boot_complete()),
         "deadline" => deadline(&Sysroot::open(root)?, &config),
         other => bail!("unknown boot step {other:?}: grub-config, check, assess or deadline"),
     }

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
+use ostree::gio::prelude::*;
 use ostree::{gio, glib};
 
 /// Where an export keeps its repository, under the directory given.
@@ -42,9 +43,7 @@ pub fn export(repo: &Path, reference: &str, dir: &Path) -> Result<Exported> {
         .lookup::<String>("ostree.collection-binding")
         .ok()
         .flatten();
-    let signed = source
-        .read_commit_detached_metadata(&commit, gio::Cancellable::NONE)?
-        .is_some_and(|m| glib::VariantDict::new(Some(&m)).contains("ostree.gpgsigs"));
+    let signed = crate::sysroot::is_signed(&source, &commit)?;
 
     if !dir.is_dir() {
         anyhow::bail!("{}: not a directory (mount the stick first)", dir.display());
@@ -55,6 +54,18 @@ pub fn export(repo: &Path, reference: &str, dir: &Path) -> Result<Exported> {
     if path.join("config").exists() {
         dest.open(gio::Cancellable::NONE)
             .with_context(|| format!("Opening {}", path.display()))?;
+        // The summary names the collection of what the export holds now.
+        if dest.collection_id().map(|c| c.to_string()) != collection {
+            let config = dest.copy_config();
+            match &collection {
+                Some(id) => config.set_string("core", "collection-id", id),
+                None => {
+                    let _ = config.remove_key("core", "collection-id");
+                }
+            }
+            dest.write_config(&config)?;
+            dest.reload_config(gio::Cancellable::NONE)?;
+        }
     } else {
         if let Some(id) = &collection {
             dest.set_collection_id(Some(id))?;
@@ -64,9 +75,14 @@ pub fn export(repo: &Path, reference: &str, dir: &Path) -> Result<Exported> {
     }
     let options = glib::VariantDict::new(None);
     options.insert("refs", vec![commit.clone()]);
-    let source_url = format!("file://{}", std::fs::canonicalize(repo)?.display());
-    dest.pull_with_options(&source_url, &options.end(), None, gio::Cancellable::NONE)
-        .context("Copying the commit")?;
+    let source_url = gio::File::for_path(std::fs::canonicalize(repo)?).uri();
+    dest.pull_with_options(
+        source_url.as_str(),
+        &options.end(),
+        None,
+        gio::Cancellable::NONE,
+    )
+    .context("Copying the commit")?;
     // The pull copies signatures when the source has them; say so if not.
     dest.set_ref_immediate(None, reference, Some(&commit), gio::Cancellable::NONE)?;
     dest.regenerate_summary(None, gio::Cancellable::NONE)
@@ -87,7 +103,17 @@ pub fn source_url(dir: &Path) -> std::result::Result<String, String> {
     if !dir.is_absolute() {
         return Err("not an absolute path".into());
     }
-    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        // apt-ostreed.service hides these from the daemon.
+        let hidden = ["/home", "/root", "/tmp", "/var/tmp", "/run/user"]
+            .iter()
+            .any(|h| dir.starts_with(h));
+        if hidden {
+            format!("{e}; the daemon cannot see {} (its unit hides /home, /root and /tmp): mount the stick under /media or /mnt", dir.display())
+        } else {
+            e.to_string()
+        }
+    })?;
     if !meta.is_dir() {
         return Err("not a directory".into());
     }
@@ -95,5 +121,5 @@ pub fn source_url(dir: &Path) -> std::result::Result<String, String> {
         .into_iter()
         .find(|r| r.join("config").is_file() && r.join("objects").is_dir())
         .ok_or("no export there (no .ostree/repo): write one with `apt-ostree compose export`")?;
-    Ok(format!("file://{}", repo.display()))
+    Ok(gio::File::for_path(repo).uri().to_string())
 }

@@ -191,9 +191,7 @@ fn inspect_commit(repo: &ostree::Repo, reference: &str) -> Result<CommitFacts> {
         );
     }
     let content = tree_size(&root)?;
-    let signed = repo
-        .read_commit_detached_metadata(&checksum, gio::Cancellable::NONE)?
-        .is_some_and(|m| glib::VariantDict::new(Some(&m)).contains("ostree.gpgsigs"));
+    let signed = crate::sysroot::is_signed(repo, &checksum)?;
     Ok(CommitFacts {
         signed,
         collection_id: meta_str(&md, "ostree.collection-binding"),

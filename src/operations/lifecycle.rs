@@ -85,7 +85,7 @@ pub fn cleanup(sysroot: &mut Sysroot, sink: &Sink, opts: &CleanupOptions) -> Res
             let drop = (!d.is_pinned() || d.is_staged())
                 && ((opts.pending && pending) || (opts.rollback && rollback));
             if drop {
-                removed.push(format!("{}.{}", d.csum(), d.deployserial()));
+                removed.push(crate::sysroot::deployment_name(d));
             }
             !drop
         })

@@ -47,10 +47,6 @@ fn running(sysroot: &Sysroot, what: &str) -> Result<ostree::Deployment> {
         .ok_or_else(|| refused(format!("{what} needs a system booted from a deployment")))
 }
 
-fn id_of(d: &ostree::Deployment) -> String {
-    format!("{}.{}", d.csum(), d.deployserial())
-}
-
 /// Refuse a change that would replace or remove packages, unless allowed.
 pub fn check_replacement(replaced: Vec<String>, options: LiveOptions) -> Result<()> {
     if replaced.is_empty() || options.allow_replacement || options.reset {
@@ -116,8 +112,8 @@ pub fn check_planned(
     options: LiveOptions,
 ) -> Result<()> {
     let booted = live_ready(sysroot)?;
-    let shown =
-        live::read_state(&id_of(&booted)).map_or_else(|| booted.csum().to_string(), |s| s.commit);
+    let shown = live::read_state(&crate::sysroot::deployment_name(&booted))
+        .map_or_else(|| booted.csum().to_string(), |s| s.commit);
     let (_, replaced) = live::changed_packages(&sysroot.packages(&shown)?, planned);
     check_replacement(replaced, options)
 }
@@ -126,7 +122,7 @@ pub fn check_planned(
 /// applied to the running /usr.
 pub fn apply_live(sysroot: &mut Sysroot, sink: &Sink, options: LiveOptions) -> Result<Outcome> {
     let booted = live_ready(sysroot)?;
-    let state = live::read_state(&id_of(&booted));
+    let state = live::read_state(&crate::sysroot::deployment_name(&booted));
     let shown = state
         .as_ref()
         .map_or_else(|| booted.csum().to_string(), |s| s.commit.clone());
@@ -198,7 +194,7 @@ pub fn apply_live(sysroot: &mut Sysroot, sink: &Sink, options: LiveOptions) -> R
     record(
         sysroot,
         Some(&LiveState {
-            deployment: id_of(&booted),
+            deployment: crate::sysroot::deployment_name(&booted),
             commit: commit.clone(),
             packages: packages.clone(),
             previous: Some(unfinished.unwrap_or(shown)),
@@ -208,7 +204,7 @@ pub fn apply_live(sysroot: &mut Sysroot, sink: &Sink, options: LiveOptions) -> R
         write_plan_live(&plan, sink)
     })?;
     let done = (!options.reset).then(|| LiveState {
-        deployment: id_of(&booted),
+        deployment: crate::sysroot::deployment_name(&booted),
         commit: commit.clone(),
         packages,
         previous: None,

@@ -69,7 +69,7 @@ fn prune_refs(sysroot: &mut Sysroot) -> Result<()> {
     let live_now = sysroot
         .ostree()
         .booted_deployment()
-        .and_then(|b| crate::live::read_state(&format!("{}.{}", b.csum(), b.deployserial())));
+        .and_then(|b| crate::live::read_state(&crate::sysroot::deployment_name(&b)));
     if live_now.is_none() {
         // Live changes end with the boot; so do the commits they showed.
         for name in [crate::live::LIVE_REF, crate::live::LIVE_PREVIOUS_REF] {

@@ -40,12 +40,7 @@ pub(super) fn refuse_export_for_image(from: Option<&Path>) -> Result<()> {
     }
 }
 
-pub(super) fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(super) use crate::error::now;
 
 fn cached_update_path(sysroot: &Sysroot) -> PathBuf {
     sysroot.state_dir().join("cached-update.json")
@@ -356,6 +351,7 @@ pub fn upgrade(sysroot: &mut Sysroot, sink: &Sink, opts: &UpgradeOptions) -> Res
                     &refspec.branch,
                     &head,
                     dpkg::DATABASE_DIR,
+                    url.as_deref(),
                     sink,
                 )?;
             }

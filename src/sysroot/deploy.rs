@@ -114,6 +114,7 @@ impl Sysroot {
                 gio::Cancellable::NONE,
             )
             .with_context(|| format!("Writing the deployment of {commit}"))?;
+            self.follow_default_in_grub_config();
         }
         reap_exited_children();
         sink.task_end(title);
@@ -140,7 +141,17 @@ impl Sysroot {
             .write_deployments(deployments, gio::Cancellable::NONE)
             .context("Writing the deployment list")?;
         reap_exited_children();
+        self.follow_default_in_grub_config();
         self.reload(true)
+    }
+
+    /// After a write: GRUB's boot counting must follow the new default
+    /// ([`crate::boot::refresh_grub_config`]). The deployments are written
+    /// by then, so a failure here is a warning.
+    fn follow_default_in_grub_config(&self) {
+        if let Err(e) = crate::boot::refresh_grub_config(&self.path) {
+            tracing::warn!("Boot counting may follow the previous default: {e:#}");
+        }
     }
 }
 

@@ -236,6 +236,19 @@ impl Sysroot {
 /// deployment apart by pointer, and `ostree::Deployment::clone` (an inherent
 /// method, which wins over `Clone::clone`) makes a new object: never use it
 /// for lists handed back to libostree.
+/// Whether `commit` carries GPG signatures (detached metadata).
+pub fn is_signed(repo: &ostree::Repo, commit: &str) -> Result<bool> {
+    Ok(repo
+        .read_commit_detached_metadata(commit, gio::Cancellable::NONE)?
+        .is_some_and(|m| ostree::glib::VariantDict::new(Some(&m)).contains("ostree.gpgsigs")))
+}
+
+/// A deployment's directory name, `CHECKSUM.SERIAL`: how GRUB's counter, live
+/// changes and messages name it.
+pub fn deployment_name(d: &ostree::Deployment) -> String {
+    format!("{}.{}", d.csum(), d.deployserial())
+}
+
 pub(crate) fn same(d: &ostree::Deployment) -> ostree::Deployment {
     Clone::clone(d)
 }

@@ -101,11 +101,16 @@ pub fn pull(repo: &ostree::Repo, req: &PullRequest, sink: &Sink) -> Result<()> {
     if let Some(c) = req.commit {
         options.insert("override-commit-ids", vec![c.to_string()]);
     }
-    let flags = if req.metadata_only {
+    let mut flags = if req.metadata_only {
         ostree::RepoPullFlags::COMMIT_ONLY
     } else {
         ostree::RepoPullFlags::NONE
     };
+    // libostree trusts a local repository's objects unless told not to: a
+    // stick's are checked against their checksums like a server's.
+    if req.url.is_some() {
+        flags |= ostree::RepoPullFlags::UNTRUSTED;
+    }
     options.insert("flags", flags.bits() as i32);
     options.insert("depth", req.depth);
     if let Some(url) = req.url {
@@ -182,34 +187,6 @@ pub fn pull(repo: &ostree::Repo, req: &PullRequest, sink: &Sink) -> Result<()> {
     Ok(())
 }
 
-/// A remote's option, from the repository's config or remotes.d (the
-/// bindings lack `ostree_repo_get_remote_option`).
-#[allow(unsafe_code)]
-fn remote_option(repo: &ostree::Repo, remote: &str, option: &str) -> Option<String> {
-    use glib::translate::{from_glib_full, ToGlibPtr};
-    let mut value: *mut std::ffi::c_char = std::ptr::null_mut();
-    let mut error: *mut glib::ffi::GError = std::ptr::null_mut();
-    // SAFETY: the strings outlive the call; libostree hands over `value`.
-    let ok = unsafe {
-        ostree::ffi::ostree_repo_get_remote_option(
-            repo.to_glib_none().0,
-            remote.to_glib_none().0,
-            option.to_glib_none().0,
-            std::ptr::null(),
-            &mut value,
-            &mut error,
-        )
-    };
-    if ok == 0 {
-        // SAFETY: on failure libostree sets `error`, which we now own.
-        let _: glib::Error = unsafe { from_glib_full(error) };
-        return None;
-    }
-    // SAFETY: a newly allocated string, or NULL.
-    let value: Option<glib::GString> = unsafe { from_glib_full(value) };
-    value.map(|v| v.to_string())
-}
-
 /// The commit's collection and ref bindings against the remote it came
 /// from, whatever the URL (an export on a stick included): libostree leaves
 /// them unchecked on a pull from a local repository.
@@ -219,7 +196,10 @@ fn check_bindings(
     branch: &str,
     commit: &str,
 ) -> Result<(), String> {
-    let Some(expected) = remote_option(repo, remote, "collection-id") else {
+    let expected = repo
+        .remote_option(remote, "collection-id", None)
+        .map_err(|e| e.to_string())?;
+    let Some(expected) = expected.map(|c| c.to_string()) else {
         return Ok(());
     };
     let (variant, _) = repo.load_commit(commit).map_err(|e| e.to_string())?;
@@ -262,9 +242,14 @@ pub fn pull_subdir(
     branch: &str,
     commit: &str,
     subdir: &str,
+    url: Option<&str>,
     sink: &Sink,
 ) -> Result<()> {
     let options = glib::VariantDict::new(None);
+    if let Some(url) = url {
+        options.insert("override-url", url);
+        options.insert("flags", ostree::RepoPullFlags::UNTRUSTED.bits() as i32);
+    }
     options.insert("refs", vec![branch.to_string()]);
     options.insert("override-commit-ids", vec![commit.to_string()]);
     options.insert("subdirs", vec![format!("/{subdir}")]);

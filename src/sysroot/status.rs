@@ -126,7 +126,7 @@ impl Sysroot {
             };
             let booted_here = booted.as_ref().is_some_and(|b| b.equal(&d));
             let live = (booted_here && self.path == std::path::Path::new("/"))
-                .then(|| crate::live::read_state(&format!("{checksum}.{}", d.deployserial())))
+                .then(|| crate::live::read_state(&super::deployment_name(&d)))
                 .flatten();
             deployments.push(DeploymentStatus {
                 id: format!("{}-{}.{}", d.osname(), checksum, d.deployserial()),
@@ -147,11 +147,7 @@ impl Sysroot {
                 rollback: rollback == Some(index),
                 unlocked: ostree::Deployment::unlocked_state_to_string(d.unlocked()).to_string(),
                 live,
-                boot: crate::boot::state_of(
-                    &counter,
-                    &boot_failures,
-                    &crate::boot::deployment_id(&d),
-                ),
+                boot: crate::boot::state_of(&counter, &boot_failures, &super::deployment_name(&d)),
                 requested_packages: origin.requested_packages.iter().cloned().collect(),
                 requested_local_packages: origin.requested_local_packages.keys().cloned().collect(),
                 layered_packages: info.layered_packages.clone(),
