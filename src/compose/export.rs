@@ -83,7 +83,7 @@ pub fn export(repo: &Path, reference: &str, dir: &Path) -> Result<Exported> {
         gio::Cancellable::NONE,
     )
     .context("Copying the commit")?;
-    // The pull copies signatures when the source has them; say so if not.
+    // The pull copies the commit's signatures (detached metadata) with it.
     dest.set_ref_immediate(None, reference, Some(&commit), gio::Cancellable::NONE)?;
     dest.regenerate_summary(None, gio::Cancellable::NONE)
         .context("Writing the summary")?;
