@@ -32,6 +32,59 @@ check() { # check DESCRIPTION COMMAND...
 }
 next() { echo $((PHASE + 1)) > $STATE/phase; say "phase $PHASE: PASS"; systemctl reboot; exit 0; }
 has() { grep -q -- "$1"; }
+# The deployment booted, and the one staged (empty when none), by checksum.
+booted_checksum() { ostree admin status | sed -n 's/^\* [^ ]* \([0-9a-f]*\)\.[0-9]*.*/\1/p'; }
+staged_checksum() { ostree admin status | sed -n 's/^  [^ ]* \([0-9a-f]*\)\.[0-9]* (staged).*/\1/p'; }
+
+# Power cuts: the host kills QEMU at a random point after the guest says
+# "cut-window OP" (scripts/test-vm, CUT=). What the next boot needs to judge
+# the outcome is on disk first: the operation, the deployment booted before,
+# and for a finalization the staged one.
+prepare_cut() { # OP
+    echo "$1 $(booted_checksum) $(staged_checksum)" > $STATE/cut
+    echo $((PHASE + 1)) > $STATE/phase
+    sync
+}
+# Run COMMAND with the power cut somewhere in it (or after it, when the
+# host's random point falls past its end: the guest then waits).
+cut_during() { # OP COMMAND...
+    op=$1; shift
+    prepare_cut "$op"
+    say "phase $PHASE: PASS (the power is cut during $op)"
+    say "cut-window $op"
+    if "$@" > $STATE/cut-op.log 2>&1; then result=done; else result="failed ($?)"; fi
+    say "cut-window end: $op $result"
+    sleep 600
+    exit 1
+}
+# Reboot with the power cut while the staged deployment is finalized
+# (the window is marked by the drop-in for ostree-finalize-staged.service).
+cut_at_shutdown() {
+    check "a deployment is staged" test -n "$(staged_checksum)"
+    prepare_cut finalize
+    say "phase $PHASE: PASS (the power is cut during finalization)"
+    systemctl reboot
+    exit 0
+}
+# After a cut: the machine booted the deployment from before or the new one
+# (never a third state), and everything works.
+after_cut() {
+    read -r op old staged < $STATE/cut || fail "no record of the power cut"
+    rm $STATE/cut
+    now=$(booted_checksum)
+    if [ "$now" = "$old" ]; then which=old; else which=new; fi
+    say "  after the power cut during $op: booted the $which deployment"
+    echo "$op $which" >> $STATE/cuts
+    if [ "$op" = finalize ]; then
+        check "the deployment booted is the old or the staged one" sh -c "[ '$now' = '$old' ] || [ '$now' = '$staged' ]"
+    else
+        # Nothing reaches the bootloader before finalization.
+        check "a cut before finalization boots the old deployment" test "$which" = old
+    fi
+    check "status works" apt-ostree status
+    check "nothing is left staged" test -z "$(staged_checksum)"
+    check "ostree fsck" ostree fsck
+}
 
 # Base 3's boot fails a health check; nobody is at the console: the
 # machine must reboot by itself (and GRUB then boots the previous one).
@@ -249,11 +302,12 @@ RULES
         'journalctl MESSAGE_ID=4bbe611154b440e1a6db295382526e0b -o cat --no-pager | grep -q "used up its boot tries"'
     check "the reboot came from the failed health check" sh -c \
         'journalctl -b -1 MESSAGE_ID=c3346795265342c4a20a8f758b7e28f5 -o cat --no-pager | grep -q "health check failed"'
-    # Offline: no network card, and base 3 on a FAT stick.
+    # Offline: no network card, and a FAT stick with two exports: base 3
+    # and base 4 (a good one).
     check "no network at all" sh -c '[ -z "$(ls /sys/class/net | grep -vx lo)" ]'
     mkdir -p /mnt/usb
     check "mount the stick" mount -t vfat /dev/vdb /mnt/usb
-    base3=$(ostree --repo=/mnt/usb/.ostree/repo rev-parse "$REF")
+    base3=$(ostree --repo=/mnt/usb/base3/.ostree/repo rev-parse "$REF")
     check "the stick holds base 3" test -n "$base3"
     # So that base 3 can only come from the stick: drop it from the machine.
     check "cleanup -r drops the failed deployment" apt-ostree cleanup -r
@@ -266,18 +320,95 @@ RULES
     # no layered package, as in phase 6.
     check "reset" apt-ostree reset
     check "rebasing to it from the stick is refused: it failed to boot" sh -c \
-        '! apt-ostree rebase --from /mnt/usb vmtest:$REF 2>/tmp/failed.err && grep -q "failed to boot" /tmp/failed.err'
+        '! apt-ostree rebase --from /mnt/usb/base3 vmtest:$REF 2>/tmp/failed.err && grep -q "failed to boot" /tmp/failed.err'
     check "cleanup --boot-failures forgets it" sh -c \
         'apt-ostree cleanup --boot-failures | grep -q "forgot 1 deployment"'
     check "rebase to it from the stick, with no network" \
-        apt-ostree rebase --from /mnt/usb vmtest:$REF
+        apt-ostree rebase --from /mnt/usb/base3 vmtest:$REF
     check "the pending deployment is base 3" sh -c \
         "apt-ostree status --json | grep -m1 '\"checksum\"' | grep -q $base3"
+    check "upgrade from the stick's other export" apt-ostree upgrade --from /mnt/usb/base4
+    check "the pending deployment is base 4" sh -c 'apt-ostree status | grep -m1 Version: | grep -q "vmtest\.4"'
     umount /mnt/usb
     check "no failed units" sh -c '[ -z "$(systemctl --failed --no-legend --plain)" ]'
     check "ostree fsck" ostree fsck
+    cut_at_shutdown
+    ;;
+9)
+    # The power was cut while base 4 was being finalized.
+    after_cut
+    if grep -q "vmtest base 4" /usr/share/vmtest/base; then
+        check "the next update, over the network again" apt-ostree upgrade
+    else
+        check "the next update, over the network again" apt-ostree rebase vmtest:$REF
+    fi
+    # The host published base 5 before this boot.
+    check "the pending deployment is base 5" sh -c 'apt-ostree status | grep -m1 Version: | grep -q "vmtest\.5"'
+    check "ostree fsck" ostree fsck
     say "phase $PHASE: PASS"
     say "ALL PASSED"
+    echo done > $STATE/phase
+    systemctl poweroff
+    ;;
+# The matrix (scripts/test-vm --all): a fresh disk of its own.
+# Power cuts at random points of install, upgrade and finalization; each
+# boot after a cut checks the outcome and runs the next operation, which is
+# how "the next upgrade works" is proven. The host publishes a new base
+# before the boots that upgrade.
+11)
+    sed -i 's/^BootTries=.*/BootTries=2/; s/^BootFailureRebootDelay=.*/BootFailureRebootDelay=10/; s/^BootDeadline=.*/BootDeadline=0/' \
+        /etc/apt-ostree/apt-ostreed.conf
+    cut_during install apt-ostree install vmtest-hello
+    ;;
+12)
+    after_cut
+    cut_during upgrade apt-ostree upgrade
+    ;;
+13)
+    after_cut
+    check "install, then the power is cut while it is finalized" apt-ostree install vmtest-hello
+    cut_at_shutdown
+    ;;
+14)
+    after_cut
+    check "upgrade, then the power is cut while it is finalized" apt-ostree upgrade
+    cut_at_shutdown
+    ;;
+15)
+    after_cut
+    cut_during install apt-ostree install vmtest-extra
+    ;;
+16)
+    after_cut
+    cut_during upgrade apt-ostree upgrade
+    ;;
+17)
+    after_cut
+    say "  power cuts: $(sort $STATE/cuts | uniq -c | tr -s ' \n' ' ')"
+    # A kernel panic at every boot (tests/vm/vmtest-panic.service), two
+    # tries, through UEFI: panic=10 reboots, GRUB falls back after two.
+    check "a deployment whose kernel panics" apt-ostree kargs --append=vmtest.panic=1
+    next
+    ;;
+18)
+    check "GRUB booted the previous deployment" sh -c '! grep -q vmtest.panic /proc/cmdline'
+    check "status says the new one failed to boot" sh -c 'apt-ostree status | grep -q "Boot: failed: used up its tries"'
+    check "the journal says so" sh -c \
+        'journalctl -b MESSAGE_ID=4bbe611154b440e1a6db295382526e0b -o cat --no-pager | grep -q "used up its boot tries"'
+    # A boot that hangs (tests/vm/vmtest-hang.service holds multi-user.target
+    # forever), one try, through BIOS: the deadline reboots it.
+    sed -i 's/^BootTries=.*/BootTries=1/; s/^BootDeadline=.*/BootDeadline=150/' /etc/apt-ostree/apt-ostreed.conf
+    check "a deployment whose boot hangs" apt-ostree kargs --append=vmtest.hang=1
+    next
+    ;;
+19)
+    check "GRUB booted the previous deployment" sh -c '! grep -q vmtest.hang /proc/cmdline'
+    check "the deadline rebooted the hung boot" sh -c \
+        'journalctl -b -1 MESSAGE_ID=c3346795265342c4a20a8f758b7e28f5 -o cat --no-pager | grep -q "did not reach boot-complete.target"'
+    check "status says the new one failed to boot" sh -c 'apt-ostree status | grep -q "Boot: failed: used up its tries"'
+    check "ostree fsck" ostree fsck
+    say "phase $PHASE: PASS"
+    say "MATRIX PASSED"
     echo done > $STATE/phase
     systemctl poweroff
     ;;
