@@ -132,6 +132,29 @@ impl ImageReference {
         }
     }
 
+    /// The tag the reference follows (`latest` when a registry reference
+    /// names none); `None` when it is pinned to a digest or has no tag.
+    pub fn tag(&self) -> Option<&str> {
+        match self.transport {
+            Transport::Registry => {
+                if self.name.contains('@') {
+                    return None;
+                }
+                // A tag follows the last ':' after the last '/' (a port may precede it).
+                let last = self
+                    .name
+                    .rsplit_once('/')
+                    .map_or(self.name.as_str(), |x| x.1);
+                Some(last.rsplit_once(':').map_or("latest", |x| x.1))
+            }
+            _ => self
+                .name
+                .rsplit_once(':')
+                .map(|x| x.1)
+                .filter(|t| !t.is_empty() && !t.contains('/')),
+        }
+    }
+
     /// The same image with its tag or digest replaced by `digest`.
     pub fn with_digest(&self, digest: &str) -> ImageReference {
         let mut pinned = self.clone();
@@ -295,6 +318,37 @@ fn check_path_component(component: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tag_a_reference_follows() {
+        let tag = |text: &str| {
+            ImageReference::parse(text)
+                .unwrap()
+                .tag()
+                .map(str::to_string)
+        };
+        assert_eq!(
+            tag("ostree-unverified-registry:127.0.0.1:5000/debian/os:13").as_deref(),
+            Some("13")
+        );
+        assert_eq!(
+            tag("ostree-unverified-registry:127.0.0.1:5000/debian/os").as_deref(),
+            Some("latest")
+        );
+        assert_eq!(
+            tag("ostree-unverified-registry:quay.io/os").as_deref(),
+            Some("latest")
+        );
+        let pinned = format!(
+            "ostree-unverified-registry:quay.io/os@sha256:{}",
+            "a".repeat(64)
+        );
+        assert_eq!(tag(&pinned), None);
+        assert_eq!(
+            tag("ostree-unverified-image:oci:/media/os:stable").as_deref(),
+            Some("stable")
+        );
+    }
 
     #[test]
     fn parses_rpm_ostree_spellings_and_prints_them_back() {

@@ -523,3 +523,74 @@ fn out_dir_file(oci: &std::path::Path, name: &str, content: &str) -> PathBuf {
     fs::write(&path, content).unwrap();
     path
 }
+
+/// A machine that follows an image in a registry takes its update from a
+/// copy on a volume (an OCI layout, as `skopeo copy ... oci:DIR/oci:TAG`
+/// writes it) with the registry gone, and keeps following the registry. A
+/// volume without a layout, or without the image's tag, is refused and
+/// changes nothing; `rebase --from` takes an image from a volume too.
+#[test]
+fn image_updates_from_an_oci_layout_on_a_volume() {
+    let registry = Registry::start();
+    let host = registry.host();
+    let base = base_repo();
+    let tag = format!("{host}/debian/os:stable");
+    encapsulate_to(&base.v1, &format!("registry:{tag}"));
+    let image = format!("ostree-unverified-registry:{tag}");
+    let s = TestSysroot::at_v1();
+    let (rc, out, err) = code(s.cli().args(["rebase", &image]));
+    assert_eq!(rc, 0, "{out}{err}");
+    // No network from here on: only the volume has the update.
+    drop(registry);
+
+    let volume = tempfile::tempdir().unwrap();
+    let vol = volume.path();
+    let upgrade_from = |dir: &std::path::Path| code(s.cli().args(["upgrade", "--from"]).arg(dir));
+    let before = s.deployments();
+    let (rc, _, err) = upgrade_from(vol);
+    assert_eq!(rc, 1);
+    assert!(err.contains("no OCI layout there"), "{err}");
+    encapsulate_to(&base.v2, &format!("oci:{}/oci:testing", vol.display()));
+    let (rc, _, err) = upgrade_from(vol);
+    assert_eq!(rc, 1);
+    assert!(
+        err.contains("no image tagged stable") && err.contains("testing"),
+        "{err}"
+    );
+    assert_eq!(
+        s.deployments(),
+        before,
+        "a refused update changed something"
+    );
+
+    let d2 = encapsulate_to(&base.v2, &format!("oci:{}/oci:stable", vol.display()));
+    let (rc, out, err) = upgrade_from(vol);
+    assert_eq!(rc, 0, "{out}{err}");
+    let status = s.status();
+    let d = &status["deployments"][0];
+    assert_eq!(d["imageDigest"], d2.as_str(), "{status}");
+    assert_eq!(
+        d["containerImageReference"],
+        image.as_str(),
+        "the deployment no longer follows the registry"
+    );
+    let (rc, out, err) = upgrade_from(vol);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("No upgrade available"), "{out}");
+
+    // rebase --from: a machine on an OSTree ref moves to the image on the volume.
+    let s = TestSysroot::at_v1();
+    let (rc, out, err) = code(s.cli().args(["rebase", "--from"]).arg(vol).arg(&image));
+    assert_eq!(rc, 0, "{out}{err}");
+    let status = s.status();
+    assert_eq!(
+        status["deployments"][0]["imageDigest"],
+        d2.as_str(),
+        "{status}"
+    );
+    assert_eq!(
+        status["deployments"][0]["containerImageReference"],
+        image.as_str()
+    );
+    s.assert_fsck_clean();
+}

@@ -99,7 +99,8 @@ pub enum Command {
         #[arg(long)]
         retry_failed: bool,
         /// Take the update from an export in this directory (a mounted USB
-        /// stick, written by `apt-ostree compose export`), with no network.
+        /// stick, written by `apt-ostree compose export`), with no network;
+        /// for an image deployment, the image in the OCI layout DIR/oci.
         #[arg(long, value_name = "DIR")]
         from: Option<PathBuf>,
         /// Do what AutomaticUpdatePolicy in apt-ostreed.conf says (for the timer).

@@ -14,6 +14,8 @@ use anyhow::{anyhow, Context, Result};
 use ostree::gio::prelude::*;
 use ostree::{gio, glib};
 
+use crate::imgref::{ImageReference, Transport};
+
 /// Where an export keeps its repository, under the directory given.
 pub const EXPORT_REPO: &str = ".ostree/repo";
 
@@ -100,6 +102,17 @@ pub fn export(repo: &Path, reference: &str, dir: &Path) -> Result<Exported> {
 /// The repository of an export at `dir` (or `dir` itself when it is one),
 /// as a URL libostree pulls from; why not, otherwise.
 pub fn source_url(dir: &Path) -> std::result::Result<String, String> {
+    check_volume(dir)?;
+    let repo = [dir.join(EXPORT_REPO), dir.to_path_buf()]
+        .into_iter()
+        .find(|r| r.join("config").is_file() && r.join("objects").is_dir())
+        .ok_or("no export there (no .ostree/repo): write one with `apt-ostree compose export`")?;
+    Ok(gio::File::for_path(repo).uri().to_string())
+}
+
+/// A directory the daemon can read an update from: absolute, there, and not
+/// hidden from it.
+fn check_volume(dir: &Path) -> std::result::Result<(), String> {
     if !dir.is_absolute() {
         return Err("not an absolute path".into());
     }
@@ -117,9 +130,63 @@ pub fn source_url(dir: &Path) -> std::result::Result<String, String> {
     if !meta.is_dir() {
         return Err("not a directory".into());
     }
-    let repo = [dir.join(EXPORT_REPO), dir.to_path_buf()]
+    Ok(())
+}
+
+/// Where a volume carries a container image for `--from DIR`: an OCI layout,
+/// as `skopeo copy docker://REGISTRY/NAME:TAG oci:DIR/oci:TAG` writes it.
+pub const EXPORT_OCI: &str = "oci";
+
+/// The image on the volume at `dir` that stands for `image` (a deployment's
+/// reference): the one tagged with `image`'s tag in the OCI layout
+/// `DIR/oci` (or `DIR` itself).
+pub fn image_source(
+    dir: &Path,
+    image: &ImageReference,
+) -> std::result::Result<ImageReference, String> {
+    check_volume(dir)?;
+    let layout = [dir.join(EXPORT_OCI), dir.to_path_buf()]
         .into_iter()
-        .find(|r| r.join("config").is_file() && r.join("objects").is_dir())
-        .ok_or("no export there (no .ostree/repo): write one with `apt-ostree compose export`")?;
-    Ok(gio::File::for_path(repo).uri().to_string())
+        .find(|d| d.join("oci-layout").is_file() && d.join("index.json").is_file())
+        .ok_or_else(|| {
+            format!("no OCI layout there (no {EXPORT_OCI}/index.json): copy the image there with `skopeo copy docker://REGISTRY/NAME:TAG oci:DIR/{EXPORT_OCI}:TAG`")
+        })?;
+    // containers-image reads "oci:PATH:TAG": a ':' in PATH would be misread.
+    if layout.to_string_lossy().contains(':') {
+        return Err("the path contains ':', which an oci: reference cannot carry".into());
+    }
+    let tag = image
+        .tag()
+        .ok_or_else(|| format!("{image} names no tag to look up on the volume"))?;
+    let index = layout.join("index.json");
+    let text = std::fs::read(&index).map_err(|e| format!("{}: {e}", index.display()))?;
+    let tags = layout_tags(&text).map_err(|e| format!("{}: {e}", index.display()))?;
+    if !tags.iter().any(|t| t == tag) {
+        return Err(format!(
+            "the OCI layout {} has no image tagged {tag} (it has: {})",
+            layout.display(),
+            if tags.is_empty() {
+                "none".to_string()
+            } else {
+                tags.join(", ")
+            }
+        ));
+    }
+    Ok(ImageReference {
+        verification: image.verification,
+        transport: Transport::Oci,
+        name: format!("{}:{tag}", layout.display()),
+    })
+}
+
+/// The tags an OCI layout's index.json names.
+fn layout_tags(index: &[u8]) -> std::result::Result<Vec<String>, String> {
+    let index: serde_json::Value = serde_json::from_slice(index).map_err(|e| e.to_string())?;
+    Ok(index["manifests"]
+        .as_array()
+        .ok_or("no manifests")?
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .map(str::to_string)
+        .collect())
 }

@@ -5,6 +5,8 @@
 //! layered packages are built on it again, /etc is merged, and the previous
 //! deployment stays for rollback.
 
+use std::path::Path;
+
 use anyhow::Result;
 
 use super::update::{
@@ -15,7 +17,7 @@ use super::{start, Outcome, Start, UpdateInfo, UpgradeOptions};
 use crate::container;
 use crate::dpkg;
 use crate::error::Error;
-use crate::imgref::ImageReference;
+use crate::imgref::{ImageReference, Verification};
 use crate::origin::Base;
 use crate::progress::Sink;
 use crate::sysroot::Sysroot;
@@ -53,10 +55,14 @@ pub fn upgrade(
             "No upgrade available: the deployment is pinned to {digest}"
         )));
     }
+    let source = match &opts.from {
+        Some(dir) => from_volume(dir, image)?,
+        None => image.clone(),
+    };
     let check_only = opts.check && !opts.preview && !opts.download_only;
     if opts.preview && !opts.download_only {
         // An image that lists its packages is previewed without a layer.
-        let remote = container::inspect(image)?;
+        let remote = container::inspect(&source)?;
         if let Some(packages) = &remote.packages {
             if current.image_digest.as_deref() == Some(remote.digest.as_str()) {
                 clear_cached_update(sysroot);
@@ -74,10 +80,10 @@ pub fn upgrade(
         }
     }
     let remote = if check_only {
-        container::inspect(image)?
+        container::inspect(&source)?
     } else {
         // Pulling an image the repository has costs one manifest request.
-        let pulled = container::pull(&sysroot.repo(), image, sink)?;
+        let pulled = container::pull(&sysroot.repo(), &source, sink)?;
         if current.image_digest.as_deref() != Some(pulled.image.digest.as_str()) {
             sink.log(fetched(&pulled));
             check_downgrade(sysroot, &start.base, &pulled.commit, opts.allow_downgrade)?;
@@ -127,12 +133,37 @@ pub fn upgrade(
     })
 }
 
-/// `rebase` to a container image (a digest as the revision pins it).
+/// `--from DIR`: the copy of `image` on a volume (an OCI layout, see
+/// [`crate::compose::export::image_source`]). The deployment keeps following
+/// `image`, so the next network update continues from there.
+fn from_volume(dir: &Path, image: &ImageReference) -> Result<ImageReference> {
+    if image.verification == Verification::Signed {
+        return Err(Error::NotSupported {
+            reason: format!(
+                "--from {} for {image}: its signatures are checked with the policy for its \
+                 registry, which does not carry over to a directory",
+                dir.display()
+            ),
+        }
+        .into());
+    }
+    crate::compose::export::image_source(dir, image).map_err(|reason| {
+        Error::InvalidUpdateDirectory {
+            path: dir.display().to_string(),
+            reason,
+        }
+        .into()
+    })
+}
+
+/// `rebase` to a container image (a digest as the revision pins it), from
+/// its registry or from a copy on a volume (`from`).
 pub fn rebase(
     sysroot: &mut Sysroot,
     sink: &Sink,
     image: ImageReference,
     revision: Option<&str>,
+    from: Option<&Path>,
 ) -> Result<Outcome> {
     let image = match revision {
         None => image,
@@ -147,8 +178,12 @@ pub fn rebase(
         }
         .into()),
     };
+    let source = match from {
+        Some(dir) => from_volume(dir, &image)?,
+        None => image.clone(),
+    };
     let mut origin = start(sysroot)?.origin;
-    let pulled = container::pull(&sysroot.repo(), &image, sink)?;
+    let pulled = container::pull(&sysroot.repo(), &source, sink)?;
     sink.log(fetched(&pulled));
     origin.base = Base::Image(image.clone());
     origin.override_commit = None;

@@ -25,21 +25,6 @@ pub struct UpgradeOptions {
     pub from: Option<PathBuf>,
 }
 
-/// `--from` reads OSTree exports; an image is carried as an `oci:` directory.
-pub(super) fn refuse_export_for_image(from: Option<&Path>) -> Result<()> {
-    match from {
-        None => Ok(()),
-        Some(dir) => Err(Error::NotSupported {
-            reason: format!(
-                "--from {} on a deployment of a container image: rebase to \
-                 ostree-unverified-image:oci:DIR:TAG (an OCI layout on the volume) instead",
-                dir.display()
-            ),
-        }
-        .into()),
-    }
-}
-
 pub(super) use crate::error::now;
 
 fn cached_update_path(sysroot: &Sysroot) -> PathBuf {
@@ -320,7 +305,6 @@ pub(super) fn deploy_base(
 pub fn upgrade(sysroot: &mut Sysroot, sink: &Sink, opts: &UpgradeOptions) -> Result<Outcome> {
     let start = start(sysroot)?;
     if let Base::Image(image) = &start.origin.base {
-        refuse_export_for_image(opts.from.as_deref())?;
         let image = image.clone();
         return super::image::upgrade(sysroot, sink, opts, start, &image);
     }
@@ -408,8 +392,13 @@ pub fn rebase(
     from: Option<&Path>,
 ) -> Result<Outcome> {
     if ImageReference::is_image_reference(refspec) {
-        refuse_export_for_image(from)?;
-        return super::image::rebase(sysroot, sink, ImageReference::parse(refspec)?, revision);
+        return super::image::rebase(
+            sysroot,
+            sink,
+            ImageReference::parse(refspec)?,
+            revision,
+            from,
+        );
     }
     let origin = start(sysroot)?.origin;
     let target = match &origin.base {
@@ -491,9 +480,8 @@ pub fn deploy_revision(
         ..
     } = start(sysroot)?;
     if let Base::Image(image) = &origin.base {
-        refuse_export_for_image(from)?;
         // An image's revisions are its digests: deploying one pins it.
-        return super::image::rebase(sysroot, sink, image.clone(), Some(revision));
+        return super::image::rebase(sysroot, sink, image.clone(), Some(revision), from);
     }
     let refspec = ostree_refspec(&origin, "deploy")?;
     let url = export_url(from, &refspec)?;
