@@ -61,6 +61,18 @@ pub fn dir_beneath(root: &Path, rel: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Remove whatever is at `path` (a directory with its content); nothing
+/// there is not an error.
+pub fn remove_any(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+    .with_context(|| format!("Removing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

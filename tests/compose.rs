@@ -87,6 +87,32 @@ impl Inputs {
     }
 }
 
+/// Pull the composed image from the sysroot's remote and deploy it, as an
+/// installer would.
+fn pull_and_deploy(s: &TestSysroot) {
+    run(s.repo_cmd().args(["pull", REMOTE, IMAGE_REF]));
+    run(ostree()
+        .args(["admin", "deploy", "--os", OSNAME])
+        .arg(format!("--sysroot={}", s.path.display()))
+        .arg(format!("{REMOTE}:{IMAGE_REF}")));
+}
+
+/// A fresh sysroot whose remote at `url` verifies signatures with the key
+/// `public` (and has the `settings` given), with the image deployed from it.
+fn deployed_from_verifying_remote(url: &str, public: &Path, settings: &[&str]) -> TestSysroot {
+    let s = TestSysroot::empty();
+    run(s.repo_cmd().args(["remote", "delete", REMOTE]));
+    run(s
+        .repo_cmd()
+        .args(["remote", "add", "--set=gpg-verify=true"])
+        .args(settings)
+        .arg(format!("--gpg-import={}", public.display()))
+        .arg(REMOTE)
+        .arg(url));
+    pull_and_deploy(&s);
+    s
+}
+
 #[test]
 fn compose_converts_commits_and_recompose_of_the_same_input_is_a_no_op() {
     let i = Inputs::new();
@@ -220,11 +246,7 @@ fn a_composed_repository_served_over_http_updates_a_sysroot() {
     // A fresh sysroot deploys the composed image from the HTTP remote...
     let s = TestSysroot::empty();
     s.set_remote(&http.url(), &[]);
-    run(s.repo_cmd().args(["pull", REMOTE, IMAGE_REF]));
-    run(ostree()
-        .args(["admin", "deploy", "--os", OSNAME])
-        .arg(format!("--sysroot={}", s.path.display()))
-        .arg(format!("{REMOTE}:{IMAGE_REF}")));
+    pull_and_deploy(&s);
     let status = s.status();
     assert_eq!(status["deployments"][0]["version"], "1.0");
     // ...and db list is exactly the image's package set.
@@ -291,19 +313,7 @@ fn signed_composes_pass_a_verifying_remote_and_unsigned_ones_do_not() {
     let (rc, out, err) = compose("1.0", true);
     assert_eq!(rc, 0, "{out}{err}");
     let http = HttpServer::start(&i.repo(), None);
-    let s = TestSysroot::empty();
-    run(s.repo_cmd().args(["remote", "delete", REMOTE]));
-    run(s
-        .repo_cmd()
-        .args(["remote", "add", "--set=gpg-verify=true"])
-        .arg(format!("--gpg-import={}", public.display()))
-        .arg(REMOTE)
-        .arg(http.url()));
-    run(s.repo_cmd().args(["pull", REMOTE, IMAGE_REF]));
-    run(ostree()
-        .args(["admin", "deploy", "--os", OSNAME])
-        .arg(format!("--sysroot={}", s.path.display()))
-        .arg(format!("{REMOTE}:{IMAGE_REF}")));
+    let s = deployed_from_verifying_remote(&http.url(), &public, &[]);
 
     // A signed update is taken...
     assert_eq!(compose("1.1", true).0, 0);
@@ -550,24 +560,11 @@ fn treefile_key_and_collection_reach_the_image_the_network_and_an_export() {
     assert!(binding.contains("org.example.Test"), "{binding}");
 
     let http = HttpServer::start(&i.repo(), None);
-    let s = TestSysroot::empty();
-    run(s.repo_cmd().args(["remote", "delete", REMOTE]));
-    run(s
-        .repo_cmd()
-        .args([
-            "remote",
-            "add",
-            "--set=gpg-verify=true",
-            "--set=collection-id=org.example.Test",
-        ])
-        .arg(format!("--gpg-import={}", public.display()))
-        .arg(REMOTE)
-        .arg(http.url()));
-    run(s.repo_cmd().args(["pull", REMOTE, IMAGE_REF]));
-    run(ostree()
-        .args(["admin", "deploy", "--os", OSNAME])
-        .arg(format!("--sysroot={}", s.path.display()))
-        .arg(format!("{REMOTE}:{IMAGE_REF}")));
+    let s = deployed_from_verifying_remote(
+        &http.url(),
+        &public,
+        &["--set=collection-id=org.example.Test"],
+    );
 
     // Over the network...
     compose("1.1", "org.example.Test");

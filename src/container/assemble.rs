@@ -17,7 +17,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ostree::{gio, glib};
 
 use super::layer::Layer;
@@ -57,16 +57,6 @@ fn inside(root: &Path, rel: &str) -> Option<PathBuf> {
     Some(path)
 }
 
-fn remove_any(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-    .with_context(|| format!("Removing {}", path.display()))
-}
-
 /// Apply a layer's whiteouts to what the layers below left in `root`.
 fn apply_whiteouts(root: &Path, layer: &Layer) -> Result<()> {
     for dir in &layer.opaque_dirs {
@@ -76,13 +66,13 @@ fn apply_whiteouts(root: &Path, layer: &Layer) -> Result<()> {
         };
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             for entry in std::fs::read_dir(&path)? {
-                remove_any(&entry?.path())?;
+                crate::fsutil::remove_any(&entry?.path())?;
             }
         }
     }
     for hidden in &layer.whiteouts {
         if let Some(path) = inside(root, hidden) {
-            remove_any(&path)?;
+            crate::fsutil::remove_any(&path)?;
         }
     }
     Ok(())

@@ -92,10 +92,6 @@ pub struct FilePlan {
 }
 
 impl FilePlan {
-    pub fn is_empty(&self) -> bool {
-        self.copy.is_empty() && self.remove.is_empty()
-    }
-
     /// Add `other`'s paths (same source) to this plan, each once.
     pub fn merge(&mut self, other: FilePlan) {
         for c in other.copy {

@@ -11,16 +11,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use super::FilePlan;
-
-/// Remove `path`, whatever it is; absent is fine.
-fn remove(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-    }
-}
+use crate::fsutil::remove_any;
 
 fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
     let mut names = vec![0u8; 4096];
@@ -47,7 +38,7 @@ fn copy_entry(src: &Path, dst: &Path) -> Result<()> {
         match fs::symlink_metadata(dst) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                remove(dst)?;
+                remove_any(dst)?;
                 fs::create_dir(dst)?;
             }
             Err(_) => fs::create_dir(dst).with_context(|| format!("Creating {}", dst.display()))?,
@@ -62,7 +53,7 @@ fn copy_entry(src: &Path, dst: &Path) -> Result<()> {
     }
     let name = dst.file_name().context("a path with no name")?;
     let tmp = dst.with_file_name(format!(".{}.apt-ostree-live", name.to_string_lossy()));
-    remove(&tmp)?;
+    remove_any(&tmp)?;
     if meta.file_type().is_symlink() {
         std::os::unix::fs::symlink(fs::read_link(src)?, &tmp)?;
         lchown(&tmp, Some(meta.uid()), Some(meta.gid()))?;
@@ -87,7 +78,7 @@ pub fn apply_plan(plan: &FilePlan, root: &Path) -> Result<()> {
     let mut removals = plan.remove.clone();
     removals.sort();
     for rel in removals.iter().rev() {
-        remove(&root.join(rel)).with_context(|| format!("Removing /{rel}"))?;
+        remove_any(&root.join(rel))?;
     }
     let mut copies = plan.copy.clone();
     copies.sort_by(|a, b| a.1.cmp(&b.1));
