@@ -528,14 +528,15 @@ fn out_dir_file(oci: &std::path::Path, name: &str, content: &str) -> PathBuf {
 /// copy on a volume (an OCI layout, as `skopeo copy ... oci:DIR/oci:TAG`
 /// writes it) with the registry gone, and keeps following the registry. A
 /// volume without a layout, or without the image's tag, is refused and
-/// changes nothing; `rebase --from` takes an image from a volume too.
+/// changes nothing; `deploy DIGEST --from` finds an image by its digest and
+/// `rebase --from` takes an image from a volume too.
 #[test]
 fn image_updates_from_an_oci_layout_on_a_volume() {
     let registry = Registry::start();
     let host = registry.host();
     let base = base_repo();
     let tag = format!("{host}/debian/os:stable");
-    encapsulate_to(&base.v1, &format!("registry:{tag}"));
+    let d1 = encapsulate_to(&base.v1, &format!("registry:{tag}"));
     let image = format!("ostree-unverified-registry:{tag}");
     let s = TestSysroot::at_v1();
     let (rc, out, err) = code(s.cli().args(["rebase", &image]));
@@ -577,6 +578,26 @@ fn image_updates_from_an_oci_layout_on_a_volume() {
     let (rc, out, err) = upgrade_from(vol);
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("No upgrade available"), "{out}");
+    // deploy DIGEST --from: the image with that digest, whatever its tag.
+    let (rc, _, err) = code(s.cli().args(["deploy", "--from"]).arg(vol).arg(&d1));
+    assert_eq!(rc, 1);
+    assert!(err.contains(&format!("no tagged image {d1}")), "{err}");
+    assert_eq!(
+        encapsulate_to(&base.v1, &format!("oci:{}/oci:old", vol.display())),
+        d1
+    );
+    let (rc, out, err) = code(s.cli().args(["deploy", "--from"]).arg(vol).arg(&d1));
+    assert_eq!(rc, 0, "{out}{err}");
+    let status = s.status();
+    assert_eq!(
+        status["deployments"][0]["imageDigest"],
+        d1.as_str(),
+        "{status}"
+    );
+    assert_eq!(
+        status["deployments"][0]["containerImageReference"],
+        format!("ostree-unverified-registry:{host}/debian/os@{d1}").as_str()
+    );
 
     // rebase --from: a machine on an OSTree ref moves to the image on the volume.
     let s = TestSysroot::at_v1();

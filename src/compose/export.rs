@@ -138,8 +138,8 @@ fn check_volume(dir: &Path) -> std::result::Result<(), String> {
 pub const EXPORT_OCI: &str = "oci";
 
 /// The image on the volume at `dir` that stands for `image` (a deployment's
-/// reference): the one tagged with `image`'s tag in the OCI layout
-/// `DIR/oci` (or `DIR` itself).
+/// reference): in the OCI layout `DIR/oci` (or `DIR` itself), the one tagged
+/// with `image`'s tag, or the one with its digest when it is pinned.
 pub fn image_source(
     dir: &Path,
     image: &ImageReference,
@@ -155,23 +155,40 @@ pub fn image_source(
     if layout.to_string_lossy().contains(':') {
         return Err("the path contains ':', which an oci: reference cannot carry".into());
     }
-    let tag = image
-        .tag()
-        .ok_or_else(|| format!("{image} names no tag to look up on the volume"))?;
     let index = layout.join("index.json");
     let text = std::fs::read(&index).map_err(|e| format!("{}: {e}", index.display()))?;
-    let tags = layout_tags(&text).map_err(|e| format!("{}: {e}", index.display()))?;
-    if !tags.iter().any(|t| t == tag) {
-        return Err(format!(
-            "the OCI layout {} has no image tagged {tag} (it has: {})",
-            layout.display(),
-            if tags.is_empty() {
-                "none".to_string()
-            } else {
-                tags.join(", ")
+    let images = layout_images(&text).map_err(|e| format!("{}: {e}", index.display()))?;
+    // A pinned image is looked up by its digest, under whatever tag it has.
+    let tag = match image.pinned_digest() {
+        Some(digest) => images
+            .iter()
+            .find(|(d, _)| d == digest)
+            .map(|(_, tag)| tag.clone())
+            .ok_or_else(|| {
+                format!(
+                    "the OCI layout {} has no tagged image {digest}",
+                    layout.display()
+                )
+            })?,
+        None => {
+            let tag = image
+                .tag()
+                .ok_or_else(|| format!("{image} names no tag to look up on the volume"))?;
+            if !images.iter().any(|(_, t)| t == tag) {
+                let tags: Vec<&str> = images.iter().map(|(_, t)| t.as_str()).collect();
+                return Err(format!(
+                    "the OCI layout {} has no image tagged {tag} (it has: {})",
+                    layout.display(),
+                    if tags.is_empty() {
+                        "none".to_string()
+                    } else {
+                        tags.join(", ")
+                    }
+                ));
             }
-        ));
-    }
+            tag.to_string()
+        }
+    };
     Ok(ImageReference {
         verification: image.verification,
         transport: Transport::Oci,
@@ -179,14 +196,16 @@ pub fn image_source(
     })
 }
 
-/// The tags an OCI layout's index.json names.
-fn layout_tags(index: &[u8]) -> std::result::Result<Vec<String>, String> {
+/// The tagged images an OCI layout's index.json names: (digest, tag).
+fn layout_images(index: &[u8]) -> std::result::Result<Vec<(String, String)>, String> {
     let index: serde_json::Value = serde_json::from_slice(index).map_err(|e| e.to_string())?;
     Ok(index["manifests"]
         .as_array()
         .ok_or("no manifests")?
         .iter()
-        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
-        .map(str::to_string)
+        .filter_map(|m| {
+            let tag = m["annotations"]["org.opencontainers.image.ref.name"].as_str()?;
+            Some((m["digest"].as_str()?.to_string(), tag.to_string()))
+        })
         .collect())
 }

@@ -137,8 +137,15 @@ fn stored_image(repo: &ostree::Repo, digest: &str) -> Result<Option<String>> {
         .map(|c| c.to_string()))
 }
 
-/// Pull `reference` into `repo` as a deployable commit.
-pub fn pull(repo: &ostree::Repo, reference: &ImageReference, sink: &Sink) -> Result<PulledImage> {
+/// Pull `reference` into `repo` as a deployable commit. The commit records
+/// `followed`, the reference the deployment follows: the same, or the
+/// registry image that `reference` (a copy on a volume) stands for.
+pub fn pull(
+    repo: &ostree::Repo,
+    reference: &ImageReference,
+    followed: &ImageReference,
+    sink: &Sink,
+) -> Result<PulledImage> {
     let not_deployable = |reason: String| Error::ImageNotDeployable {
         image: reference.to_string(),
         reason,
@@ -170,7 +177,7 @@ pub fn pull(repo: &ostree::Repo, reference: &ImageReference, sink: &Sink) -> Res
         .context("Creating the work directory")?;
     let mut fetched = Fetched::default();
     let layer_digests: Vec<String> = descriptors.iter().map(|d| d.digest().to_string()).collect();
-    let reference_text = reference.to_string();
+    let reference_text = followed.to_string();
     // All new layers in one repository transaction: one sync, and a
     // failure keeps none of them.
     let made = crate::sysroot::in_transaction(repo, || {

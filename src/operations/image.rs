@@ -83,7 +83,7 @@ pub fn upgrade(
         container::inspect(&source)?
     } else {
         // Pulling an image the repository has costs one manifest request.
-        let pulled = container::pull(&sysroot.repo(), &source, sink)?;
+        let pulled = container::pull(&sysroot.repo(), &source, image, sink)?;
         if current.image_digest.as_deref() != Some(pulled.image.digest.as_str()) {
             sink.log(fetched(&pulled));
             check_downgrade(sysroot, &start.base, &pulled.commit, opts.allow_downgrade)?;
@@ -183,7 +183,7 @@ pub fn rebase(
         None => image.clone(),
     };
     let mut origin = start(sysroot)?.origin;
-    let pulled = container::pull(&sysroot.repo(), &source, sink)?;
+    let pulled = container::pull(&sysroot.repo(), &source, &image, sink)?;
     sink.log(fetched(&pulled));
     origin.base = Base::Image(image.clone());
     origin.override_commit = None;

@@ -52,8 +52,11 @@ cut_during() { # OP COMMAND...
     prepare_cut "$op"
     say "phase $PHASE: PASS (the power is cut during $op)"
     say "cut-window $op"
-    if "$@" > $STATE/cut-op.log 2>&1; then result=done; else result="failed ($?)"; fi
-    say "cut-window end: $op $result"
+    if ! "$@" > $STATE/cut-op.log 2>&1; then
+        tail -n 20 $STATE/cut-op.log | sed 's/^/VMTEST   /' > /dev/ttyS0
+        fail "$op failed before the power was cut"
+    fi
+    say "cut-window end: $op done"
     sleep 600
     exit 1
 }
