@@ -52,11 +52,12 @@ cut_during() { # OP COMMAND...
     prepare_cut "$op"
     say "phase $PHASE: PASS (the power is cut during $op)"
     say "cut-window $op"
+    started=$(date +%s)
     if ! "$@" > $STATE/cut-op.log 2>&1; then
         tail -n 20 $STATE/cut-op.log | sed 's/^/VMTEST   /' > /dev/ttyS0
         fail "$op failed before the power was cut"
     fi
-    say "cut-window end: $op done"
+    say "cut-window end: $op done in $(( $(date +%s) - started )) s"
     sleep 600
     exit 1
 }
