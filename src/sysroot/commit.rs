@@ -162,10 +162,20 @@ pub fn commit_tree(
 /// Run `work` in one repository transaction: its refs move and its objects
 /// are synced (one syncfs) when it succeeds; it is aborted when it fails.
 pub fn in_transaction<T>(repo: &ostree::Repo, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    // One syncfs at the end instead of an fsync per object: as durable, much
+    // faster. Only for this transaction: the repository object is shared
+    // (libostree writes deployment refs through it when staging), and a ref
+    // written without fsync was found empty after a power cut (VM suite).
+    let fsync_was_disabled = repo.is_disable_fsync();
+    repo.set_disable_fsync(true);
+    let result = transaction(repo, work);
+    repo.set_disable_fsync(fsync_was_disabled);
+    result
+}
+
+fn transaction<T>(repo: &ostree::Repo, work: impl FnOnce() -> Result<T>) -> Result<T> {
     use ostree::gio;
     use ostree::gio::prelude::*;
-    // One syncfs at the end instead of an fsync per object: as durable, much faster.
-    repo.set_disable_fsync(true);
     repo.prepare_transaction(gio::Cancellable::NONE)?;
     match work() {
         Ok(value) => {
