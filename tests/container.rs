@@ -564,17 +564,18 @@ fn image_updates_from_an_oci_layout_on_a_volume() {
         "a refused update changed something"
     );
 
+    // The default deployment is the image `digest` and follows `reference`.
+    let assert_default = |s: &TestSysroot, digest: &str, reference: &str| {
+        let status = s.status();
+        let d = &status["deployments"][0];
+        assert_eq!(d["imageDigest"], digest, "{status}");
+        assert_eq!(d["containerImageReference"], reference, "{status}");
+    };
     let d2 = encapsulate_to(&base.v2, &format!("oci:{}/oci:stable", vol.display()));
     let (rc, out, err) = upgrade_from(vol);
     assert_eq!(rc, 0, "{out}{err}");
-    let status = s.status();
-    let d = &status["deployments"][0];
-    assert_eq!(d["imageDigest"], d2.as_str(), "{status}");
-    assert_eq!(
-        d["containerImageReference"],
-        image.as_str(),
-        "the deployment no longer follows the registry"
-    );
+    // Still the registry's image, not the volume's.
+    assert_default(&s, &d2, &image);
     let (rc, out, err) = upgrade_from(vol);
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("No upgrade available"), "{out}");
@@ -588,30 +589,16 @@ fn image_updates_from_an_oci_layout_on_a_volume() {
     );
     let (rc, out, err) = code(s.cli().args(["deploy", "--from"]).arg(vol).arg(&d1));
     assert_eq!(rc, 0, "{out}{err}");
-    let status = s.status();
-    assert_eq!(
-        status["deployments"][0]["imageDigest"],
-        d1.as_str(),
-        "{status}"
-    );
-    assert_eq!(
-        status["deployments"][0]["containerImageReference"],
-        format!("ostree-unverified-registry:{host}/debian/os@{d1}").as_str()
+    assert_default(
+        &s,
+        &d1,
+        &format!("ostree-unverified-registry:{host}/debian/os@{d1}"),
     );
 
     // rebase --from: a machine on an OSTree ref moves to the image on the volume.
     let s = TestSysroot::at_v1();
     let (rc, out, err) = code(s.cli().args(["rebase", "--from"]).arg(vol).arg(&image));
     assert_eq!(rc, 0, "{out}{err}");
-    let status = s.status();
-    assert_eq!(
-        status["deployments"][0]["imageDigest"],
-        d2.as_str(),
-        "{status}"
-    );
-    assert_eq!(
-        status["deployments"][0]["containerImageReference"],
-        image.as_str()
-    );
+    assert_default(&s, &d2, &image);
     s.assert_fsck_clean();
 }

@@ -55,10 +55,7 @@ pub fn upgrade(
             "No upgrade available: the deployment is pinned to {digest}"
         )));
     }
-    let source = match &opts.from {
-        Some(dir) => from_volume(dir, image)?,
-        None => image.clone(),
-    };
+    let source = source_of(image, opts.from.as_deref())?;
     let check_only = opts.check && !opts.preview && !opts.download_only;
     if opts.preview && !opts.download_only {
         // An image that lists its packages is previewed without a layer.
@@ -133,10 +130,14 @@ pub fn upgrade(
     })
 }
 
-/// `--from DIR`: the copy of `image` on a volume (an OCI layout, see
-/// [`crate::compose::export::image_source`]). The deployment keeps following
-/// `image`, so the next network update continues from there.
-fn from_volume(dir: &Path, image: &ImageReference) -> Result<ImageReference> {
+/// Where `image` is pulled from: itself, or with `--from DIR` its copy on a
+/// volume (an OCI layout, see [`crate::compose::export::image_source`]). The
+/// deployment keeps following `image`, so the next network update continues
+/// from there.
+fn source_of(image: &ImageReference, from: Option<&Path>) -> Result<ImageReference> {
+    let Some(dir) = from else {
+        return Ok(image.clone());
+    };
     if image.verification == Verification::Signed {
         return Err(Error::NotSupported {
             reason: format!(
@@ -178,10 +179,7 @@ pub fn rebase(
         }
         .into()),
     };
-    let source = match from {
-        Some(dir) => from_volume(dir, &image)?,
-        None => image.clone(),
-    };
+    let source = source_of(&image, from)?;
     let mut origin = start(sysroot)?.origin;
     let pulled = container::pull(&sysroot.repo(), &source, &image, sink)?;
     sink.log(fetched(&pulled));
