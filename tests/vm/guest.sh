@@ -306,11 +306,12 @@ RULES
         'journalctl MESSAGE_ID=4bbe611154b440e1a6db295382526e0b -o cat --no-pager | grep -q "used up its boot tries"'
     check "the reboot came from the failed health check" sh -c \
         'journalctl -b -1 MESSAGE_ID=c3346795265342c4a20a8f758b7e28f5 -o cat --no-pager | grep -q "health check failed"'
-    # Offline: no network card, and base 3 on a FAT stick.
+    # Offline: no network card, and a FAT stick with two exports: base 3
+    # and base 4 (a good one).
     check "no network at all" sh -c '[ -z "$(ls /sys/class/net | grep -vx lo)" ]'
     mkdir -p /mnt/usb
     check "mount the stick" mount -t vfat /dev/vdb /mnt/usb
-    base3=$(ostree --repo=/mnt/usb/.ostree/repo rev-parse "$REF")
+    base3=$(ostree --repo=/mnt/usb/base3/.ostree/repo rev-parse "$REF")
     check "the stick holds base 3" test -n "$base3"
     # So that base 3 can only come from the stick: drop it from the machine.
     check "cleanup -r drops the failed deployment" apt-ostree cleanup -r
@@ -323,15 +324,30 @@ RULES
     # no layered package, as in phase 6.
     check "reset" apt-ostree reset
     check "rebasing to it from the stick is refused: it failed to boot" sh -c \
-        '! apt-ostree rebase --from /mnt/usb vmtest:$REF 2>/tmp/failed.err && grep -q "failed to boot" /tmp/failed.err'
+        '! apt-ostree rebase --from /mnt/usb/base3 vmtest:$REF 2>/tmp/failed.err && grep -q "failed to boot" /tmp/failed.err'
     check "cleanup --boot-failures forgets it" sh -c \
         'apt-ostree cleanup --boot-failures | grep -q "forgot 1 deployment"'
     check "rebase to it from the stick, with no network" \
-        apt-ostree rebase --from /mnt/usb vmtest:$REF
+        apt-ostree rebase --from /mnt/usb/base3 vmtest:$REF
     check "the pending deployment is base 3" sh -c \
         "apt-ostree status --json | grep -m1 '\"checksum\"' | grep -q $base3"
+    check "upgrade from the stick's other export" apt-ostree upgrade --from /mnt/usb/base4
+    check "the pending deployment is base 4" sh -c 'apt-ostree status | grep -m1 Version: | grep -q "vmtest\.4"'
     umount /mnt/usb
     check "no failed units" sh -c '[ -z "$(systemctl --failed --no-legend --plain)" ]'
+    check "ostree fsck" ostree fsck
+    cut_at_shutdown
+    ;;
+9)
+    # The power was cut while base 4 was being finalized.
+    after_cut
+    if grep -q "vmtest base 4" /usr/share/vmtest/base; then
+        check "the next update, over the network again" apt-ostree upgrade
+    else
+        check "the next update, over the network again" apt-ostree rebase vmtest:$REF
+    fi
+    # The host published base 5 before this boot.
+    check "the pending deployment is base 5" sh -c 'apt-ostree status | grep -m1 Version: | grep -q "vmtest\.5"'
     check "ostree fsck" ostree fsck
     say "phase $PHASE: PASS"
     say "ALL PASSED"
