@@ -12,7 +12,15 @@ IMAGE=$(cat /etc/vmtest/image)
 REF=$(cat /etc/vmtest/ref)
 export REF
 
-say() { echo "VMTEST $*" | tee -a $STATE/log > /dev/ttyS0; }
+# A serial getty starting beside this script hangs the line up: a write in
+# flight then fails (EIO) and the line would be lost; write it again.
+say() {
+    echo "VMTEST $*" >> $STATE/log
+    for try in 1 2 3 4 5; do
+        echo "VMTEST $*" 2>/dev/null > "${CONSOLE:-/dev/ttyS0}" && return 0
+        sleep 1
+    done
+}
 fail() {
     say "phase $PHASE: FAIL: $*"
     apt-ostree status -v 2>&1 | sed 's/^/VMTEST   /' > /dev/ttyS0
