@@ -257,3 +257,28 @@ pub fn tree_entry(tree: &ostree::MutableTree, name: &str) -> Result<TreeEntry> {
         Err(e) => Err(e).with_context(|| format!("Looking up {name}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The repository object is shared with libostree's own writes (staging):
+    /// a transaction's no-fsync mode must end with it, failed or not.
+    #[test]
+    fn a_transaction_leaves_fsync_as_it_found_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = ostree::Repo::new_for_path(dir.path().join("repo"));
+        repo.create(ostree::RepoMode::Bare, ostree::gio::Cancellable::NONE)
+            .unwrap();
+        assert!(!repo.is_disable_fsync());
+        in_transaction(&repo, || {
+            assert!(repo.is_disable_fsync(), "no fsync per object inside");
+            Ok(())
+        })
+        .unwrap();
+        assert!(!repo.is_disable_fsync(), "fsync still off after a commit");
+        let failed: Result<()> = in_transaction(&repo, || anyhow::bail!("work failed"));
+        assert!(failed.is_err());
+        assert!(!repo.is_disable_fsync(), "fsync still off after an abort");
+    }
+}

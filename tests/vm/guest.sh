@@ -17,7 +17,7 @@ export REF
 say() {
     echo "VMTEST $*" >> $STATE/log
     for try in 1 2 3 4 5; do
-        echo "VMTEST $*" 2>/dev/null > "${CONSOLE:-/dev/ttyS0}" && return 0
+        echo "VMTEST $*" 2>/dev/null > /dev/ttyS0 && return 0
         sleep 1
     done
 }
