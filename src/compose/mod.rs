@@ -414,7 +414,7 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
     ));
 
     let started = Instant::now();
-    let packages = dpkg::packages_of_tree(&root);
+    let packages = dpkg::packages_of_tree(&crate::fsutil::Beneath::open(&root)?)?;
     let version = t
         .version
         .clone()

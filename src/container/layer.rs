@@ -25,9 +25,12 @@ use crate::sysroot::{tree_entry, write_commit, NewCommit, TreeEntry};
 pub const LAYER_DIGEST: &str = "apt-ostree.layer.digest";
 pub const WHITEOUTS: &str = "apt-ostree.layer.whiteouts";
 pub const OPAQUE_DIRS: &str = "apt-ostree.layer.opaque-directories";
+/// Directories the tar never named (parents of what it holds); see stack.rs.
+pub const IMPLICIT_DIRS: &str = "apt-ostree.layer.implicit-directories";
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
+const AUFS_PREFIX: &str = ".wh..wh.";
 /// Files up to this size are read whole; larger ones are streamed.
 const INLINE_MAX: u64 = 1 << 20;
 
@@ -44,6 +47,8 @@ pub struct Layer {
     pub whiteouts: Vec<String>,
     /// Directories whose lower content this layer hides.
     pub opaque_dirs: Vec<String>,
+    /// Directories the layer's tar did not name ("" for the root).
+    pub implicit_dirs: Vec<String>,
 }
 
 impl Layer {
@@ -68,6 +73,7 @@ impl Layer {
             commit: commit.to_string(),
             whiteouts: list(WHITEOUTS),
             opaque_dirs: list(OPAQUE_DIRS),
+            implicit_dirs: list(IMPLICIT_DIRS),
         }))
     }
 }
@@ -142,13 +148,16 @@ pub fn import(repo: &ostree::Repo, blob: &Path, digest: &str) -> Result<Layer> {
                 ))
                 .into());
             }
+            let root = tree.finish()?;
             metadata.insert(WHITEOUTS, &tree.whiteouts);
             metadata.insert(OPAQUE_DIRS, &tree.opaque_dirs);
-            tree.finish()
+            metadata.insert(IMPLICIT_DIRS, tree.implicit_dirs());
+            Ok(root)
         },
     )?;
     Ok(Layer {
         commit,
+        implicit_dirs: tree.implicit_dirs(),
         whiteouts: tree.whiteouts,
         opaque_dirs: tree.opaque_dirs,
     })
@@ -171,7 +180,9 @@ fn decompressor<'a>(input: &'a mut dyn BufRead) -> Result<Box<dyn Read + 'a>> {
     }
 }
 
-/// The path of a tar entry relative to the root, or None for the root itself.
+/// The path of a tar entry relative to the root, or None for the root
+/// itself. Absolute names and `..` are refused: a layer holds a tree, and
+/// nothing in it names a place outside.
 fn relative(path: &Path) -> Result<Option<String>> {
     let mut parts = Vec::new();
     for c in path.components() {
@@ -181,7 +192,10 @@ fn relative(path: &Path) -> Result<Option<String>> {
                     .ok_or_else(|| BadLayer(format!("{path:?} is not UTF-8")))?
                     .to_string(),
             ),
-            Component::CurDir | Component::RootDir => {}
+            Component::CurDir => {}
+            Component::RootDir => {
+                return Err(BadLayer(format!("{} is an absolute name", path.display())).into())
+            }
             Component::ParentDir | Component::Prefix(_) => {
                 return Err(BadLayer(format!("{} leaves the root", path.display())).into())
             }
@@ -203,6 +217,8 @@ struct TreeBuilder<'r> {
     files: HashMap<String, String>,
     whiteouts: Vec<String>,
     opaque_dirs: Vec<String>,
+    /// Directories made only because something inside them came first.
+    implicit: std::collections::BTreeSet<String>,
     root_has_metadata: bool,
 }
 
@@ -215,6 +231,7 @@ impl<'r> TreeBuilder<'r> {
             files: HashMap::new(),
             whiteouts: Vec::new(),
             opaque_dirs: Vec::new(),
+            implicit: Default::default(),
             root_has_metadata: false,
         }
     }
@@ -224,22 +241,7 @@ impl<'r> TreeBuilder<'r> {
         if let Some(c) = self.dirmeta.get(&key) {
             return Ok(c.clone());
         }
-        let info = gio::FileInfo::new();
-        info.set_attribute_uint32("unix::uid", uid);
-        info.set_attribute_uint32("unix::gid", gid);
-        info.set_attribute_uint32("unix::mode", libc::S_IFDIR | (mode & 0o7777));
-        info.set_file_type(gio::FileType::Directory);
-        let variant = ostree::create_directory_metadata(&info, Some(&xattr_variant(&key.3)));
-        let checksum = self
-            .repo
-            .write_metadata(
-                ostree::ObjectType::DirMeta,
-                None,
-                &variant,
-                gio::Cancellable::NONE,
-            )
-            .context("Writing directory metadata")?;
-        let checksum = checksum.to_hex();
+        let checksum = write_dirmeta(self.repo, uid, gid, mode, &key.3)?;
         self.dirmeta.insert(key, checksum.clone());
         Ok(checksum)
     }
@@ -265,9 +267,11 @@ impl<'r> TreeBuilder<'r> {
         Ok((parent, name.to_string()))
     }
 
-    fn ensure_dirs(&self, parts: &[&str], meta: &str) -> Result<ostree::MutableTree> {
+    /// The directory at `parts`, made (with `meta`, and remembered as
+    /// implicit) where missing.
+    fn ensure_dirs(&mut self, parts: &[&str], meta: &str) -> Result<ostree::MutableTree> {
         let mut dir = self.root.clone();
-        for part in parts {
+        for (i, part) in parts.iter().enumerate() {
             dir = match tree_entry(&dir, part)? {
                 TreeEntry::Directory(sub) => sub,
                 found => {
@@ -277,11 +281,20 @@ impl<'r> TreeBuilder<'r> {
                     }
                     let sub = dir.ensure_dir(part)?;
                     sub.set_metadata_checksum(meta);
+                    self.implicit.insert(parts[..=i].join("/"));
                     sub
                 }
             };
         }
         Ok(dir)
+    }
+
+    /// Directories no entry named, sorted ("" for the root).
+    fn implicit_dirs(&self) -> Vec<String> {
+        let root = (!self.root_has_metadata).then(String::new);
+        root.into_iter()
+            .chain(self.implicit.iter().cloned())
+            .collect()
     }
 
     fn add<R: Read>(&mut self, mut entry: tar::Entry<R>) -> Result<()> {
@@ -304,12 +317,21 @@ impl<'r> TreeBuilder<'r> {
             return Ok(());
         };
         let name = rel.rsplit('/').next().unwrap_or(&rel);
+        if name.starts_with(AUFS_PREFIX) && name != OPAQUE_MARKER {
+            // aufs' own bookkeeping (.wh..wh.plnk and the like), not content.
+            return Ok(());
+        }
         if name == OPAQUE_MARKER {
             let dir = rel.rsplit_once('/').map(|x| x.0).unwrap_or("");
             self.opaque_dirs.push(dir.to_string());
             return Ok(());
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            if hidden.is_empty() || hidden == "." || hidden == ".." {
+                return Err(
+                    BadLayer(format!("{rel} is a whiteout of no name in its directory")).into(),
+                );
+            }
             let dir = rel
                 .rsplit_once('/')
                 .map(|x| format!("{}/", x.0))
@@ -322,6 +344,7 @@ impl<'r> TreeBuilder<'r> {
             let parts: Vec<&str> = rel.split('/').collect();
             let dir = self.ensure_dirs(&parts, &meta)?;
             dir.set_metadata_checksum(&meta);
+            self.implicit.remove(&rel);
             return Ok(());
         }
         let checksum = if kind.is_file() {
@@ -409,6 +432,36 @@ impl<'r> TreeBuilder<'r> {
         }
         Ok(self.root.clone())
     }
+}
+
+/// A directory metadata object (inside the caller's transaction).
+fn write_dirmeta(
+    repo: &ostree::Repo,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    xattrs: &Xattrs,
+) -> Result<String> {
+    let info = gio::FileInfo::new();
+    info.set_attribute_uint32("unix::uid", uid);
+    info.set_attribute_uint32("unix::gid", gid);
+    info.set_attribute_uint32("unix::mode", libc::S_IFDIR | (mode & 0o7777));
+    info.set_file_type(gio::FileType::Directory);
+    let variant = ostree::create_directory_metadata(&info, Some(&xattr_variant(xattrs)));
+    let checksum = repo
+        .write_metadata(
+            ostree::ObjectType::DirMeta,
+            None,
+            &variant,
+            gio::Cancellable::NONE,
+        )
+        .context("Writing directory metadata")?;
+    Ok(checksum.to_hex())
+}
+
+/// The metadata of a directory no one described: root's, mode 0755.
+pub fn default_dirmeta(repo: &ostree::Repo) -> Result<String> {
+    write_dirmeta(repo, 0, 0, 0o755, &Vec::new())
 }
 
 /// Extended attributes from the entry's PAX records (`SCHILY.xattr.NAME`).

@@ -20,6 +20,7 @@ mod encapsulate;
 mod layer;
 pub mod lint;
 mod registry;
+mod stack;
 
 use std::collections::BTreeSet;
 

@@ -18,11 +18,12 @@ pub const LEGACY_DATABASE_DIR: &str = "var/lib/dpkg";
 
 /// The packages of a deployable tree on disk, as commits record them
 /// (`apt-ostree.packages`: name, version, architecture).
-pub fn packages_of_tree(root: &std::path::Path) -> Vec<(String, String, String)> {
-    let status =
-        std::fs::read_to_string(root.join(DATABASE_DIR).join("status")).unwrap_or_default();
-    parse_status(&status)
+pub fn packages_of_tree(
+    root: &crate::fsutil::Beneath,
+) -> anyhow::Result<Vec<(String, String, String)>> {
+    let status = root.read_text(&format!("{DATABASE_DIR}/status"))?;
+    Ok(parse_status(&status)
         .into_iter()
         .map(|p| (p.name, p.version, p.architecture))
-        .collect()
+        .collect())
 }

@@ -10,6 +10,7 @@ use super::{apt_root, checkout, commit_tree, overlay, request_for, scripts, Laye
 use crate::apt::Plan;
 use crate::dpkg;
 use crate::error::Error;
+use crate::fsutil::{Beneath, Kind};
 use crate::origin::Origin;
 use crate::progress::Sink;
 use crate::sandbox::Sandbox;
@@ -28,7 +29,7 @@ pub fn build(sysroot: &Sysroot, sink: &Sink, base: &str, origin: &Origin) -> Res
     tree.run_dpkg(&plan, sink)?;
     if let Some(args) = &origin.initramfs_args {
         sink.task("Regenerating the initramfs", || {
-            regenerate_initramfs(&tree.sandbox, args, sink)
+            regenerate_initramfs(&tree, args, sink)
         })?;
     }
     let status = sink.task("Finishing the tree", || tree.finish())?;
@@ -95,7 +96,9 @@ fn resolve_and_fetch_while(
 struct Staging {
     overlay: overlay::Overlay,
     upper: PathBuf,
-    var: PathBuf,
+    /// The scratch /var, as the daemon may touch it (and the merged tree,
+    /// see `tree`): packages put what they like there (fsutil::Beneath).
+    var: Beneath,
     sandbox: Sandbox,
     /// The .debs as the sandbox sees them, in installation order.
     debs: Vec<String>,
@@ -116,6 +119,12 @@ const DPKG_SCRATCH: [&str; 7] = [
 
 /// dpkg's status fd, under the scratch /var.
 const DPKG_STATUS: &str = "lib/apt-ostree-dpkg-status";
+
+/// Keeps maintainer scripts from starting services while a tree is built.
+const POLICY_RC_D: &str = "usr/sbin/policy-rc.d";
+
+/// Where kernels live in a deployable tree.
+const MODULES: &str = "usr/lib/modules";
 
 /// Where the .debs appear inside the sandbox.
 const DEBS_INSIDE: &str = "/run/apt-ostree-debs";
@@ -145,31 +154,36 @@ impl Staging {
             std::fs::create_dir_all(var.join(d))?;
         }
         std::os::unix::fs::symlink("../../usr/share/dpkg/database", var.join("lib/dpkg"))?;
-        tree::link_base_opt(&root, &var)?;
+        let (base, scratch_var, tree) = (
+            Beneath::open(&root)?,
+            Beneath::open(&var)?,
+            // Not kept open: the overlay is unmounted at the end.
+            Beneath::open(&mnt)?,
+        );
+        tree::link_base_opt(&base, &scratch_var)?;
         let debdir = workdir.path.join("debs");
         let inside = link_debs(debs, &debdir)?;
         // Services are not started while building a tree.
-        let policy = mnt.join("usr/sbin/policy-rc.d");
-        std::fs::write(&policy, "#!/bin/sh\nexit 101\n").context("Writing policy-rc.d")?;
-        std::fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_default();
+        tree.write(POLICY_RC_D, b"#!/bin/sh\nexit 101\n", 0o755)
+            .context("Writing policy-rc.d")?;
         Ok(Staging {
-            passwd_before: read("usr/etc/passwd"),
-            group_before: read("usr/etc/group"),
+            passwd_before: base.read_text("usr/etc/passwd")?,
+            group_before: base.read_text("usr/etc/group")?,
             sandbox: Sandbox {
                 root: mnt,
-                var: var.clone(),
+                var,
                 ro_binds: vec![(debdir, DEBS_INSIDE.into())],
             },
             overlay,
             upper,
-            var,
+            var: scratch_var,
             debs: inside,
         })
     }
 
-    fn mnt(&self) -> &Path {
-        &self.sandbox.root
+    /// The merged tree, as the daemon may touch it.
+    fn tree(&self) -> Result<Beneath> {
+        Beneath::open(&self.sandbox.root)
     }
 
     /// Purge what the plan removes, then install the .debs, with real dpkg
@@ -193,7 +207,7 @@ impl Staging {
                 ];
                 args.extend(self.debs.iter().map(String::as_str));
                 self.dpkg(&args, plan, sink)?;
-                scripts::check_installed(&self.mnt().join(dpkg::DATABASE_DIR).join("status"), plan)
+                scripts::check_installed(&self.tree()?.read_text(&dpkg_status())?, plan)
             })?;
         }
         Ok(())
@@ -206,9 +220,8 @@ impl Staging {
         let mut argv = vec!["sh", "-c", &script, "dpkg"];
         argv.extend(args);
         let ran = self.sandbox.run(&argv, sink)?;
-        let status_file = self.var.join(DPKG_STATUS);
-        let status = std::fs::read_to_string(&status_file).unwrap_or_default();
-        let _ = std::fs::remove_file(&status_file);
+        let status = self.var.read_text(DPKG_STATUS)?;
+        self.var.remove_all(DPKG_STATUS)?;
         scripts::check(&ran, &status, plan)
     }
 
@@ -216,42 +229,47 @@ impl Staging {
     /// into tmpfiles.d and new users into sysusers.d, and unmount, leaving
     /// every change in `upper`. Returns the tree's dpkg status file.
     fn finish(&mut self) -> Result<String> {
-        let mnt = self.mnt().to_path_buf();
-        std::fs::remove_file(mnt.join("usr/sbin/policy-rc.d")).ok();
-        let database = mnt.join(dpkg::DATABASE_DIR);
+        let tree = self.tree()?;
+        tree.remove_all(POLICY_RC_D)?;
         for scratch in DPKG_SCRATCH {
-            let _ = std::fs::remove_file(database.join(scratch));
+            tree.remove_all(&format!("{}/{scratch}", dpkg::DATABASE_DIR))?;
         }
-        let mut tmpfiles = tree::opt_into_usr(&self.var, &mnt)?;
+        let mut tmpfiles = tree::opt_into_usr(&self.var, &tree)?;
         // Empty now; the base's own tmpfiles.d already makes /var/opt.
-        std::fs::remove_dir(self.var.join("opt")).context("Removing the scratch /var/opt")?;
-        tmpfiles.push_str(&tree::var_to_tmpfiles(&self.var, &mnt)?);
+        self.var.remove_all("opt")?;
+        tmpfiles.push_str(&tree::var_to_tmpfiles(&self.var, &tree)?);
         if !tmpfiles.is_empty() {
             write_new(
-                &mnt,
+                &tree,
                 tree::LAYERED_TMPFILES,
                 &format!("# /var content of layered packages (apt-ostree)\n{tmpfiles}"),
             )?;
         }
-        let read = |p: &str| std::fs::read_to_string(mnt.join(p)).unwrap_or_default();
         let sysusers = tree::new_sysusers(
             &self.passwd_before,
-            &read("usr/etc/passwd"),
+            &tree.read_text("usr/etc/passwd")?,
             &self.group_before,
-            &read("usr/etc/group"),
+            &tree.read_text("usr/etc/group")?,
         );
         if !sysusers.is_empty() {
             write_new(
-                &mnt,
+                &tree,
                 tree::LAYERED_SYSUSERS,
                 &format!("# Users and groups created by layered packages (apt-ostree)\n{sysusers}"),
             )?;
         }
-        let status = std::fs::read_to_string(database.join("status"))
+        let status = tree
+            .read_text(&dpkg_status())
             .context("Reading the tree's dpkg status")?;
+        drop(tree);
         self.overlay.unmount()?;
         Ok(status)
     }
+}
+
+/// The tree's dpkg status file.
+fn dpkg_status() -> String {
+    format!("{}/status", dpkg::DATABASE_DIR)
 }
 
 /// Link (or, across filesystems, copy) the .debs into `dir`, numbered in
@@ -275,26 +293,19 @@ fn link_debs(debs: &[PathBuf], dir: &Path) -> Result<Vec<String>> {
     Ok(inside)
 }
 
-/// Write `root/rel` anew, following no link of the tree's own (the base may
-/// come from a container image).
-fn write_new(root: &Path, rel: &str, text: &str) -> Result<()> {
-    let rel = Path::new(rel);
-    let dir = crate::fsutil::dir_beneath(root, rel.parent().expect("has parent"))?;
-    let path = dir.join(rel.file_name().expect("has a name"));
-    let _ = std::fs::remove_file(&path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
-        .with_context(|| format!("Writing {}", path.display()))
+/// Write `rel` of `tree` anew, its directory made where missing.
+fn write_new(tree: &Beneath, rel: &str, text: &str) -> Result<()> {
+    if let Some((dir, _)) = rel.rsplit_once('/') {
+        tree.create_dir_all(dir)?;
+    }
+    tree.write(rel, text.as_bytes(), 0o644)
 }
 
 /// Run update-initramfs in the sandbox for every kernel of the tree and put
 /// the result where ostree takes the initramfs from.
-fn regenerate_initramfs(sandbox: &Sandbox, args: &[String], sink: &Sink) -> Result<()> {
-    let root = &sandbox.root;
-    if !root.join("usr/sbin/update-initramfs").exists() {
+fn regenerate_initramfs(staging: &Staging, args: &[String], sink: &Sink) -> Result<()> {
+    let tree = &staging.tree()?;
+    if tree.meta("usr/sbin/update-initramfs")?.is_none() {
         return Err(Error::NotSupported {
             reason: "regenerating the initramfs needs initramfs-tools in the image \
                      (apt-ostree install initramfs-tools)"
@@ -302,18 +313,17 @@ fn regenerate_initramfs(sandbox: &Sandbox, args: &[String], sink: &Sink) -> Resu
         }
         .into());
     }
-    let modules = root.join("usr/lib/modules");
-    let mut kernels: Vec<String> = std::fs::read_dir(&modules)
-        .with_context(|| format!("Reading {}", modules.display()))?
-        .flatten()
-        .filter(|e| e.path().join("vmlinuz").exists())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
-    kernels.sort();
+    let mut kernels = Vec::new();
+    for (kver, meta) in tree.entries(MODULES)? {
+        let kernel = tree.meta(&format!("{MODULES}/{kver}/vmlinuz"))?;
+        if meta.kind == Kind::Directory && kernel.is_some_and(|m| m.kind == Kind::File) {
+            kernels.push(kver);
+        }
+    }
     for kver in kernels {
         let mut argv = vec!["update-initramfs", "-c", "-k", kver.as_str()];
         argv.extend(args.iter().map(String::as_str));
-        let ran = sandbox.run(&argv, sink)?;
+        let ran = staging.sandbox.run(&argv, sink)?;
         if !ran.status.success() {
             return Err(Error::ScriptFailed {
                 package: "initramfs-tools".into(),
@@ -323,9 +333,10 @@ fn regenerate_initramfs(sandbox: &Sandbox, args: &[String], sink: &Sink) -> Resu
             }
             .into());
         }
-        let built = root.join(format!("boot/initrd.img-{kver}"));
-        std::fs::rename(&built, modules.join(&kver).join("initramfs.img"))
-            .with_context(|| format!("Moving {} into place", built.display()))?;
+        let built = format!("boot/initrd.img-{kver}");
+        let target = format!("{MODULES}/{kver}/initramfs.img");
+        tree.remove_all(&target)?;
+        tree.rename(&built, tree, &target)?;
     }
     Ok(())
 }

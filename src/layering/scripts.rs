@@ -72,9 +72,8 @@ pub fn check(ran: &Logged, status: &str, plan: &Plan) -> anyhow::Result<()> {
 
 /// Every planned package must end up fully installed (not half-configured,
 /// not waiting for triggers).
-pub fn check_installed(status: &std::path::Path, plan: &Plan) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(status)?;
-    let installed: std::collections::BTreeSet<String> = crate::dpkg::parse_status(&text)
+pub fn check_installed(status: &str, plan: &Plan) -> anyhow::Result<()> {
+    let installed: std::collections::BTreeSet<String> = crate::dpkg::parse_status(status)
         .into_iter()
         .map(|p| p.name)
         .collect();

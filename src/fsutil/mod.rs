@@ -6,6 +6,10 @@
 //! also never writes into an existing file, which matters in hard-linked
 //! checkouts, where that file may be a repository object.
 
+mod beneath;
+
+pub use beneath::{join, Beneath, Kind, Meta};
+
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
