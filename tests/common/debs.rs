@@ -105,6 +105,9 @@ impl Deb {
 /// A flat apt repository (`deb [trusted=yes] URL ./`) of built packages.
 pub fn apt_repository(dir: &Path, debs: &[Deb]) {
     fs::create_dir_all(dir).unwrap();
+    // apt asks a file: or copy: source whether Release changed by its time,
+    // in whole seconds: a republished index must be seen as newer.
+    let before = fs::metadata(dir.join("Release")).and_then(|m| m.modified()).ok();
     for d in debs {
         d.build(dir);
     }
@@ -120,4 +123,13 @@ pub fn apt_repository(dir: &Path, debs: &[Deb]) {
         .current_dir(dir))
     .stdout;
     fs::write(dir.join("Release"), release).unwrap();
+    if let Some(before) = before {
+        let later = before + std::time::Duration::from_secs(2);
+        for name in ["Release", "Packages"] {
+            let file = fs::File::options().write(true).open(dir.join(name)).unwrap();
+            if file.metadata().unwrap().modified().unwrap() < later {
+                file.set_modified(later).unwrap();
+            }
+        }
+    }
 }
