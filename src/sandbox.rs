@@ -67,6 +67,11 @@ impl Sandbox {
     /// Run `argv` inside the sandbox, streaming each output line to `sink`
     /// as it appears, and return the status with the whole output.
     pub fn run(&self, argv: &[&str], sink: &Sink) -> Result<Logged> {
+        // bubblewrap follows links in the paths it binds: a usr/etc that the
+        // tree made a link would bring a host directory in as /etc.
+        if !crate::fsutil::Beneath::open(&self.root)?.is_dir("usr/etc")? {
+            anyhow::bail!("the tree's /usr/etc is not a directory (a link or a file)");
+        }
         // A deployable tree has no top-level /etc; bubblewrap creates one as
         // the mount point for usr/etc. It must not end up in a commit.
         let etc = self.root.join("etc");

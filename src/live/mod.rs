@@ -119,14 +119,18 @@ pub fn plan_files(
     etc: &Path,
     old_etc: impl Fn(&str) -> Option<Vec<u8>>,
 ) -> FilePlan {
+    let etc = crate::fsutil::Beneath::open(etc).ok();
+    // A file is the packages' to change while /etc still has what the old
+    // commit had there; one the old commit had and /etc has not was
+    // deleted by the administrator, and stays deleted.
     let untouched = |rel: &str| -> bool {
-        let live = etc.join(rel);
-        match std::fs::symlink_metadata(&live) {
-            Err(_) => true,
-            Ok(m) if m.is_file() => {
-                old_etc(rel).is_some_and(|old| std::fs::read(&live).is_ok_and(|now| now == old))
+        let Some(etc) = &etc else { return false };
+        match etc.meta(rel) {
+            Ok(None) => old_etc(rel).is_none(),
+            Ok(Some(m)) if m.kind == crate::fsutil::Kind::File => {
+                old_etc(rel).is_some_and(|old| etc.read(rel).is_ok_and(|now| now == Some(old)))
             }
-            Ok(_) => false,
+            _ => false,
         }
     };
     let mut plan = FilePlan {
@@ -197,7 +201,9 @@ mod tests {
         std::fs::write(etc.path().join("kept.conf"), "admin's own\n").unwrap();
         std::fs::write(etc.path().join("pristine.conf"), "old default\n").unwrap();
         let old = |rel: &str| match rel {
-            "kept.conf" | "pristine.conf" | "gone.conf" => Some(b"old default\n".to_vec()),
+            "kept.conf" | "pristine.conf" | "gone.conf" | "deleted.conf" => {
+                Some(b"old default\n".to_vec())
+            }
             _ => None,
         };
         let changed = [
@@ -205,6 +211,7 @@ mod tests {
             "usr/etc/kept.conf",
             "usr/etc/pristine.conf",
             "usr/etc/new.conf",
+            "usr/etc/deleted.conf",
             "boot/vmlinuz",
         ]
         .map(String::from);
@@ -224,7 +231,8 @@ mod tests {
                 ("usr/etc/new.conf", "etc/new.conf"),
             ]
         );
-        // gone.conf is not in /etc: its removal finds nothing to do.
-        assert_eq!(plan.remove, ["usr/lib/old.so", "etc/gone.conf"]);
+        // deleted.conf, which the administrator deleted, is not recreated;
+        // gone.conf is not in /etc either: nothing to remove.
+        assert_eq!(plan.remove, ["usr/lib/old.so"]);
     }
 }

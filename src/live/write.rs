@@ -3,91 +3,46 @@
 //! --apply-live-plan FILE`), where /usr's overlay is made writable.
 
 use std::fs;
-use std::io;
-use std::os::unix::fs::{chown, lchown, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
 
 use super::FilePlan;
-use crate::fsutil::remove_any;
+use crate::fsutil::Beneath;
 
-fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
-    let mut names = vec![0u8; 4096];
-    let n = match rustix::fs::llistxattr(src, &mut names[..]) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let name = std::ffi::OsStr::new(std::str::from_utf8(name).unwrap_or_default());
-        let mut value = vec![0u8; 64 * 1024];
-        let len = rustix::fs::lgetxattr(src, name, &mut value[..])?;
-        rustix::fs::lsetxattr(dst, name, &value[..len], rustix::fs::XattrFlags::empty())?;
+/// The tree a path of a plan lies in (the running /usr or /etc, each on
+/// its own: a link in /usr is resolved inside /usr), and the path in it.
+fn target<'a>(usr: &'a Beneath, etc: &'a Beneath, rel: &'a str) -> Result<(&'a Beneath, &'a str)> {
+    match rel.split_once('/') {
+        Some(("usr", rest)) => Ok((usr, rest)),
+        Some(("etc", rest)) => Ok((etc, rest)),
+        _ => anyhow::bail!("{rel} is neither in /usr nor in /etc"),
     }
-    Ok(())
 }
 
-/// Copy `src` (file, symlink or whole directory) to `dst` with its owner,
-/// mode and extended attributes. Files and symlinks are put in place by
-/// rename, so a program never sees half a file.
-fn copy_entry(src: &Path, dst: &Path) -> Result<()> {
-    let meta = fs::symlink_metadata(src).with_context(|| format!("Reading {}", src.display()))?;
-    if meta.is_dir() {
-        match fs::symlink_metadata(dst) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                remove_any(dst)?;
-                fs::create_dir(dst)?;
-            }
-            Err(_) => fs::create_dir(dst).with_context(|| format!("Creating {}", dst.display()))?,
-        }
-        chown(dst, Some(meta.uid()), Some(meta.gid()))?;
-        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-        for entry in fs::read_dir(src)? {
-            let name = entry?.file_name();
-            copy_entry(&src.join(&name), &dst.join(&name))?;
-        }
-        return Ok(());
-    }
-    let name = dst.file_name().context("a path with no name")?;
-    let tmp = dst.with_file_name(format!(".{}.apt-ostree-live", name.to_string_lossy()));
-    remove_any(&tmp)?;
-    if meta.file_type().is_symlink() {
-        std::os::unix::fs::symlink(fs::read_link(src)?, &tmp)?;
-        lchown(&tmp, Some(meta.uid()), Some(meta.gid()))?;
-    } else {
-        fs::copy(src, &tmp).with_context(|| format!("Copying {}", src.display()))?;
-        chown(&tmp, Some(meta.uid()), Some(meta.gid()))?;
-        // After chown, which clears set-id bits.
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-        copy_xattrs(src, &tmp)?;
-        fs::File::open(&tmp)?.sync_all()?;
-    }
-    if fs::symlink_metadata(dst).is_ok_and(|m| m.is_dir()) {
-        fs::remove_dir_all(dst)?;
-    }
-    fs::rename(&tmp, dst).with_context(|| format!("Renaming into {}", dst.display()))?;
-    Ok(())
-}
-
-/// Carry out `plan` on the tree at `root`: removals first (deepest first),
-/// then copies (parents first).
+/// Carry out `plan` on the system at `root`: removals first (deepest
+/// first), then copies (parents first). Every path is resolved inside the
+/// new deployment's checkout and inside the running /usr or /etc, never
+/// through a link out of them; files are put in place by rename, so a
+/// program never sees half a file.
 pub fn apply_plan(plan: &FilePlan, root: &Path) -> Result<()> {
+    let source = Beneath::open(&plan.source)?;
+    let (usr, etc) = (Beneath::open(&root.join("usr"))?, Beneath::open(&root.join("etc"))?);
     let mut removals = plan.remove.clone();
     removals.sort();
     for rel in removals.iter().rev() {
-        remove_any(&root.join(rel))?;
+        let (tree, path) = target(&usr, &etc, rel)?;
+        tree.remove_all(path)?;
     }
     let mut copies = plan.copy.clone();
     copies.sort_by(|a, b| a.1.cmp(&b.1));
     for (from, to) in &copies {
-        let dst = root.join(to);
-        if let Some(parent) = dst.parent() {
-            fs::create_dir_all(parent)?;
+        let (tree, path) = target(&usr, &etc, to)?;
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            tree.create_dir_all(parent)?;
         }
-        copy_entry(&plan.source.join(from), &dst)?;
+        source.copy_to(from, tree, path)?;
     }
     Ok(())
 }
@@ -143,6 +98,8 @@ fn run(cmd: &mut Command) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn a_plan_replaces_files_adds_trees_and_removes() {
@@ -156,6 +113,7 @@ mod tests {
         fs::write(s.join("usr/share/new/deep/file"), "deep").unwrap();
         std::os::unix::fs::symlink("tool", s.join("usr/bin/alias")).unwrap();
         fs::create_dir_all(r.join("usr/bin")).unwrap();
+        fs::create_dir_all(r.join("etc")).unwrap();
         fs::create_dir_all(r.join("usr/lib/old")).unwrap();
         fs::write(r.join("usr/lib/old/x.so"), "old").unwrap();
         fs::write(r.join("usr/bin/tool"), "old tool").unwrap();
@@ -197,5 +155,44 @@ mod tests {
             .filter(|n| n.to_string_lossy().contains("apt-ostree-live"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// The running /usr may hold links the base image planted: a plan's
+    /// paths stay inside /usr (or /etc), and so do the new files' links.
+    #[test]
+    fn a_plan_never_writes_through_a_link_out_of_usr() {
+        let (src, root, victim) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let (s, r, v) = (src.path(), root.path(), victim.path());
+        fs::create_dir_all(s.join("usr/share/x")).unwrap();
+        fs::write(s.join("usr/share/x/pwned"), "new").unwrap();
+        fs::write(s.join("usr/share/conf"), "conf").unwrap();
+        fs::create_dir_all(r.join("usr/share")).unwrap();
+        fs::create_dir_all(r.join("etc")).unwrap();
+        fs::write(v.join("precious"), "precious").unwrap();
+        std::os::unix::fs::symlink(v, r.join("usr/share/x")).unwrap();
+        std::os::unix::fs::symlink(v.join("precious"), r.join("etc/conf")).unwrap();
+        std::os::unix::fs::symlink(v, r.join("usr/share/gone")).unwrap();
+        let plan = FilePlan {
+            source: s.to_path_buf(),
+            copy: vec![
+                ("usr/share/x/pwned".into(), "usr/share/x/pwned".into()),
+                ("usr/share/conf".into(), "etc/conf".into()),
+            ],
+            remove: vec!["usr/share/gone/precious".into()],
+        };
+        // x leads nowhere inside /usr: refused, not followed.
+        assert!(apply_plan(&plan, r).is_err());
+        let plan = FilePlan { copy: vec![plan.copy[1].clone()], ..plan };
+        apply_plan(&plan, r).unwrap();
+        // The link in /etc was replaced by the file, not written through.
+        assert_eq!(fs::read_to_string(r.join("etc/conf")).unwrap(), "conf");
+        assert!(!fs::symlink_metadata(r.join("etc/conf")).unwrap().is_symlink());
+        let names: Vec<_> = fs::read_dir(v).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["precious"]);
+        assert_eq!(fs::read_to_string(v.join("precious")).unwrap(), "precious");
     }
 }
