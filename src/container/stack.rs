@@ -462,4 +462,21 @@ mod tests {
         let err = r.stacked(&[lower, upper]).unwrap_err();
         assert!(format!("{err:#}").contains("too many levels"), "{err:#}");
     }
+
+    /// The importer checks the digest itself (skopeo may not, for every
+    /// transport): a layer that does not match is never committed.
+    #[test]
+    fn a_layer_that_does_not_match_its_digest_is_refused() {
+        let r = repo();
+        let blob = r.dir.path().join("blob");
+        std::fs::write(&blob, tar(&[E::File("a", "a")])).unwrap();
+        let digest = format!("sha256:{}", "0".repeat(64));
+        let err =
+            crate::sysroot::in_transaction(&r.repo, || layer::import(&r.repo, &blob, &digest))
+                .unwrap_err();
+        let bad = err.downcast_ref::<layer::BadLayer>().expect("a BadLayer");
+        assert!(bad.0.contains("not sha256:000"), "{bad}");
+        let refs = r.repo.list_refs(None, gio::Cancellable::NONE).unwrap();
+        assert!(refs.is_empty(), "{refs:?}");
+    }
 }

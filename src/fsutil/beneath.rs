@@ -291,9 +291,16 @@ impl Beneath {
                 Ok(_) => {}
                 Err(e) if errno(&e) == Some(Errno::NOENT) => {
                     let parent = self.dir(&done)?;
-                    rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(0o755))
-                        .map_err(std::io::Error::from)
-                        .with_context(|| format!("Creating {}", self.shown(&path)))?;
+                    match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(0o755)) {
+                        Err(Errno::EXIST) => bail!(
+                            "{} is a link to {}, which the tree does not have",
+                            self.shown(&path),
+                            self.read_link(&path)?.display()
+                        ),
+                        made => made
+                            .map_err(std::io::Error::from)
+                            .with_context(|| format!("Creating {}", self.shown(&path)))?,
+                    }
                 }
                 Err(e) => return Err(e),
             }

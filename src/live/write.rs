@@ -28,7 +28,10 @@ fn target<'a>(usr: &'a Beneath, etc: &'a Beneath, rel: &'a str) -> Result<(&'a B
 /// program never sees half a file.
 pub fn apply_plan(plan: &FilePlan, root: &Path) -> Result<()> {
     let source = Beneath::open(&plan.source)?;
-    let (usr, etc) = (Beneath::open(&root.join("usr"))?, Beneath::open(&root.join("etc"))?);
+    let (usr, etc) = (
+        Beneath::open(&root.join("usr"))?,
+        Beneath::open(&root.join("etc"))?,
+    );
     let mut removals = plan.remove.clone();
     removals.sort();
     for rel in removals.iter().rev() {
@@ -186,12 +189,20 @@ mod tests {
         };
         // x leads nowhere inside /usr: refused, not followed.
         assert!(apply_plan(&plan, r).is_err());
-        let plan = FilePlan { copy: vec![plan.copy[1].clone()], ..plan };
+        let plan = FilePlan {
+            copy: vec![plan.copy[1].clone()],
+            ..plan
+        };
         apply_plan(&plan, r).unwrap();
         // The link in /etc was replaced by the file, not written through.
         assert_eq!(fs::read_to_string(r.join("etc/conf")).unwrap(), "conf");
-        assert!(!fs::symlink_metadata(r.join("etc/conf")).unwrap().is_symlink());
-        let names: Vec<_> = fs::read_dir(v).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(!fs::symlink_metadata(r.join("etc/conf"))
+            .unwrap()
+            .is_symlink());
+        let names: Vec<_> = fs::read_dir(v)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["precious"]);
         assert_eq!(fs::read_to_string(v.join("precious")).unwrap(), "precious");
     }

@@ -159,37 +159,76 @@ pub fn commit_tree(
     in_transaction(repo, || write_commit(repo, c, fill))
 }
 
-/// Run `work` in one repository transaction: its refs move and its objects
-/// are synced (one syncfs) when it succeeds; it is aborted when it fails.
+/// Run `work` in one repository transaction: its refs move when it
+/// succeeds; it is aborted when it fails, and leaves nothing behind.
+///
+/// fsync stays as the repository has it (on, unless `core.fsync=false`):
+/// libostree then writes every object into a staging directory, syncs the
+/// file system once, moves the objects into place, and only then writes
+/// the refs, so a power cut never leaves a ref naming an object that is
+/// not on disk; and an aborted transaction's objects never reach objects/.
 pub fn in_transaction<T>(repo: &ostree::Repo, work: impl FnOnce() -> Result<T>) -> Result<T> {
-    // One syncfs at the end instead of an fsync per object: as durable, much
-    // faster. Only for this transaction: the repository object is shared
-    // (libostree writes deployment refs through it when staging), and a ref
-    // written without fsync was found empty after a power cut (VM suite).
-    let fsync_was_disabled = repo.is_disable_fsync();
-    repo.set_disable_fsync(true);
-    let result = transaction(repo, work);
-    repo.set_disable_fsync(fsync_was_disabled);
-    result
-}
-
-fn transaction<T>(repo: &ostree::Repo, work: impl FnOnce() -> Result<T>) -> Result<T> {
     use ostree::gio;
-    use ostree::gio::prelude::*;
     repo.prepare_transaction(gio::Cancellable::NONE)?;
     match work() {
         Ok(value) => {
             repo.commit_transaction(gio::Cancellable::NONE)?;
-            let dir = std::fs::File::open(repo.path().path().unwrap_or_default())
-                .context("Opening the repository to sync it")?;
-            nix::unistd::syncfs(&dir).context("Syncing the repository")?;
             Ok(value)
         }
         Err(e) => {
             let _ = repo.abort_transaction(gio::Cancellable::NONE);
+            if let Err(cleanup) = remove_idle_staging(repo) {
+                tracing::warn!("Cleaning up after a failed repository transaction: {cleanup:#}");
+            }
             Err(e)
         }
     }
+}
+
+/// Remove the staging directories an aborted transaction leaves in the
+/// repository's tmp/ (libostree keeps them so that a pull can resume; an
+/// image import or a commit has nothing to resume, and an image that
+/// failed must leave nothing behind). Only those whose lock can be taken,
+/// the way libostree takes it (an OFD lock on `NAME-lock`): a directory
+/// another process uses now stays.
+fn remove_idle_staging(repo: &ostree::Repo) -> Result<()> {
+    use ostree::gio::prelude::*;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = repo
+        .path()
+        .path()
+        .context("The repository has no local path")?
+        .join("tmp");
+    for entry in std::fs::read_dir(&tmp).with_context(|| format!("Reading {}", tmp.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("staging-") || name.ends_with("-lock") || !entry.file_type()?.is_dir()
+        {
+            continue;
+        }
+        let lock_path = tmp.join(format!("{name}-lock"));
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)?;
+        let whole_file = libc::flock {
+            l_type: libc::F_WRLCK as i16,
+            l_whence: libc::SEEK_SET as i16,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        if nix::fcntl::fcntl(&lock, nix::fcntl::FcntlArg::F_OFD_SETLK(&whole_file)).is_err() {
+            continue;
+        }
+        std::fs::remove_dir_all(entry.path())
+            .with_context(|| format!("Removing {}", entry.path().display()))?;
+        std::fs::remove_file(&lock_path)?;
+    }
+    Ok(())
 }
 
 /// Write the tree `fill` makes as a commit and move `c`'s refs to it,
@@ -262,23 +301,62 @@ pub fn tree_entry(tree: &ostree::MutableTree, name: &str) -> Result<TreeEntry> {
 mod tests {
     use super::*;
 
-    /// The repository object is shared with libostree's own writes (staging):
-    /// a transaction's no-fsync mode must end with it, failed or not.
+    /// A failed transaction leaves no object in the repository and no
+    /// staging directory; a successful one leaves its objects in place.
     #[test]
-    fn a_transaction_leaves_fsync_as_it_found_it() {
+    fn a_failed_transaction_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let repo = ostree::Repo::new_for_path(dir.path().join("repo"));
         repo.create(ostree::RepoMode::Bare, ostree::gio::Cancellable::NONE)
             .unwrap();
-        assert!(!repo.is_disable_fsync());
-        in_transaction(&repo, || {
-            assert!(repo.is_disable_fsync(), "no fsync per object inside");
-            Ok(())
-        })
-        .unwrap();
-        assert!(!repo.is_disable_fsync(), "fsync still off after a commit");
-        let failed: Result<()> = in_transaction(&repo, || anyhow::bail!("work failed"));
+        let objects = || {
+            walkdir(&dir.path().join("repo/objects"))
+                .into_iter()
+                .filter(|p| p.is_file())
+                .count()
+        };
+        let write = || {
+            repo.write_regfile_inline(
+                None,
+                0,
+                0,
+                libc::S_IFREG | 0o644,
+                None,
+                b"content",
+                ostree::gio::Cancellable::NONE,
+            )
+            .map(|_| ())
+            .map_err(anyhow::Error::from)
+        };
+        let failed: Result<()> = in_transaction(&repo, || {
+            write()?;
+            anyhow::bail!("work failed")
+        });
         assert!(failed.is_err());
-        assert!(!repo.is_disable_fsync(), "fsync still off after an abort");
+        assert_eq!(
+            objects(),
+            0,
+            "an aborted transaction's object reached objects/"
+        );
+        let tmp: Vec<_> = std::fs::read_dir(dir.path().join("repo/tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "cache")
+            .collect();
+        assert!(tmp.is_empty(), "left in tmp/: {tmp:?}");
+        in_transaction(&repo, write).unwrap();
+        assert_eq!(objects(), 1);
+    }
+
+    fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walkdir(&p));
+            }
+            out.push(p);
+        }
+        out
     }
 }

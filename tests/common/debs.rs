@@ -107,7 +107,9 @@ pub fn apt_repository(dir: &Path, debs: &[Deb]) {
     fs::create_dir_all(dir).unwrap();
     // apt asks a file: or copy: source whether Release changed by its time,
     // in whole seconds: a republished index must be seen as newer.
-    let before = fs::metadata(dir.join("Release")).and_then(|m| m.modified()).ok();
+    let before = fs::metadata(dir.join("Release"))
+        .and_then(|m| m.modified())
+        .ok();
     for d in debs {
         d.build(dir);
     }
@@ -126,7 +128,10 @@ pub fn apt_repository(dir: &Path, debs: &[Deb]) {
     if let Some(before) = before {
         let later = before + std::time::Duration::from_secs(2);
         for name in ["Release", "Packages"] {
-            let file = fs::File::options().write(true).open(dir.join(name)).unwrap();
+            let file = fs::File::options()
+                .write(true)
+                .open(dir.join(name))
+                .unwrap();
             if file.metadata().unwrap().modified().unwrap() < later {
                 file.set_modified(later).unwrap();
             }

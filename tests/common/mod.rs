@@ -4,6 +4,7 @@
 
 pub mod debs;
 pub mod images;
+pub mod oci;
 
 use std::fs;
 use std::io::Write;
