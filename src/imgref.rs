@@ -106,6 +106,11 @@ impl ImageReference {
                 if !name.starts_with('/') {
                     return Err(invalid("the path must be absolute"));
                 }
+                if let Some((_, digest)) = name.rsplit_once('@') {
+                    if digest.starts_with("sha256:") && !is_digest(digest) {
+                        return Err(invalid(&format!("invalid digest {digest:?}")));
+                    }
+                }
             }
             Transport::ContainersStorage => {}
         }
@@ -117,18 +122,36 @@ impl ImageReference {
     }
 
     /// The reference in containers-image's own syntax, as skopeo takes it.
+    /// The layout transports have no syntax for a digest: apt-ostree checks
+    /// the pin itself ([`crate::container::pull`] does for every transport).
     pub fn transport_ref(&self) -> String {
         match self.transport {
             Transport::Registry => format!("docker://{}", self.name),
-            other => format!("{}{}", other.prefix(), self.name),
+            Transport::Oci | Transport::OciArchive => {
+                format!("{}{}", self.transport.prefix(), self.unpinned_name())
+            }
+            Transport::ContainersStorage => format!("{}{}", self.transport.prefix(), self.name),
         }
     }
 
-    /// The digest a registry reference names (`NAME@sha256:...`): the machine is pinned to it.
+    /// The digest the reference pins the machine to (`NAME@sha256:...`, for
+    /// every transport).
     pub fn pinned_digest(&self) -> Option<&str> {
         match self.transport {
             Transport::Registry => self.name.split_once('@').map(|(_, d)| d),
-            _ => None,
+            _ => self
+                .name
+                .rsplit_once('@')
+                .map(|(_, d)| d)
+                .filter(|d| is_digest(d)),
+        }
+    }
+
+    /// The name without its pinned digest.
+    fn unpinned_name(&self) -> &str {
+        match self.pinned_digest() {
+            Some(d) => &self.name[..self.name.len() - d.len() - 1],
+            None => &self.name,
         }
     }
 
@@ -148,7 +171,7 @@ impl ImageReference {
                 Some(last.rsplit_once(':').map_or("latest", |x| x.1))
             }
             _ => self
-                .name
+                .unpinned_name()
                 .rsplit_once(':')
                 .map(|x| x.1)
                 .filter(|t| !t.is_empty() && !t.contains('/')),
@@ -170,9 +193,18 @@ impl ImageReference {
                 None => repo,
             };
             pinned.name = format!("{repo}@{digest}");
+        } else {
+            // The tag stays: it names the image in a layout that holds several.
+            pinned.name = format!("{}@{digest}", self.unpinned_name());
         }
         pinned
     }
+}
+
+/// A manifest digest as users give it: `sha256:` and 64 hex digits.
+pub fn is_digest(text: &str) -> bool {
+    text.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn split_transport(rest: &str) -> Option<(Transport, &str)> {
@@ -405,6 +437,34 @@ mod tests {
         assert_eq!(
             untagged.with_digest(&digest).name,
             format!("localhost:5000/os@{digest}")
+        );
+    }
+
+    /// Layout transports cannot tell skopeo a digest: the pin is kept in
+    /// the reference (and checked by the pull), the tag still picks the image.
+    #[test]
+    fn every_transport_can_be_pinned() {
+        let d = format!("sha256:{}", "b".repeat(64));
+        let r =
+            ImageReference::parse(&format!("ostree-unverified-image:oci:/srv/img:1@{d}")).unwrap();
+        assert_eq!(r.pinned_digest(), Some(d.as_str()));
+        assert_eq!(r.transport_ref(), "oci:/srv/img:1");
+        assert_eq!(r.tag(), Some("1"));
+        let other = format!("sha256:{}", "c".repeat(64));
+        assert_eq!(r.with_digest(&other).name, format!("/srv/img:1@{other}"));
+        let plain =
+            ImageReference::parse("ostree-unverified-image:oci-archive:/srv/a.tar:2").unwrap();
+        assert_eq!(plain.pinned_digest(), None);
+        assert_eq!(
+            plain.with_digest(&d).transport_ref(),
+            "oci-archive:/srv/a.tar:2"
+        );
+        assert_eq!(plain.with_digest(&d).pinned_digest(), Some(d.as_str()));
+        // A path may hold '@'; only a whole digest after the last one pins.
+        let at = ImageReference::parse("ostree-unverified-image:oci:/srv/v@2:tag").unwrap();
+        assert_eq!(at.pinned_digest(), None);
+        assert!(
+            ImageReference::parse("ostree-unverified-image:oci:/srv/img:1@sha256:abc").is_err()
         );
     }
 

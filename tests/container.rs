@@ -587,7 +587,16 @@ fn image_updates_from_an_oci_layout_on_a_volume() {
         encapsulate_to(&base.v1, &format!("oci:{}/oci:old", vol.display())),
         d1
     );
+    // An older image, as an older commit, needs --allow-downgrade.
     let (rc, out, err) = code(s.cli().args(["deploy", "--from"]).arg(vol).arg(&d1));
+    assert_eq!(rc, 1, "{out}{err}");
+    assert!(err.contains("--allow-downgrade"), "{err}");
+    let (rc, out, err) = code(
+        s.cli()
+            .args(["deploy", "--allow-downgrade", "--from"])
+            .arg(vol)
+            .arg(&d1),
+    );
     assert_eq!(rc, 0, "{out}{err}");
     assert_default(
         &s,

@@ -89,7 +89,7 @@ impl Target {
     #[track_caller]
     fn case(&self, name: &str, layers: &[Layer], expect: Expect) -> String {
         let dir = self.images.path().join(name);
-        write_layout(&dir, "1", layers, false);
+        write_layout(&dir, "1", layers, Options::default());
         self.rebase(name, &dir, expect)
     }
 
@@ -362,7 +362,15 @@ fn layers_that_name_the_outside_or_lie_are_refused() {
     );
     // Content that does not match its digest.
     let dir = t.images.path().join("corrupt");
-    write_layout(&dir, "1", &[gzip_layer(&base("corrupt"))], true);
+    write_layout(
+        &dir,
+        "1",
+        &[gzip_layer(&base("corrupt"))],
+        Options {
+            corrupt: true,
+            ..Default::default()
+        },
+    );
     let out = t.rebase("corrupt", &dir, Expect::Fails);
     assert!(
         out.contains("digest") || out.contains("corrupted blob"),

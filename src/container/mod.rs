@@ -153,6 +153,17 @@ pub fn pull(
     };
     let registry = sink.task("Opening the image", || Registry::open(reference))?;
     let manifest = registry.manifest()?;
+    // A pinned reference gets that image or nothing, whatever the
+    // transport (the layout transports cannot say a digest to skopeo).
+    if let Some(pinned) = followed.pinned_digest() {
+        if manifest.digest != pinned {
+            return Err(Error::RevisionNotFound {
+                revision: pinned.to_string(),
+                reason: format!("{} holds {}", reference.transport_ref(), manifest.digest),
+            }
+            .into());
+        }
+    }
     let image = remote_image(&registry, manifest.digest.clone())?;
     sink.log(format!(
         "{reference}: {} {}",

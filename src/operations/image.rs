@@ -17,7 +17,7 @@ use super::{start, Outcome, Start, UpdateInfo, UpgradeOptions};
 use crate::container;
 use crate::dpkg;
 use crate::error::Error;
-use crate::imgref::{ImageReference, Verification};
+use crate::imgref::{is_digest, ImageReference, Verification};
 use crate::origin::Base;
 use crate::progress::Sink;
 use crate::sysroot::Sysroot;
@@ -168,31 +168,87 @@ pub fn rebase(
 ) -> Result<Outcome> {
     let image = match revision {
         None => image,
-        Some(digest) if is_digest(digest) && image.pinned_digest().is_none() => {
-            image.with_digest(digest)
+        Some(digest) if image.pinned_digest().is_none() => pinned(&image, digest)?,
+        Some(other) => {
+            return Err(revision_error(
+                other,
+                "the reference names a digest already; give one or the other",
+            ))
         }
-        Some(other) => return Err(Error::RevisionNotFound {
-            revision: other.to_string(),
-            reason:
-                "the revision of an image is its digest (sha256:HEX), on a reference without one"
-                    .into(),
-        }
-        .into()),
     };
-    let source = source_of(&image, from)?;
-    let mut origin = start(sysroot)?.origin;
-    let pulled = container::pull(&sysroot.repo(), &source, &image, sink)?;
-    sink.log(fetched(&pulled));
-    origin.base = Base::Image(image.clone());
-    origin.override_commit = None;
-    refuse_failed_update(sysroot, &pulled.commit, &origin, false)?;
-    let mut outcome = deploy_base(sysroot, sink, &pulled.commit, &origin)?;
+    let origin = start(sysroot)?.origin;
+    let pulled = pull(sysroot, sink, &image, from)?;
+    let mut outcome = deploy_image(sysroot, sink, &pulled, origin, &image)?;
     outcome.message = format!("Rebased to {image}: {}", outcome.message);
     Ok(outcome)
 }
 
-/// A manifest digest as users give it: `sha256:` and 64 hex digits.
-pub fn is_digest(text: &str) -> bool {
-    text.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+/// `deploy sha256:D` on a deployment that follows `image`: pins it to that
+/// digest. An image older than the one deployed needs `allow_downgrade`,
+/// as an older commit does.
+pub fn deploy(
+    sysroot: &mut Sysroot,
+    sink: &Sink,
+    image: &ImageReference,
+    revision: &str,
+    allow_downgrade: bool,
+    from: Option<&Path>,
+) -> Result<Outcome> {
+    let image = pinned(image, revision)?;
+    let Start { origin, base, .. } = start(sysroot)?;
+    if sysroot.commit_info(&base)?.image_digest.as_deref() == Some(revision) {
+        return Ok(Outcome::unchanged(format!(
+            "{revision} is already deployed"
+        )));
+    }
+    let pulled = pull(sysroot, sink, &image, from)?;
+    check_downgrade(sysroot, &base, &pulled.commit, allow_downgrade)?;
+    deploy_image(sysroot, sink, &pulled, origin, &image)
+}
+
+/// `image` pinned to `revision`, which must be a digest.
+fn pinned(image: &ImageReference, revision: &str) -> Result<ImageReference> {
+    if !is_digest(revision) {
+        return Err(revision_error(
+            revision,
+            "the revision of an image is its digest (sha256:HEX)",
+        ));
+    }
+    Ok(image.with_digest(revision))
+}
+
+fn revision_error(revision: &str, reason: &str) -> anyhow::Error {
+    Error::RevisionNotFound {
+        revision: revision.to_string(),
+        reason: reason.into(),
+    }
+    .into()
+}
+
+/// Pull `image` (from its copy in `from`, if given); a pinned image must
+/// come with the digest it names (checked by the pull).
+fn pull(
+    sysroot: &mut Sysroot,
+    sink: &Sink,
+    image: &ImageReference,
+    from: Option<&Path>,
+) -> Result<container::PulledImage> {
+    let source = source_of(image, from)?;
+    let pulled = container::pull(&sysroot.repo(), &source, image, sink)?;
+    sink.log(fetched(&pulled));
+    Ok(pulled)
+}
+
+/// Deploy the pulled image with `origin` now following `image`.
+fn deploy_image(
+    sysroot: &mut Sysroot,
+    sink: &Sink,
+    pulled: &container::PulledImage,
+    mut origin: crate::origin::Origin,
+    image: &ImageReference,
+) -> Result<Outcome> {
+    origin.base = Base::Image(image.clone());
+    origin.override_commit = None;
+    refuse_failed_update(sysroot, &pulled.commit, &origin, false)?;
+    deploy_base(sysroot, sink, &pulled.commit, &origin)
 }

@@ -481,7 +481,7 @@ pub fn deploy_revision(
     } = start(sysroot)?;
     if let Base::Image(image) = &origin.base {
         // An image's revisions are its digests: deploying one pins it.
-        return super::image::rebase(sysroot, sink, image.clone(), Some(revision), from);
+        return super::image::deploy(sysroot, sink, image, revision, allow_downgrade, from);
     }
     let refspec = ostree_refspec(&origin, "deploy")?;
     let url = export_url(from, &refspec)?;

@@ -138,10 +138,20 @@ fn put_blob(dir: &Path, bytes: &[u8]) -> String {
     digest
 }
 
+/// How an image of [`write_layout`] is made.
+#[derive(Default, Clone, Copy)]
+pub struct Options<'a> {
+    /// Change each layer's blob after its digest was taken.
+    pub corrupt: bool,
+    /// The image's creation time (RFC 3339).
+    pub created: Option<&'a str>,
+}
+
 /// Write an OCI layout at `dir` with one image, tagged `tag`, of `layers`
-/// (bottom first). With `corrupt`, each layer's blob is changed after its
-/// digest was taken. Returns the manifest's digest.
-pub fn write_layout(dir: &Path, tag: &str, layers: &[Layer], corrupt: bool) -> String {
+/// (bottom first); an image already tagged so is replaced, its blobs kept.
+/// Returns the manifest's digest.
+pub fn write_layout(dir: &Path, tag: &str, layers: &[Layer], opts: Options) -> String {
+    let corrupt = opts.corrupt;
     fs::create_dir_all(dir).unwrap();
     fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let mut descriptors = Vec::new();
@@ -175,7 +185,7 @@ pub fn write_layout(dir: &Path, tag: &str, layers: &[Layer], corrupt: bool) -> S
         }));
     }
     let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
+        "architecture": "amd64", "os": "linux", "created": opts.created,
         "config": {"Labels": {"containers.bootc": "1", "ostree.bootable": "1"}},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     })
