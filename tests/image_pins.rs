@@ -96,3 +96,63 @@ fn digests_pin_images_on_every_transport() {
     refused(&["deploy", "13.1"], "sha256:HEX");
     s.assert_fsck_clean();
 }
+
+/// `upgrade --download-only` keeps the image through cleanups and other
+/// deployments, until it is deployed or something newer is.
+#[test]
+fn a_downloaded_image_stays_until_deployed_or_superseded() {
+    let s = TestSysroot::at_v1();
+    let images = tempfile::tempdir().unwrap();
+    let layout = images.path().join("layout");
+    write_layout(&layout, "1", &image("v1"), at("2026-01-01T00:00:00Z"));
+    run(s.cli().args([
+        "rebase",
+        &format!("ostree-unverified-image:oci:{}:1", layout.display()),
+    ]));
+    let refs = || stdout(s.repo_cmd().arg("refs"));
+    let marker = |s: &TestSysroot| {
+        let (checksum, serial) = s.deployments()[0].clone();
+        fs::read_to_string(s.deployment_dir(&checksum, serial).join("usr/share/marker")).unwrap()
+    };
+
+    let v2 = image("v2");
+    let layer_blob = layout.join("blobs/sha256").join({
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&v2[0].bytes))
+    });
+    let d2 = write_layout(&layout, "1", &v2, at("2026-02-01T00:00:00Z"));
+    run(s.cli().args(["upgrade", "--download-only"]));
+    let image_ref = format!("apt-ostree/image/{}", d2.replace(':', "/"));
+    for args in [
+        &["cleanup", "-b", "-r", "-m", "-p"][..],
+        &["kargs", "--append=quiet"],
+        &["cleanup", "-b"],
+    ] {
+        run(s.cli().args(args));
+        assert!(refs().contains(&image_ref), "{args:?} dropped the download");
+    }
+    // The layer is not fetched again: the layout no longer has it.
+    fs::remove_file(&layer_blob).unwrap();
+    let out = stdout(s.cli().arg("upgrade"));
+    assert!(out.contains("no layer fetched"), "{out}");
+    assert_eq!(marker(&s), "v2");
+    run(s.cli().args(["cleanup", "-b"]));
+    assert!(
+        !refs().contains("apt-ostree/downloaded-image"),
+        "{}",
+        refs()
+    );
+
+    // Superseded: a download, then a newer image deployed.
+    let d3 = write_layout(&layout, "1", &image("v3"), at("2026-03-01T00:00:00Z"));
+    run(s.cli().args(["upgrade", "--download-only"]));
+    assert!(refs().contains("apt-ostree/downloaded-image"));
+    write_layout(&layout, "1", &image("v4"), at("2026-04-01T00:00:00Z"));
+    run(s.cli().arg("upgrade"));
+    assert_eq!(marker(&s), "v4");
+    run(s.cli().args(["cleanup", "-b"]));
+    let left = refs();
+    assert!(!left.contains("apt-ostree/downloaded-image"), "{left}");
+    assert!(!left.contains(&d3.replace(':', "/")), "{left}");
+    s.assert_fsck_clean();
+}

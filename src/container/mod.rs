@@ -90,6 +90,10 @@ pub struct PulledImage {
     pub fetched_bytes: u64,
 }
 
+/// The ref that keeps an image `upgrade --download-only` fetched until a
+/// deployment has it or something newer ([`prune`]).
+pub const DOWNLOADED_REF: &str = "apt-ostree/downloaded-image";
+
 fn image_ref(digest: &str) -> String {
     format!("apt-ostree/image/{}", digest.replace(':', "/"))
 }
@@ -362,7 +366,25 @@ fn human_size(bytes: u64) -> String {
 
 /// Drop the refs of layers and images that none of `kept` (the base commits
 /// of the deployments) is made of; `ostree prune` then frees their objects.
+/// The image [`DOWNLOADED_REF`] keeps stays with its layers, until a
+/// deployment's base is that image or newer.
 pub fn prune(repo: &ostree::Repo, kept: &[CommitInfo]) -> Result<()> {
+    let mut kept = kept.to_vec();
+    if let Some(downloaded) = repo
+        .resolve_rev(DOWNLOADED_REF, true)
+        .context("Looking up the downloaded image")?
+    {
+        let info = CommitInfo::load(repo, &downloaded)?;
+        let superseded = kept
+            .iter()
+            .any(|k| k.checksum == info.checksum || k.timestamp >= info.timestamp);
+        if superseded {
+            repo.set_ref_immediate(None, DOWNLOADED_REF, None, gio::Cancellable::NONE)
+                .context("Dropping the downloaded image's ref")?;
+        } else {
+            kept.push(info);
+        }
+    }
     let layers: BTreeSet<String> = kept
         .iter()
         .flat_map(|c| c.image_layers.iter().map(|d| layer::layer_ref(d)))

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::update::{
     check_downgrade, clear_cached_update, deploy_base, now, refuse_failed_update,
@@ -94,6 +94,18 @@ pub fn upgrade(
                     ));
                 }
                 store_cached_update(sysroot, &update)?;
+                if opts.download_only {
+                    // Kept through cleanups until deployed or superseded.
+                    sysroot
+                        .repo()
+                        .set_ref_immediate(
+                            None,
+                            container::DOWNLOADED_REF,
+                            Some(&pulled.commit),
+                            ostree::gio::Cancellable::NONE,
+                        )
+                        .context("Keeping the downloaded image")?;
+                }
                 return Ok(Outcome {
                     changed: true,
                     message: if opts.download_only {
