@@ -173,33 +173,90 @@ fn check_policy_verifies(reference: &ImageReference, policy: &Path) -> Result<()
     Ok(())
 }
 
-/// The requirements policy.json applies to `reference`: the most specific
-/// scope of its transport, else the default.
+/// The requirements policy.json applies to `reference`: those of the most
+/// specific scope its transport names, else the transport's own default
+/// (the scope ""), else the policy's default.
 fn requirements_for<'a>(
     policy: &'a serde_json::Value,
     reference: &ImageReference,
 ) -> Option<&'a Vec<serde_json::Value>> {
     let scopes = &policy["transports"][policy_transport(reference.transport)];
-    // Scopes from the most to the least specific: the name with its tag,
-    // the repository, each parent namespace, the host.
-    let name = reference.name.as_str();
-    let repository = name
+    let candidates = match reference.transport {
+        Transport::Registry => registry_scopes(&reference.name),
+        _ => path_scopes(&reference.name),
+    };
+    candidates
+        .iter()
+        .chain(std::iter::once(&String::new()))
+        .find_map(|scope| scopes.get(scope).and_then(|v| v.as_array()))
+        .or_else(|| policy["default"].as_array())
+}
+
+/// A registry name as containers-image expands it: `debian:13` is
+/// `docker.io/library/debian:13`, `org/os` is `docker.io/org/os`.
+fn expand_registry_name(name: &str) -> String {
+    match name.split_once('/') {
+        None => format!("docker.io/library/{name}"),
+        Some((host, rest)) if host == "docker.io" || host == "index.docker.io" => {
+            if rest.contains('/') {
+                format!("docker.io/{rest}")
+            } else {
+                format!("docker.io/library/{rest}")
+            }
+        }
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => name.to_string(),
+        Some(_) => format!("docker.io/{name}"),
+    }
+}
+
+/// The scopes of a registry image, most specific first, as containers-image
+/// looks them up (containers-policy.json(5)): the image with its tag or
+/// digest, the repository, each parent namespace down to the host (with
+/// its port), then the host's wildcard domains (`*.example.com`).
+fn registry_scopes(name: &str) -> Vec<String> {
+    let mut full = expand_registry_name(name);
+    let last = full.rsplit('/').next().unwrap_or_default();
+    if !full.contains('@') && !last.contains(':') {
+        full.push_str(":latest");
+    }
+    let repository = match full.split_once('@') {
+        Some((repo, _)) => repo.to_string(),
+        None => full
+            .rsplit_once(':')
+            .map_or(full.clone(), |x| x.0.to_string()),
+    };
+    let mut scopes = vec![full, repository.clone()];
+    let mut prefix = repository.as_str();
+    while let Some((parent, _)) = prefix.rsplit_once('/') {
+        scopes.push(parent.to_string());
+        prefix = parent;
+    }
+    let mut domain = prefix.split(':').next().unwrap_or_default();
+    while let Some((_, rest)) = domain.split_once('.') {
+        scopes.push(format!("*.{rest}"));
+        domain = rest;
+    }
+    scopes
+}
+
+/// The scopes of an image in a layout or storage: the name with its tag,
+/// the path, and each parent directory.
+fn path_scopes(name: &str) -> Vec<String> {
+    let path = name
         .split_once('@')
         .map_or(name, |x| x.0)
         .rsplit_once(':')
         .filter(|(_, tag)| !tag.contains('/'))
         .map_or(name, |x| x.0);
-    let mut candidates = vec![name.to_string(), repository.to_string()];
-    let mut prefix = repository;
+    let mut scopes = vec![name.to_string(), path.to_string()];
+    let mut prefix = path;
     while let Some((parent, _)) = prefix.rsplit_once('/') {
-        candidates.push(parent.to_string());
+        if !parent.is_empty() {
+            scopes.push(parent.to_string());
+        }
         prefix = parent;
     }
-    candidates.push(String::new());
-    candidates
-        .iter()
-        .find_map(|scope| scopes.get(scope).and_then(|v| v.as_array()))
-        .or_else(|| policy["default"].as_array())
+    scopes
 }
 
 #[cfg(test)]
@@ -239,5 +296,57 @@ mod tests {
             check_policy_verifies(&signed("quay.io/example/os:1"), &dir.path().join("none"))
                 .is_err()
         );
+    }
+
+    /// Scopes as containers-image matches them: wildcard domains, docker.io
+    /// names written short, the transport's own default over the policy's.
+    #[test]
+    fn scopes_match_as_containers_image_matches_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.json");
+        let signed_by = r#"[{"type":"sigstoreSigned","keyPath":"/k.pub"}]"#;
+        let anything = r#"[{"type":"insecureAcceptAnything"}]"#;
+        let verifies = |docker: &str, default: &str, name: &str| {
+            std::fs::write(
+                &policy,
+                format!(r#"{{"default":{default},"transports":{{"docker":{{{docker}}}}}}}"#),
+            )
+            .unwrap();
+            check_policy_verifies(&signed(name), &policy).is_ok()
+        };
+        let wildcard = format!(r#""*.example.com":{signed_by}"#);
+        assert!(verifies(&wildcard, anything, "reg.example.com/os:1"));
+        assert!(verifies(
+            &wildcard,
+            anything,
+            "a.b.example.com:5000/team/os@sha256:{}"
+                .replace("{}", &"a".repeat(64))
+                .as_str()
+        ));
+        assert!(
+            !verifies(&wildcard, anything, "example.com/os:1"),
+            "a wildcard matched its own domain"
+        );
+        assert!(!verifies(&wildcard, anything, "reg.example.org/os:1"));
+        let library = format!(r#""docker.io/library/debian":{signed_by}"#);
+        assert!(verifies(&library, anything, "debian:13"));
+        assert!(verifies(&library, anything, "docker.io/debian"));
+        assert!(!verifies(&library, anything, "myorg/debian:13"));
+        let org = format!(r#""docker.io/myorg":{signed_by}"#);
+        assert!(verifies(&org, anything, "myorg/os:1"));
+        // A more specific scope wins over a broader one.
+        let both = format!(r#""quay.io/example":{signed_by},"quay.io/example/open":{anything}"#);
+        assert!(verifies(&both, anything, "quay.io/example/os:1"));
+        assert!(!verifies(&both, anything, "quay.io/example/open:1"));
+        let tagged = format!(r#""quay.io/example/os:2":{anything},"quay.io":{signed_by}"#);
+        assert!(!verifies(&tagged, anything, "quay.io/example/os:2"));
+        assert!(verifies(&tagged, anything, "quay.io/example/os:1"));
+        // The policy's default, and the transport's own default over it.
+        assert!(verifies("", signed_by, "quay.io/example/os:1"));
+        assert!(!verifies(
+            &format!(r#""":{anything}"#),
+            signed_by,
+            "quay.io/example/os:1"
+        ));
     }
 }

@@ -67,6 +67,7 @@ pub enum Action {
     UsrOverlay,
     Cleanup,
     RepoRefresh,
+    DownloadUpdate,
     Cancel,
     Reload,
 }
@@ -86,6 +87,7 @@ impl Action {
             Action::UsrOverlay => "org.aptostree.usroverlay",
             Action::Cleanup => "org.aptostree.cleanup",
             Action::RepoRefresh => "org.aptostree.repo-refresh",
+            Action::DownloadUpdate => "org.aptostree.download-update",
             Action::Cancel => "org.aptostree.cancel",
             Action::Reload => "org.aptostree.reload",
         }
@@ -94,7 +96,10 @@ impl Action {
     /// The action a transaction needs.
     pub fn of(request: &Request) -> Action {
         match request {
-            Request::Upgrade(o) if o.check || o.preview => Action::RepoRefresh,
+            // A preview may pull a whole image, and a download-only upgrade
+            // does: a download is asked for as one, not as a check.
+            Request::Upgrade(o) if o.preview || o.download_only => Action::DownloadUpdate,
+            Request::Upgrade(o) if o.check => Action::RepoRefresh,
             Request::Upgrade(_) | Request::AutomaticUpdate(_) => Action::Upgrade,
             Request::Rebase { .. } => Action::Rebase,
             Request::Deploy { .. } => Action::Deploy,
@@ -209,6 +214,48 @@ pub fn initiator() -> crate::transaction::Initiator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every action a request can need is in the policy file, and a
+    /// download is asked for as one.
+    #[test]
+    fn each_request_needs_the_action_named_for_what_it_does() {
+        let policy = include_str!("../../polkit/org.aptostree.policy");
+        let upgrade = |check, preview, download_only| {
+            Action::of(&Request::Upgrade(crate::operations::UpgradeOptions {
+                check,
+                preview,
+                download_only,
+                ..Default::default()
+            }))
+        };
+        assert_eq!(upgrade(true, false, false), Action::RepoRefresh);
+        assert_eq!(upgrade(true, true, false), Action::DownloadUpdate);
+        assert_eq!(upgrade(false, false, true), Action::DownloadUpdate);
+        assert_eq!(upgrade(false, false, false), Action::Upgrade);
+        for action in [
+            Action::Upgrade,
+            Action::Rebase,
+            Action::Deploy,
+            Action::Rollback,
+            Action::Packages,
+            Action::Override,
+            Action::BootConfig,
+            Action::Reset,
+            Action::ApplyLive,
+            Action::UsrOverlay,
+            Action::Cleanup,
+            Action::RepoRefresh,
+            Action::DownloadUpdate,
+            Action::Cancel,
+            Action::Reload,
+        ] {
+            assert!(
+                policy.contains(&format!("<action id=\"{}\">", action.id())),
+                "{} is not in the policy",
+                action.id()
+            );
+        }
+    }
 
     #[test]
     fn reads_the_start_time_of_a_process() {

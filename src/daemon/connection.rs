@@ -155,8 +155,11 @@ fn write_error(writer: &mut impl Write, error: &str, parameters: Value) -> io::R
 /// Serve every call on `stream` until the client hangs up or breaks the
 /// protocol. One descriptor per connection: reads and writes share it.
 pub fn serve(stream: UnixStream, service: &VarlinkService, limits: &Limits) -> io::Result<()> {
-    auth::set_current(auth::peer_of(&stream).ok());
-    let mut reader = SocketReader::new(&stream, 64 * 1024);
+    let peer = auth::peer_of(&stream).ok();
+    auth::set_current(peer.clone());
+    // An unknown peer counts as nobody, never as root.
+    let uid = peer.as_ref().map_or(u32::MAX, |p| p.uid);
+    let mut reader = SocketReader::new(&stream, 64 * 1024, uid);
     let mut writer = &stream;
     loop {
         let from = reader.position();

@@ -10,11 +10,11 @@
 //! is closed when the call ends.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::io::{self, BufRead, IoSliceMut, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
@@ -27,20 +27,56 @@ pub const MAX_PER_MESSAGE: usize = 8;
 /// end: the unit's LimitNOFILE (1024) must keep room for connections,
 /// transactions and the programs they run.
 const BUDGET: usize = 128;
+/// What one user other than root may hold: two whole messages.
+const PER_USER: usize = 2 * MAX_PER_MESSAGE;
+/// Of [`BUDGET`], what only root may use, so that root's calls go through
+/// when other users hold the rest.
+const ROOT_RESERVE: usize = 2 * MAX_PER_MESSAGE;
 
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-
-fn take_budget(n: usize) -> bool {
-    IN_FLIGHT
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
-            (held + n <= BUDGET).then_some(held + n)
-        })
-        .is_ok()
+/// Descriptors held in unfinished calls, in all and per user: one local
+/// user cannot take what another's install needs.
+struct Budget {
+    held: std::sync::Mutex<(usize, BTreeMap<u32, usize>)>,
 }
 
-fn give_budget(n: usize) {
-    IN_FLIGHT.fetch_sub(n, Ordering::SeqCst);
+impl Budget {
+    const fn new() -> Budget {
+        Budget {
+            held: std::sync::Mutex::new((0, BTreeMap::new())),
+        }
+    }
+
+    fn take(&self, uid: u32, n: usize) -> bool {
+        let mut held = self.held.lock().expect("budget lock");
+        let (total, per_user) = &mut *held;
+        let mine = per_user.get(&uid).copied().unwrap_or(0);
+        let others = *total - per_user.get(&0).copied().unwrap_or(0);
+        let fits = if uid == 0 {
+            *total + n <= BUDGET
+        } else {
+            mine + n <= PER_USER && others + n <= BUDGET - ROOT_RESERVE
+        };
+        if fits {
+            *total += n;
+            per_user.insert(uid, mine + n);
+        }
+        fits
+    }
+
+    fn give(&self, uid: u32, n: usize) {
+        let mut held = self.held.lock().expect("budget lock");
+        let (total, per_user) = &mut *held;
+        *total -= n;
+        if let Some(mine) = per_user.get_mut(&uid) {
+            *mine -= n;
+            if *mine == 0 {
+                per_user.remove(&uid);
+            }
+        }
+    }
 }
+
+static HELD: Budget = Budget::new();
 
 thread_local! {
     static CURRENT: RefCell<Vec<Option<OwnedFd>>> = const { RefCell::new(Vec::new()) };
@@ -87,6 +123,8 @@ pub struct SocketReader<'a> {
     consumed: u64,
     /// Descriptors, with the stream position of the last byte of their read.
     arrivals: VecDeque<(u64, Vec<OwnedFd>)>,
+    /// Who sent them, whose budget they count against.
+    uid: u32,
     /// Descriptors of this connection counted against [`BUDGET`]: not yet
     /// claimed, or handed to the call being served.
     charged: usize,
@@ -95,8 +133,10 @@ pub struct SocketReader<'a> {
 }
 
 impl<'a> SocketReader<'a> {
-    pub fn new(stream: &'a UnixStream, capacity: usize) -> Self {
+    /// A reader for a connection of user `uid`.
+    pub fn new(stream: &'a UnixStream, capacity: usize, uid: u32) -> Self {
         SocketReader {
+            uid,
             stream,
             buf: vec![0; capacity],
             start: 0,
@@ -112,7 +152,7 @@ impl<'a> SocketReader<'a> {
     /// The current call is over and its descriptors are closed (or owned by
     /// a transaction, at most one at a time): give their budget back.
     pub fn call_ended(&mut self) {
-        give_budget(self.in_call);
+        HELD.give(self.uid, self.in_call);
         self.charged -= self.in_call;
         self.in_call = 0;
     }
@@ -136,7 +176,7 @@ impl<'a> SocketReader<'a> {
                 fds.extend(batch);
             } else {
                 // Closed as it drops.
-                give_budget(batch.len());
+                HELD.give(self.uid, batch.len());
                 self.charged -= batch.len();
             }
         }
@@ -202,7 +242,7 @@ impl<'a> SocketReader<'a> {
                 "file descriptors without a message to claim them",
             ));
         }
-        if !take_budget(fds.len()) {
+        if !HELD.take(self.uid, fds.len()) {
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 "too many file descriptors held by unfinished calls",
@@ -216,7 +256,7 @@ impl<'a> SocketReader<'a> {
 
 impl Drop for SocketReader<'_> {
     fn drop(&mut self) {
-        give_budget(self.charged);
+        HELD.give(self.uid, self.charged);
     }
 }
 
@@ -313,7 +353,7 @@ mod tests {
         send(&a, b"first\0", &[]);
         send(&a, b"second\0", &[file.as_fd().as_raw_fd()]);
         send(&a, b"third\0", &[]);
-        let mut reader = SocketReader::new(&b, 4096);
+        let mut reader = SocketReader::new(&b, 4096, 0);
         let (m, fds) = frame(&mut reader);
         assert_eq!((m.as_slice(), fds.len()), (&b"first\0"[..], 0));
         let (m, fds) = frame(&mut reader);
@@ -328,7 +368,7 @@ mod tests {
         let file = std::fs::File::open("/proc/self/exe").unwrap();
         let raw = vec![file.as_raw_fd(); MAX_PER_MESSAGE + 1];
         send(&a, b"many\0", &raw);
-        let mut reader = SocketReader::new(&b, 4096);
+        let mut reader = SocketReader::new(&b, 4096, 0);
         let mut message = Vec::new();
         // The kernel truncates the control data: the connection is refused
         // (and what was installed closed).
@@ -343,9 +383,32 @@ mod tests {
         // A message begun with 8 descriptors, then 8 more before it ends.
         send(&a, b"start", &raw);
         send(&a, b" more", &raw);
-        let mut reader = SocketReader::new(&b, 4096);
+        let mut reader = SocketReader::new(&b, 4096, 0);
         let mut message = Vec::new();
         assert!(reader.read_until(0, &mut message).is_err());
+    }
+
+    /// One user at their share cannot make another's call fail, and root
+    /// is served when every other user together holds all they may.
+    #[test]
+    fn each_user_has_a_share_of_the_descriptor_budget() {
+        let budget = Budget::new();
+        assert!(budget.take(1000, PER_USER));
+        assert!(!budget.take(1000, 1), "one user past their share");
+        assert!(budget.take(1001, MAX_PER_MESSAGE), "another user refused");
+        budget.give(1001, MAX_PER_MESSAGE);
+        let others = (BUDGET - ROOT_RESERVE) / PER_USER;
+        for uid in 2000..2000 + others as u32 - 1 {
+            assert!(budget.take(uid, PER_USER));
+        }
+        assert!(
+            !budget.take(3000, 1),
+            "users other than root past the total"
+        );
+        assert!(budget.take(0, ROOT_RESERVE), "root refused");
+        assert!(!budget.take(0, 1));
+        budget.give(1000, PER_USER);
+        assert!(budget.take(3000, 1), "a share given back is not free again");
     }
 
     #[test]
