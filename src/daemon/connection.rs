@@ -156,7 +156,7 @@ fn write_error(writer: &mut impl Write, error: &str, parameters: Value) -> io::R
 /// protocol. One descriptor per connection: reads and writes share it.
 pub fn serve(stream: UnixStream, service: &VarlinkService, limits: &Limits) -> io::Result<()> {
     let peer = auth::peer_of(&stream).ok();
-    auth::set_current(peer.clone());
+    auth::set_current(peer);
     // An unknown peer counts as nobody, never as root.
     let uid = peer.as_ref().map_or(u32::MAX, |p| p.uid);
     let mut reader = SocketReader::new(&stream, 64 * 1024, uid);
