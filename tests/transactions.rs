@@ -951,6 +951,55 @@ fn the_sysupdate_style_interface_lists_checks_updates_and_vacuums() {
     s.assert_fsck_clean();
 }
 
+/// `apt-ostreed --boot check`, as apt-ostree-boot-check.service runs it
+/// early in a boot that GRUB fell back to: the booted (previous) deployment
+/// is the default again, the failure is recorded, GRUB's block is cleared;
+/// a second run, or a failed id that names no deployment, changes no order.
+#[test]
+fn the_boot_check_after_a_fallback_makes_the_booted_deployment_the_default() {
+    let s = TestSysroot::with_two_deployments();
+    let (new, new_serial) = s.deployments()[0].clone();
+    let (old, old_serial) = s.deployments()[1].clone();
+    let failed = format!("{new}.{new_serial}");
+    let grubenv = s.path.join("boot/grub/grubenv");
+    fs::create_dir_all(grubenv.parent().unwrap()).unwrap();
+    let editenv = |args: &[&str]| {
+        stdout(
+            Command::new("grub-editenv")
+                .arg(&grubenv)
+                .args(args),
+        )
+    };
+    editenv(&["create"]);
+    editenv(&["set", &format!("aot_failed={failed}"), &format!("aot_id={failed}"), "aot_left=0"]);
+    let bindir = std::path::Path::new(cli()).parent().unwrap().to_path_buf();
+    let check = || {
+        run(Command::new(fixtures().join("enter-deployment.sh"))
+            .arg(&s.path)
+            .arg(s.deployment_dir(&old, old_serial))
+            .arg(&bindir)
+            .args(["/run/bin/apt-ostreed", "--boot", "check"])
+            .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments"))
+    };
+    check();
+    let order: Vec<String> = s.deployments().into_iter().map(|d| d.0).collect();
+    assert_eq!(order, [old.clone(), new.clone()], "the booted deployment is not the default");
+    let status = s.status();
+    let failed_one = &status["deployments"][1];
+    assert_eq!(failed_one["bootAssessment"], "failed", "{status}");
+    assert!(failed_one["bootFailedAt"].as_i64().unwrap() > 0, "{status}");
+    let env = editenv(&["list"]);
+    assert!(!env.contains("aot_failed") && !env.contains("aot_id"), "{env}");
+    // Once is enough: nothing left to act on.
+    check();
+    assert_eq!(s.deployments().into_iter().map(|d| d.0).collect::<Vec<_>>(), order);
+    // A fallback from a deployment that is gone: recorded, order kept.
+    editenv(&["set", "aot_failed=ffff.0"]);
+    check();
+    assert_eq!(s.deployments().into_iter().map(|d| d.0).collect::<Vec<_>>(), order);
+    assert!(!editenv(&["list"]).contains("aot_failed"));
+}
+
 /// Boot assessment's part that needs no boot (the VM suite does the rest):
 /// the GRUB script finds the new default among libostree's real boot
 /// entries, and an update recorded as failed to boot is refused until
@@ -1127,6 +1176,30 @@ fn offline_updates_from_an_export_are_checked_with_the_remotes_keys() {
     run(Command::new("find")
         .arg(w("usb-partial").join(".ostree/repo/objects"))
         .args(["-name", "*.filez", "-delete"]));
+    // A stick whose content was changed: one object's bytes, same name.
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(w("usb stick"))
+        .arg(w("usb-corrupt")));
+    // One the machine does not have yet (it would never read the others).
+    let object = stdout(
+        Command::new("find")
+            .arg(w("usb-corrupt").join(".ostree/repo/objects"))
+            .args(["-name", "*.filez"]),
+    )
+    .lines()
+    .find(|path| {
+        let p = std::path::Path::new(path);
+        let dir = p.parent().unwrap().file_name().unwrap();
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned() + ".file";
+        !s.repo().join("objects").join(dir).join(name).exists()
+    })
+    .expect("an object only the update has")
+    .to_string();
+    let mut bytes = fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&object, bytes).unwrap();
     fs::create_dir_all(w("empty")).unwrap();
     fs::write(w("a-file"), "not a directory").unwrap();
 
@@ -1135,6 +1208,7 @@ fn offline_updates_from_an_export_are_checked_with_the_remotes_keys() {
         (w("usb-unsigned"), "signature"),
         (w("usb-bad"), "signature"),
         (w("usb-partial"), "fetching from demo failed"),
+        (w("usb-corrupt"), "orrupted"),
         (w("empty"), "no export there"),
         (w("a-file"), "not a directory"),
         (w("missing"), "No such file"),
