@@ -1008,7 +1008,7 @@ fn the_boot_check_after_a_fallback_makes_the_booted_deployment_the_default() {
 fn an_update_that_failed_to_boot_is_refused_until_retried() {
     let s = TestSysroot::with_two_deployments();
     let (csum, serial) = s.deployments()[0].clone();
-    let script = apt_ostree::boot::grub_config(&s.path, 2);
+    let script = apt_ostree::bootcount::grub::grub_config(&s.path, 2);
     assert!(
         script.contains(&format!("set aot_default=\"{csum}.{serial}\"")),
         "{script}"
@@ -1022,7 +1022,7 @@ fn an_update_that_failed_to_boot_is_refused_until_retried() {
         "menuentry x {\n}\nset aot_default=\"0000.0\"\n",
     )
     .unwrap();
-    assert!(apt_ostree::boot::refresh_grub_config(&s.path).unwrap());
+    assert!(apt_ostree::bootcount::grub::refresh_grub_config(&s.path).unwrap());
     let cfg = fs::read_to_string(loader.join("grub.cfg")).unwrap();
     assert!(
         cfg.contains(&format!("set aot_default=\"{csum}.{serial}\"")),
@@ -1030,7 +1030,7 @@ fn an_update_that_failed_to_boot_is_refused_until_retried() {
     );
     assert!(cfg.starts_with("menuentry x {"), "{cfg}");
     assert!(
-        !apt_ostree::boot::refresh_grub_config(&s.path).unwrap(),
+        !apt_ostree::bootcount::grub::refresh_grub_config(&s.path).unwrap(),
         "once is enough"
     );
 
@@ -1043,7 +1043,7 @@ fn an_update_that_failed_to_boot_is_refused_until_retried() {
         apt_ostree::origin::Origin::parse(&fs::read_to_string(origin_file).unwrap()).unwrap();
     let record = serde_json::json!([{
         "deployment": format!("{csum}.{serial}"),
-        "update": apt_ostree::boot::update_key(&csum, &origin),
+        "update": apt_ostree::bootcount::update_key(&csum, &origin),
         "version": "12.2",
         "at": 1_700_000_000,
     }]);

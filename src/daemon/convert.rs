@@ -1,7 +1,7 @@
 //! Engine types to IDL types. Engines never see the generated protocol types;
 //! this is where one becomes the other.
 
-use crate::boot::BootState;
+use crate::bootcount::BootState;
 use crate::dpkg;
 use crate::error::TransactionInfo;
 use crate::operations::{Outcome, UpdateInfo};

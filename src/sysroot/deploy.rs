@@ -146,10 +146,10 @@ impl Sysroot {
     }
 
     /// After a write: GRUB's boot counting must follow the new default
-    /// ([`crate::boot::refresh_grub_config`]). The deployments are written
+    /// ([`crate::bootcount::grub::refresh_grub_config`]). The deployments are written
     /// by then, so a failure here is a warning.
     fn follow_default_in_grub_config(&self) {
-        if let Err(e) = crate::boot::refresh_grub_config(&self.path) {
+        if let Err(e) = crate::bootcount::grub::refresh_grub_config(&self.path) {
             tracing::warn!("Boot counting may follow the previous default: {e:#}");
         }
     }

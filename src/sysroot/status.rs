@@ -59,7 +59,7 @@ pub struct DeploymentStatus {
     /// Live changes of the booted deployment (apply-live), if any.
     pub live: Option<crate::live::LiveState>,
     /// Its boot assessment (docs/updates.md), when there is one to show.
-    pub boot: Option<crate::boot::BootState>,
+    pub boot: Option<crate::bootcount::BootState>,
     pub requested_packages: Vec<String>,
     pub requested_local_packages: Vec<String>,
     pub layered_packages: Vec<String>,
@@ -100,8 +100,8 @@ impl Sysroot {
         self.reload(false)?;
         let booted = self.inner.booted_deployment();
         let rollback = self.rollback_index();
-        let counter = crate::boot::Counter::read(&self.path);
-        let boot_failures = crate::boot::failures(&self.state_dir());
+        let counter = crate::bootcount::Counter::read(&self.path);
+        let boot_failures = crate::bootcount::failures(&self.state_dir());
         let mut deployments = Vec::new();
         for (index, d) in self.inner.deployments().into_iter().enumerate() {
             let checksum = d.csum().to_string();
@@ -147,7 +147,7 @@ impl Sysroot {
                 rollback: rollback == Some(index),
                 unlocked: ostree::Deployment::unlocked_state_to_string(d.unlocked()).to_string(),
                 live,
-                boot: crate::boot::state_of(&counter, &boot_failures, &super::deployment_name(&d)),
+                boot: crate::bootcount::state_of(&counter, &boot_failures, &super::deployment_name(&d)),
                 requested_packages: origin.requested_packages.iter().cloned().collect(),
                 requested_local_packages: origin.requested_local_packages.keys().cloned().collect(),
                 layered_packages: info.layered_packages.clone(),
