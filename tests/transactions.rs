@@ -963,15 +963,14 @@ fn the_boot_check_after_a_fallback_makes_the_booted_deployment_the_default() {
     let failed = format!("{new}.{new_serial}");
     let grubenv = s.path.join("boot/grub/grubenv");
     fs::create_dir_all(grubenv.parent().unwrap()).unwrap();
-    let editenv = |args: &[&str]| {
-        stdout(
-            Command::new("grub-editenv")
-                .arg(&grubenv)
-                .args(args),
-        )
-    };
+    let editenv = |args: &[&str]| stdout(Command::new("grub-editenv").arg(&grubenv).args(args));
     editenv(&["create"]);
-    editenv(&["set", &format!("aot_failed={failed}"), &format!("aot_id={failed}"), "aot_left=0"]);
+    editenv(&[
+        "set",
+        &format!("aot_failed={failed}"),
+        &format!("aot_id={failed}"),
+        "aot_left=0",
+    ]);
     let bindir = std::path::Path::new(cli()).parent().unwrap().to_path_buf();
     let check = || {
         run(Command::new(fixtures().join("enter-deployment.sh"))
@@ -983,20 +982,33 @@ fn the_boot_check_after_a_fallback_makes_the_booted_deployment_the_default() {
     };
     check();
     let order: Vec<String> = s.deployments().into_iter().map(|d| d.0).collect();
-    assert_eq!(order, [old.clone(), new.clone()], "the booted deployment is not the default");
+    assert_eq!(
+        order,
+        [old.clone(), new.clone()],
+        "the booted deployment is not the default"
+    );
     let status = s.status();
     let failed_one = &status["deployments"][1];
     assert_eq!(failed_one["bootAssessment"], "failed", "{status}");
     assert!(failed_one["bootFailedAt"].as_i64().unwrap() > 0, "{status}");
     let env = editenv(&["list"]);
-    assert!(!env.contains("aot_failed") && !env.contains("aot_id"), "{env}");
+    assert!(
+        !env.contains("aot_failed") && !env.contains("aot_id"),
+        "{env}"
+    );
     // Once is enough: nothing left to act on.
     check();
-    assert_eq!(s.deployments().into_iter().map(|d| d.0).collect::<Vec<_>>(), order);
+    assert_eq!(
+        s.deployments().into_iter().map(|d| d.0).collect::<Vec<_>>(),
+        order
+    );
     // A fallback from a deployment that is gone: recorded, order kept.
     editenv(&["set", "aot_failed=ffff.0"]);
     check();
-    assert_eq!(s.deployments().into_iter().map(|d| d.0).collect::<Vec<_>>(), order);
+    assert_eq!(
+        s.deployments().into_iter().map(|d| d.0).collect::<Vec<_>>(),
+        order
+    );
     assert!(!editenv(&["list"]).contains("aot_failed"));
 }
 

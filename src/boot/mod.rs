@@ -55,7 +55,6 @@ pub fn forget_failures(sysroot: &Sysroot, forget: impl Fn(&BootFailure) -> bool)
     Ok(all.len() - kept.len())
 }
 
-
 /// Early in boot: when GRUB fell back from a default that used up its
 /// tries, make the booted deployment the default again, record the
 /// failure and log it. Also creates the environment block where it is
@@ -243,4 +242,3 @@ pub fn helper_main(step: &str, config_path: &Path) -> Result<()> {
         other => bail!("unknown boot step {other:?}: grub-config, check, assess or deadline"),
     }
 }
-

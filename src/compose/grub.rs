@@ -39,7 +39,8 @@ pub(super) fn install(
         &["grub-mkconfig", "-o", "/boot/loader/grub.cfg"],
     )?;
     // GRUB counts boot tries there (crate::boot); it cannot create the file.
-    crate::bootcount::grubenv::Env::default().write(&sysroot_path.join(crate::bootcount::GRUBENV))?;
+    crate::bootcount::grubenv::Env::default()
+        .write(&sysroot_path.join(crate::bootcount::GRUBENV))?;
     let link = sysroot_path.join("boot/grub/grub.cfg");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink("../loader/grub.cfg", &link)?;

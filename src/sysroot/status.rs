@@ -147,7 +147,11 @@ impl Sysroot {
                 rollback: rollback == Some(index),
                 unlocked: ostree::Deployment::unlocked_state_to_string(d.unlocked()).to_string(),
                 live,
-                boot: crate::bootcount::state_of(&counter, &boot_failures, &super::deployment_name(&d)),
+                boot: crate::bootcount::state_of(
+                    &counter,
+                    &boot_failures,
+                    &super::deployment_name(&d),
+                ),
                 requested_packages: origin.requested_packages.iter().cloned().collect(),
                 requested_local_packages: origin.requested_local_packages.keys().cloned().collect(),
                 layered_packages: info.layered_packages.clone(),

@@ -18,6 +18,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+mod copy;
+
 use anyhow::{bail, Context, Result};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -374,113 +376,6 @@ impl Beneath {
         .map_err(std::io::Error::from)
         .with_context(|| format!("Moving {} to {}", self.shown(from), dest.shown(to)))
     }
-
-    /// Move `from` to `to` in `dest`, copying where the two are on different
-    /// file systems; nothing may stand at `to`.
-    pub fn move_to(&self, from: &str, dest: &Beneath, to: &str) -> Result<()> {
-        match self.rename(from, dest, to) {
-            Err(e) if errno(&e) == Some(Errno::XDEV) => {
-                self.copy_to(from, dest, to)?;
-                self.remove_all(from)
-            }
-            moved => moved,
-        }
-    }
-
-    /// Remove whatever stands at `rel` (a directory with its content; a
-    /// link, not what it points to); nothing there is not an error.
-    pub fn remove_all(&self, rel: &str) -> Result<()> {
-        let (dir, name) = match self.parent(rel) {
-            Ok(found) => found,
-            Err(e) if matches!(errno(&e), Some(Errno::NOENT | Errno::NOTDIR)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        remove_at(dir.as_fd(), OsStr::new(name))
-            .with_context(|| format!("Removing {}", self.shown(rel)))
-    }
-
-    /// Copy `from` (a file, a link, or a directory with its content) to `to`
-    /// in `dest`, with owners, modes and extended attributes. Files and links
-    /// are put in place by rename, so a reader never sees half a file; a
-    /// directory already at `to` is merged into, anything else there replaced.
-    pub fn copy_to(&self, from: &str, dest: &Beneath, to: &str) -> Result<()> {
-        let meta = self
-            .meta(from)?
-            .with_context(|| format!("{} does not exist", self.shown(from)))?;
-        match meta.kind {
-            Kind::Directory => {
-                match dest.meta(to)? {
-                    Some(m) if m.kind == Kind::Directory => {}
-                    Some(_) => {
-                        dest.remove_all(to)?;
-                        dest.mkdir(to)?;
-                    }
-                    None => dest.mkdir(to)?,
-                }
-                let target = dest.dir_nofollow(to)?;
-                own(target.as_fd(), &meta)
-                    .with_context(|| format!("Setting the owner of {}", dest.shown(to)))?;
-                copy_xattrs(self.dir_nofollow(from)?.as_fd(), target.as_fd())?;
-                for (name, _) in self.entries(from)? {
-                    self.copy_to(&join(from, &name), dest, &join(to, &name))?;
-                }
-                Ok(())
-            }
-            Kind::File => {
-                let mut source = self.open_file(from)?.context("vanished")?;
-                dest.replace_dir_by_file(to)?;
-                let (dir, name) = dest.parent(to)?;
-                let (tmp, fd) = new_temporary(&dir, name)?;
-                let written = (|| -> Result<()> {
-                    let mut file = std::fs::File::from(fd);
-                    std::io::copy(&mut source, &mut file)?;
-                    own(file.as_fd(), &meta)?;
-                    copy_xattrs(source.as_fd(), file.as_fd())?;
-                    file.sync_all()?;
-                    Ok(rustix::fs::renameat(&dir, tmp.as_str(), &dir, name)?)
-                })();
-                if written.is_err() {
-                    let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
-                }
-                written
-                    .with_context(|| format!("Copying {} to {}", self.shown(from), dest.shown(to)))
-            }
-            Kind::Symlink => {
-                let target = self.read_link(from)?;
-                dest.replace_dir_by_file(to)?;
-                let (dir, name) = dest.parent(to)?;
-                let tmp = format!(".apt-ostree-link-{}", std::process::id());
-                let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
-                rustix::fs::symlinkat(&target, &dir, tmp.as_str())?;
-                rustix::fs::chownat(
-                    &dir,
-                    tmp.as_str(),
-                    Some(rustix::fs::Uid::from_raw(meta.uid)),
-                    Some(rustix::fs::Gid::from_raw(meta.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )?;
-                rustix::fs::renameat(&dir, tmp.as_str(), &dir, name)
-                    .map_err(std::io::Error::from)
-                    .with_context(|| format!("Copying the link {}", self.shown(from)))
-            }
-            Kind::Special => bail!("{} is not a file, link or directory", self.shown(from)),
-        }
-    }
-
-    fn mkdir(&self, rel: &str) -> Result<()> {
-        let (dir, name) = self.parent(rel)?;
-        rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755))
-            .map_err(std::io::Error::from)
-            .with_context(|| format!("Creating {}", self.shown(rel)))
-    }
-
-    /// Rename cannot put a file over a directory: remove one standing at `rel`.
-    fn replace_dir_by_file(&self, rel: &str) -> Result<()> {
-        if self.is_dir(rel)? {
-            self.remove_all(rel)?;
-        }
-        Ok(())
-    }
 }
 
 /// `a/b`, or either alone where the other is empty.
@@ -525,23 +420,6 @@ fn own(fd: BorrowedFd, meta: &Meta) -> Result<()> {
     Ok(())
 }
 
-fn copy_xattrs(from: BorrowedFd, to: BorrowedFd) -> Result<()> {
-    let mut names = vec![0u8; 64 * 1024];
-    let n = match rustix::fs::flistxattr(from, &mut names[..]) {
-        Ok(n) => n,
-        Err(Errno::NOTSUP) => return Ok(()),
-        Err(e) => return Err(std::io::Error::from(e).into()),
-    };
-    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let name = OsStr::from_bytes(name);
-        let mut value = vec![0u8; 64 * 1024];
-        let len = rustix::fs::fgetxattr(from, name, &mut value[..])?;
-        rustix::fs::fsetxattr(to, name, &value[..len], rustix::fs::XattrFlags::empty())
-            .with_context(|| format!("Copying the attribute {}", name.to_string_lossy()))?;
-    }
-    Ok(())
-}
-
 /// Remove `name` in `dir` and, for a directory, all it holds, through
 /// descriptors only (never a path that a link could redirect).
 fn remove_at(dir: BorrowedFd, name: &OsStr) -> std::io::Result<()> {
@@ -574,119 +452,4 @@ fn remove_at(dir: BorrowedFd, name: &OsStr) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-
-    /// A tree with links out of it (absolute and relative) at the places
-    /// an image plants them, and a victim directory beside it.
-    fn hostile() -> (tempfile::TempDir, PathBuf, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, victim) = (dir.path().join("root"), dir.path().join("victim"));
-        fs::create_dir_all(root.join("usr/share")).unwrap();
-        fs::create_dir_all(victim.join("sub")).unwrap();
-        fs::write(victim.join("precious"), "precious").unwrap();
-        std::os::unix::fs::symlink(&victim, root.join("abs")).unwrap();
-        std::os::unix::fs::symlink("../../../victim", root.join("usr/share/rel")).unwrap();
-        std::os::unix::fs::symlink(victim.join("precious"), root.join("file-link")).unwrap();
-        (dir, root, victim)
-    }
-
-    fn victim_unchanged(victim: &Path) {
-        let names: Vec<_> = fs::read_dir(victim)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names.len(), 2, "{names:?}");
-        assert_eq!(
-            fs::read_to_string(victim.join("precious")).unwrap(),
-            "precious"
-        );
-        assert_eq!(fs::read_dir(victim.join("sub")).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn links_out_of_the_tree_resolve_inside_it() {
-        let (_dir, root, victim) = hostile();
-        let tree = Beneath::open(&root).unwrap();
-        // Writes through a link on the way land inside the tree.
-        tree.create_dir_all("abs").unwrap_err();
-        fs::create_dir_all(root.join(victim.strip_prefix("/").unwrap())).unwrap();
-        tree.write("abs/new", b"x", 0o644).unwrap();
-        assert_eq!(
-            fs::read(root.join(victim.strip_prefix("/").unwrap()).join("new")).unwrap(),
-            b"x"
-        );
-        // `..` stops at the root: usr/share/rel is <root>/victim.
-        fs::create_dir(root.join("victim")).unwrap();
-        tree.write("usr/share/rel/new", b"y", 0o644).unwrap();
-        assert_eq!(fs::read(root.join("victim/new")).unwrap(), b"y");
-        // A link at the end is replaced, read, listed and removed as a link.
-        assert!(tree.read("file-link").is_err());
-        assert!(tree.entries("abs").is_err());
-        assert_eq!(tree.meta("abs").unwrap().unwrap().kind, Kind::Symlink);
-        tree.write("file-link", b"mine", 0o600).unwrap();
-        assert_eq!(tree.read("file-link").unwrap().unwrap(), b"mine");
-        tree.remove_all("abs").unwrap();
-        tree.remove_all("usr/share/rel").unwrap();
-        assert!(tree.meta("abs").unwrap().is_none());
-        victim_unchanged(&victim);
-    }
-
-    #[test]
-    fn copies_and_moves_never_leave_their_trees() {
-        let (dir, root, victim) = hostile();
-        let other = dir.path().join("other");
-        fs::create_dir_all(other.join("d/e")).unwrap();
-        fs::write(other.join("d/e/f"), "f").unwrap();
-        fs::set_permissions(other.join("d/e"), fs::Permissions::from_mode(0o700)).unwrap();
-        std::os::unix::fs::symlink("/etc/shadow", other.join("d/shadow")).unwrap();
-        let (tree, from) = (
-            Beneath::open(&root).unwrap(),
-            Beneath::open(&other).unwrap(),
-        );
-        // Into a link: resolved inside; the copy's own link stays a link.
-        fs::create_dir_all(root.join("victim")).unwrap();
-        from.copy_to("d", &tree, "usr/share/rel/d").unwrap();
-        let copied = root.join("victim/d");
-        assert_eq!(fs::read_to_string(copied.join("e/f")).unwrap(), "f");
-        assert_eq!(
-            fs::metadata(copied.join("e")).unwrap().mode() & 0o7777,
-            0o700
-        );
-        assert_eq!(
-            fs::read_link(copied.join("shadow")).unwrap(),
-            Path::new("/etc/shadow")
-        );
-        from.move_to("d", &tree, "moved").unwrap();
-        assert!(root.join("moved/e/f").is_file() && !other.join("d").exists());
-        assert!(
-            tree.rename("moved", &tree, "usr").is_err(),
-            "rename replaced a directory"
-        );
-        tree.remove_all("victim").unwrap();
-        victim_unchanged(&victim);
-    }
-
-    #[test]
-    fn nonsense_paths_are_refused() {
-        let (_dir, root, _victim) = hostile();
-        let tree = Beneath::open(&root).unwrap();
-        for bad in [
-            "",
-            "/etc/passwd",
-            "../victim",
-            "usr/../..",
-            "usr//share",
-            "./usr",
-        ] {
-            assert!(tree.write(bad, b"x", 0o644).is_err(), "{bad:?}");
-            assert!(tree.remove_all(bad).is_err(), "{bad:?}");
-        }
-        assert!(
-            Beneath::open(&root.join("abs")).is_err(),
-            "the root itself is a link"
-        );
-    }
-}
+mod tests;
