@@ -346,6 +346,35 @@ fn install_public_key(
 }
 
 /// Compose the image described by the treefile at `path`.
+/// What a composed commit records: its version, packages, input hash,
+/// kernel arguments, collection binding and remote.
+fn commit_metadata(
+    t: &Treefile,
+    version: &str,
+    packages: &[(String, String, String)],
+    hash: &str,
+) -> glib::VariantDict {
+    let metadata = glib::VariantDict::new(None);
+    metadata.insert(keys::VERSION, version);
+    metadata.insert(keys::PACKAGES, packages.to_vec());
+    metadata.insert(INPUT_HASH, hash);
+    if !t.kargs.is_empty() {
+        metadata.insert(keys::KARGS, t.kargs.clone());
+    }
+    if let Some(id) = &t.collection_id {
+        // libostree's own keys: a pull checks them against the remote's
+        // collection-id and the ref asked for.
+        metadata.insert("ostree.collection-binding", id);
+        metadata.insert("ostree.ref-binding", vec![t.reference.clone()]);
+    }
+    if let Some(remote) = &t.remote {
+        metadata.insert(keys::REMOTE_NAME, &remote.name);
+        metadata.insert(keys::REMOTE_URL, &remote.url);
+        metadata.insert(keys::REMOTE_GPG_VERIFY, remote.gpg_verify);
+    }
+    metadata
+}
+
 pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<Composed> {
     if !nix::unistd::geteuid().is_root() {
         bail!("compose tree needs root (mmdebstrap, file ownership, bubblewrap)");
@@ -419,24 +448,7 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
         .version
         .clone()
         .unwrap_or_else(|| next_version(previous_info.as_ref().and_then(|i| i.version.as_deref())));
-    let metadata = glib::VariantDict::new(None);
-    metadata.insert(keys::VERSION, &version);
-    metadata.insert(keys::PACKAGES, packages.clone());
-    metadata.insert(INPUT_HASH, &hash);
-    if !t.kargs.is_empty() {
-        metadata.insert(keys::KARGS, t.kargs.clone());
-    }
-    if let Some(id) = &t.collection_id {
-        // libostree's own keys: a pull checks them against the remote's
-        // collection-id and the ref asked for.
-        metadata.insert("ostree.collection-binding", id);
-        metadata.insert("ostree.ref-binding", vec![t.reference.clone()]);
-    }
-    if let Some(remote) = &t.remote {
-        metadata.insert(keys::REMOTE_NAME, &remote.name);
-        metadata.insert(keys::REMOTE_URL, &remote.url);
-        metadata.insert(keys::REMOTE_GPG_VERIFY, remote.gpg_verify);
-    }
+    let metadata = commit_metadata(&t, &version, &packages, &hash);
     let commit = commit_and_publish(
         &repo,
         &root,

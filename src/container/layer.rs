@@ -289,6 +289,51 @@ impl<'r> TreeBuilder<'r> {
         Ok(dir)
     }
 
+    /// A regular file's content object, read from the tar as it is written.
+    fn write_file(
+        &self,
+        rel: &str,
+        content: &mut dyn Read,
+        size: u64,
+        (uid, gid, mode): (u32, u32, u32),
+        xattrs: &Xattrs,
+    ) -> Result<String> {
+        let xv = xattr_variant(xattrs);
+        if size <= INLINE_MAX {
+            let mut data = Vec::with_capacity(size as usize);
+            content
+                .read_to_end(&mut data)
+                .map_err(|e| BadLayer(format!("reading {rel}: {e}")))?;
+            return Ok(self
+                .repo
+                .write_regfile_inline(
+                    None,
+                    uid,
+                    gid,
+                    mode,
+                    Some(&xv),
+                    &data,
+                    gio::Cancellable::NONE,
+                )
+                .with_context(|| format!("Writing {rel}"))?
+                .to_string());
+        }
+        let writer = self
+            .repo
+            .write_regfile(None, uid, gid, mode, size, Some(&xv))
+            .with_context(|| format!("Writing {rel}"))?;
+        {
+            use gio::prelude::*;
+            let mut out = writer.clone().upcast::<gio::OutputStream>().into_write();
+            std::io::copy(content, &mut out)
+                .map_err(|e| BadLayer(format!("reading {rel}: {e}")))?;
+        }
+        Ok(writer
+            .finish(gio::Cancellable::NONE)
+            .with_context(|| format!("Writing {rel}"))?
+            .to_string())
+    }
+
     /// Directories no entry named, sorted ("" for the root).
     fn implicit_dirs(&self) -> Vec<String> {
         let root = (!self.root_has_metadata).then(String::new);
@@ -348,42 +393,8 @@ impl<'r> TreeBuilder<'r> {
             return Ok(());
         }
         let checksum = if kind.is_file() {
-            let size = header.size()?;
-            let xv = xattr_variant(&xattrs);
-            let mode = libc::S_IFREG | (mode & 0o7777);
-            if size <= INLINE_MAX {
-                let mut data = Vec::with_capacity(size as usize);
-                entry
-                    .read_to_end(&mut data)
-                    .map_err(|e| BadLayer(format!("reading {rel}: {e}")))?;
-                self.repo
-                    .write_regfile_inline(
-                        None,
-                        uid,
-                        gid,
-                        mode,
-                        Some(&xv),
-                        &data,
-                        gio::Cancellable::NONE,
-                    )
-                    .with_context(|| format!("Writing {rel}"))?
-                    .to_string()
-            } else {
-                let writer = self
-                    .repo
-                    .write_regfile(None, uid, gid, mode, size, Some(&xv))
-                    .with_context(|| format!("Writing {rel}"))?;
-                {
-                    use gio::prelude::*;
-                    let mut out = writer.clone().upcast::<gio::OutputStream>().into_write();
-                    std::io::copy(&mut entry, &mut out)
-                        .map_err(|e| BadLayer(format!("reading {rel}: {e}")))?;
-                }
-                writer
-                    .finish(gio::Cancellable::NONE)
-                    .with_context(|| format!("Writing {rel}"))?
-                    .to_string()
-            }
+            let owner = (uid, gid, libc::S_IFREG | (mode & 0o7777));
+            self.write_file(&rel, &mut entry, header.size()?, owner, &xattrs)?
         } else if kind.is_symlink() {
             let target = entry
                 .link_name()?
