@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::update::{
+use super::steps::{
     check_downgrade, clear_cached_update, deploy_base, now, refuse_failed_update,
     store_cached_update,
 };
@@ -143,7 +143,7 @@ pub fn upgrade(
 }
 
 /// Where `image` is pulled from: itself, or with `--from DIR` its copy on a
-/// volume (an OCI layout, see [`crate::compose::export::image_source`]). The
+/// volume (an OCI layout, see [`super::offline::image_source`]). The
 /// deployment keeps following `image`, so the next network update continues
 /// from there.
 fn source_of(image: &ImageReference, from: Option<&Path>) -> Result<ImageReference> {
@@ -160,7 +160,7 @@ fn source_of(image: &ImageReference, from: Option<&Path>) -> Result<ImageReferen
         }
         .into());
     }
-    crate::compose::export::image_source(dir, image).map_err(|reason| {
+    super::offline::image_source(dir, image).map_err(|reason| {
         Error::InvalidUpdateDirectory {
             path: dir.display().to_string(),
             reason,

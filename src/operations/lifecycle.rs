@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use ostree::gio;
 
-use super::{start, update::clear_cached_update, Outcome};
+use super::{start, steps::clear_cached_update, Outcome};
 use crate::error::Error;
 use crate::kargs::{self, KargsChange};
 use crate::progress::Sink;

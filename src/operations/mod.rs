@@ -10,8 +10,10 @@
 mod image;
 mod lifecycle;
 mod live;
+mod offline;
 mod outcome;
 mod packages;
+mod steps;
 mod update;
 
 use anyhow::Result;
@@ -24,10 +26,8 @@ pub use packages::{
     change_packages, reset, set_initramfs, LocalPackage, PackageChange, PackageRequest,
     ResetOptions,
 };
-pub use update::{
-    cached_update, deploy_revision, rebase, refresh_metadata, upgrade, versions, ImageVersion,
-    UpgradeOptions,
-};
+pub use steps::{cached_update, UpgradeOptions};
+pub use update::{deploy_revision, rebase, refresh_metadata, upgrade, versions, ImageVersion};
 
 use crate::origin::Origin;
 use crate::sysroot::Sysroot;

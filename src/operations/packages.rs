@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use sha2::{Digest as _, Sha256};
 
-use super::{start, update::deploy_base, Outcome, Start};
+use super::{start, steps::deploy_base, Outcome, Start};
 use crate::apt;
 use crate::dpkg;
 use crate::error::Error;
