@@ -228,6 +228,13 @@ pub fn helper_main(step: &str, config_path: &Path) -> Result<()> {
         print!("{}", grub_config(root, config.boot_tries));
         return Ok(());
     }
+    if step == "finalized" {
+        // ostree-finalize-staged.service, after it wrote the staged
+        // deployment: where libostree kept grub.cfg (the same boot
+        // entries), GRUB must count the new default from its first boot.
+        refresh_grub_config(root)?;
+        return Ok(());
+    }
     let config = Config::load(config_path)?;
     match step {
         "check" => {
@@ -239,6 +246,8 @@ pub fn helper_main(step: &str, config_path: &Path) -> Result<()> {
         }
         "assess" => assess(&Sysroot::open(root)?, &config, boot_complete()),
         "deadline" => deadline(&Sysroot::open(root)?, &config),
-        other => bail!("unknown boot step {other:?}: grub-config, check, assess or deadline"),
+        other => {
+            bail!("unknown boot step {other:?}: grub-config, finalized, check, assess or deadline")
+        }
     }
 }
