@@ -85,3 +85,60 @@ impl Sandbox {
         logged
     }
 }
+
+/// Run this very program (`apt-ostreed`) with `args` where it sees nothing
+/// but `tree` (as `/tree`, the only place it may write) and the host's
+/// `/usr` read-only (its own libraries): no other file system, no network,
+/// no other process. For the daemon's own work on a tree it did not write
+/// (an image's conversion): were a case missed by [`crate::fsutil::Beneath`],
+/// there is still no host file to reach. Root keeps its capabilities (no
+/// user namespace), so owners and modes are kept.
+pub fn run_confined(tree: &std::path::Path, args: &[&str]) -> Result<crate::process::Captured> {
+    let mut exe = std::env::current_exe().context("Finding the daemon's own program")?;
+    if exe.file_name().is_some_and(|n| n != "apt-ostreed") {
+        // Another of the package's programs (or a test): the daemon beside it.
+        exe.set_file_name("apt-ostreed");
+    }
+    // A path through /proc/self (libostree hands those out) means nothing
+    // to bubblewrap, which is another process.
+    let tree =
+        std::fs::canonicalize(tree).with_context(|| format!("Resolving {}", tree.display()))?;
+    let mut c = Command::new("bwrap");
+    c.args(["--ro-bind", "/usr", "/usr"]);
+    for (host, inside) in [
+        ("/lib", "/lib"),
+        ("/lib64", "/lib64"),
+        ("/etc/ld.so.cache", "/etc/ld.so.cache"),
+    ] {
+        c.args(["--ro-bind-try", host, inside]);
+    }
+    c.arg("--ro-bind")
+        .arg(&exe)
+        .arg(CONFINED_HELPER)
+        .arg("--bind")
+        .arg(&tree)
+        .arg(CONFINED_TREE)
+        .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
+        .args([
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--new-session",
+            "--chdir",
+            "/",
+            "--",
+            CONFINED_HELPER,
+        ])
+        .args(args)
+        .env_clear()
+        .env("LC_ALL", "C.UTF-8");
+    crate::process::capture(&mut c)
+        .context("Starting bubblewrap (is the bubblewrap package installed?)")
+}
+
+/// Where [`run_confined`] shows the program, and the tree.
+const CONFINED_HELPER: &str = "/run/apt-ostree-helper";
+pub const CONFINED_TREE: &str = "/tree";

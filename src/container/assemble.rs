@@ -83,8 +83,8 @@ pub fn assemble(
         gio::Cancellable::NONE,
     )
     .with_context(|| format!("Checking out the stacked layers ({stacked})"))?;
-    let conversion =
-        crate::tree::make_deployable(&root, false).map_err(|e| NotDeployable(format!("{e:#}")))?;
+    let conversion = crate::tree::make_deployable_confined(&root)
+        .map_err(|e| NotDeployable(format!("{e:#}")))?;
     let tree = Beneath::open(&root)?;
     write_sysusers(&tree)?;
     let packages = crate::dpkg::packages_of_tree(&tree)?;

@@ -70,6 +70,10 @@ pub struct Args {
     /// grub.d hook (grub-config, check, assess, deadline; docs/updates.md).
     #[arg(long, hide = true, value_name = "STEP")]
     pub boot: Option<String>,
+    /// Internal: convert an image's tree into a deployable one, confined
+    /// to it (the daemon runs this in bubblewrap; docs/containers.md).
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub convert_tree: Option<PathBuf>,
 }
 
 /// State shared by every connection.
@@ -209,6 +213,16 @@ pub fn main() -> ExitCode {
     if let Some(plan) = &args.apply_live_plan {
         // Its output goes back to the transaction through systemd-run --pipe.
         return match crate::live::helper_main(plan) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(tree) = &args.convert_tree {
+        // The report goes to stdout, an error to stderr: both to the daemon.
+        return match crate::tree::convert_main(tree) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

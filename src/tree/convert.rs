@@ -9,14 +9,14 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::var::merge_tmpfiles;
 use super::{opt_into_usr, var_to_tmpfiles, COMPOSED_TMPFILES};
 use crate::fsutil::{join, Beneath, Kind};
 
 /// What [`make_deployable`] found and did.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Conversion {
     /// Kernel versions moved to usr/lib/modules/KVER.
     pub kernels: Vec<String>,
@@ -69,6 +69,34 @@ pub fn make_deployable(root: &Path, placeholder_kernel: bool) -> Result<Conversi
     top_level(&root)?;
     check_boot_layout(&root)?;
     Ok(conversion)
+}
+
+/// [`make_deployable`] for a tree from an image: run where it sees nothing
+/// but the tree (`apt-ostreed --convert-tree`, confined by
+/// [`crate::sandbox::run_confined`]). Its error, if any, is the conversion's.
+pub fn make_deployable_confined(root: &Path) -> Result<Conversion> {
+    let out =
+        crate::sandbox::run_confined(root, &["--convert-tree", crate::sandbox::CONFINED_TREE])?;
+    if !out.status.success() {
+        let reason = out.stderr.trim().trim_start_matches("error: ");
+        bail!(
+            "{}",
+            if reason.is_empty() {
+                "the conversion failed"
+            } else {
+                reason
+            }
+        );
+    }
+    serde_json::from_str(&out.stdout).context("Reading the conversion's report")
+}
+
+/// `apt-ostreed --convert-tree DIR`: the conversion of an image's tree, as
+/// [`make_deployable_confined`] runs it; the report on stdout.
+pub fn convert_main(root: &Path) -> Result<()> {
+    let conversion = make_deployable(root, false)?;
+    println!("{}", serde_json::to_string(&conversion)?);
+    Ok(())
 }
 
 /// ostree stores regular files, symlinks and directories only.

@@ -29,7 +29,7 @@ mod var;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-pub use convert::{make_deployable, Conversion};
+pub use convert::{convert_main, make_deployable, make_deployable_confined, Conversion};
 pub use var::{link_base_opt, opt_into_usr, var_to_tmpfiles, OPT_IN_USR};
 
 /// Paths under /var that are the package manager's own scratch state, not content.
