@@ -278,9 +278,15 @@ fn top_level(root: &Beneath) -> Result<()> {
     Ok(())
 }
 
-/// libostree takes the kernel from usr/lib/modules/KVER when it deploys,
-/// following links: none may stand on that way.
+/// libostree takes the kernel from usr/lib/modules/KVER and the name of
+/// the OS from os-release when it deploys, on the host, following links:
+/// none may lead out of the tree on that way.
 fn check_boot_layout(root: &Beneath) -> Result<()> {
+    for rel in ["usr/lib/os-release", "usr/etc/os-release"] {
+        if !root.stays_inside(rel)? {
+            bail!("the tree's /{rel} is a link out of the tree");
+        }
+    }
     for rel in ["usr", "usr/lib", MODULES] {
         if root.meta(rel)?.is_some_and(|m| m.kind != Kind::Directory) {
             bail!("the tree's /{rel} is not a directory (a link or a file)");

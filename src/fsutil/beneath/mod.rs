@@ -271,6 +271,46 @@ impl Beneath {
         String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", self.shown(rel)))
     }
 
+    /// Whether a program on the host that opens `rel` under the tree's
+    /// path (as libostree does in a deployment, following links the plain
+    /// way) stays inside the tree: no link on the way is absolute or climbs
+    /// above the root. What is missing counts as inside.
+    pub fn stays_inside(&self, rel: &str) -> Result<bool> {
+        let mut pending: std::collections::VecDeque<String> =
+            rel.split('/').map(str::to_string).collect();
+        let mut here: Vec<String> = Vec::new();
+        let mut links = 0;
+        while let Some(part) = pending.pop_front() {
+            match part.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    if here.pop().is_none() {
+                        return Ok(false);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let path = join(&here.join("/"), &part);
+            match self.meta(&path)?.map(|m| m.kind) {
+                Some(Kind::Symlink) => {
+                    links += 1;
+                    let target = self.read_link(&path)?;
+                    let target = target.to_string_lossy();
+                    if links > 40 || target.starts_with('/') {
+                        return Ok(false);
+                    }
+                    for t in target.split('/').rev() {
+                        pending.push_front(t.to_string());
+                    }
+                }
+                Some(_) => here.push(part),
+                None => return Ok(true),
+            }
+        }
+        Ok(true)
+    }
+
     /// The target of the link at `rel`.
     pub fn read_link(&self, rel: &str) -> Result<PathBuf> {
         let (dir, name) = self.parent(rel)?;

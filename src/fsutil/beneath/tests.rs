@@ -112,3 +112,31 @@ fn nonsense_paths_are_refused() {
         "the root itself is a link"
     );
 }
+
+#[test]
+fn links_a_host_reader_would_follow_out_are_found() {
+    let (_dir, root, _victim) = hostile();
+    let tree = Beneath::open(&root).unwrap();
+    fs::create_dir_all(root.join("usr/lib")).unwrap();
+    fs::write(root.join("usr/lib/os-release"), "ID=debian\n").unwrap();
+    std::os::unix::fs::symlink("../usr/lib/os-release", root.join("usr/os")).unwrap();
+    std::os::unix::fs::symlink("share/rel/x", root.join("usr/via")).unwrap();
+    assert!(tree.stays_inside("usr/lib/os-release").unwrap());
+    assert!(
+        tree.stays_inside("usr/os").unwrap(),
+        "a relative link inside"
+    );
+    assert!(tree.stays_inside("missing/x").unwrap());
+    assert!(
+        !tree.stays_inside("abs/precious").unwrap(),
+        "an absolute link"
+    );
+    assert!(
+        !tree.stays_inside("usr/share/rel").unwrap(),
+        "a link above the root"
+    );
+    assert!(
+        !tree.stays_inside("usr/via").unwrap(),
+        "through a second link"
+    );
+}
