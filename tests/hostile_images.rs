@@ -415,3 +415,20 @@ fn a_layer_larger_than_the_free_space_fails_cleanly() {
     assert_eq!(avail(), before, "space was not given back");
     t.case("after-bomb", &[gzip_layer(&base("after"))], Expect::Deploys);
 }
+
+/// A link in the image's /etc/apt is content (the image deploys), but apt,
+/// which reads /etc/apt by path on the host, is never pointed through it.
+#[test]
+fn apt_never_reads_through_an_images_links() {
+    let t = Target::new();
+    let mut entries = base("apt");
+    entries.push(dir("etc/apt/"));
+    entries.push(dir("etc/apt/sources.list.d/"));
+    entries.push(link("etc/apt/sources.list.d/host.list", "/etc/shadow"));
+    t.case("apt-link", &[layer(&entries)], Expect::Deploys);
+    let before = t.s.deployments();
+    let (rc, out, err) = code(t.s.cli().args(["install", "hello"]));
+    assert_eq!(rc, 1, "{out}{err}");
+    assert!(err.contains("link out of the deployment"), "{err}");
+    assert_eq!(t.s.deployments(), before);
+}

@@ -144,11 +144,33 @@ fn apt_root(sysroot: &Sysroot, base: &str) -> Result<AptRoot> {
         )
         .context("Writing the base's dpkg status")?;
     }
+    check_apt_config(&deployment)?;
     Ok(AptRoot {
         etc_apt: deployment.join("etc/apt"),
         status,
         state: sysroot.state_dir(),
     })
+}
+
+/// apt reads the deployment's /etc/apt by path, on the host: no link there
+/// may lead out of the deployment (its content came from an image).
+fn check_apt_config(deployment: &std::path::Path) -> Result<()> {
+    let tree = crate::fsutil::Beneath::open(deployment)?;
+    let mut links = vec![String::from("etc/apt")];
+    if tree.is_dir("etc/apt")? {
+        links.extend(
+            tree.walk("etc/apt")?
+                .into_iter()
+                .filter(|(_, m)| m.kind == crate::fsutil::Kind::Symlink)
+                .map(|(rel, _)| format!("etc/apt/{rel}")),
+        );
+    }
+    for rel in links {
+        if !tree.stays_inside(&rel)? {
+            anyhow::bail!("the deployment's /{rel} is a link out of the deployment, which apt would follow on the host");
+        }
+    }
+    Ok(())
 }
 
 /// Refresh the package lists of the default deployment's sources (refresh-md):
