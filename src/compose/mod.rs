@@ -239,10 +239,26 @@ fn customize(t: &Treefile, root: &Path, scratch: &Path, sink: &Sink) -> Result<(
             Some(rest) => format!("usr/etc/{rest}"),
             None => inside.to_string(),
         };
-        let target = root.join(inside);
-        std::fs::create_dir_all(target.parent().expect("has parent"))?;
-        std::fs::copy(src, &target)
-            .with_context(|| format!("files: {} -> {dest}", src.display()))?;
+        // The tree is packages' content: its links are resolved inside it.
+        let tree = crate::fsutil::Beneath::open(root)?;
+        if let Some((parent, _)) = inside.rsplit_once('/') {
+            tree.create_dir_all(parent)?;
+        }
+        let copied = std::fs::File::open(src).and_then(|f| Ok((f.metadata()?, f)));
+        let (meta, mut file) =
+            copied.with_context(|| format!("files: {} -> {dest}", src.display()))?;
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+        tree.write_from(
+            &inside,
+            &mut file,
+            &crate::fsutil::Meta {
+                kind: crate::fsutil::Kind::File,
+                mode,
+                uid: 0,
+                gid: 0,
+            },
+        )
+        .with_context(|| format!("files: {} -> {dest}", src.display()))?;
     }
     if let Some(script) = &t.postprocess {
         let var = scratch.join("postprocess-var");
@@ -328,9 +344,9 @@ fn install_public_key(
     homedir: Option<&Path>,
     reference: &str,
 ) -> Result<()> {
-    let dir = root.join(TRUSTED_KEYRINGS);
-    std::fs::create_dir_all(&dir)?;
-    let file = dir.join(format!("apt-ostree-{}.gpg", reference.replace('/', "-")));
+    // gpg writes outside the tree; the tree gets a copy, beneath its root.
+    let scratch = tempfile::tempdir().context("Creating a directory for the key")?;
+    let file = scratch.path().join("key.gpg");
     let mut gpg = std::process::Command::new("gpg");
     if let Some(h) = homedir {
         gpg.arg("--homedir").arg(h);
@@ -339,10 +355,14 @@ fn install_public_key(
         .arg(&file)
         .args(["--export", key]);
     crate::process::run(&mut gpg).context("Exporting the signing key's public part")?;
-    if std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 0 {
+    let exported = std::fs::read(&file).unwrap_or_default();
+    if exported.is_empty() {
         bail!("gpg-key: no public key {key} in the GnuPG home directory");
     }
-    Ok(())
+    let tree = crate::fsutil::Beneath::open(root)?;
+    tree.create_dir_all(TRUSTED_KEYRINGS)?;
+    let name = format!("apt-ostree-{}.gpg", reference.replace('/', "-"));
+    tree.write(&format!("{TRUSTED_KEYRINGS}/{name}"), &exported, 0o644)
 }
 
 /// Compose the image described by the treefile at `path`.
