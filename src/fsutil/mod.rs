@@ -1,4 +1,5 @@
-//! File writes that a crash cannot leave half done.
+//! File writes that a crash cannot leave half done, and [`Beneath`], the
+//! one way to touch a tree that came from an image or a package.
 //!
 //! A file is written under a temporary name beside its final one, synced,
 //! renamed over the final name, and the directory is synced, so that after a
@@ -11,7 +12,7 @@ mod beneath;
 pub use beneath::{join, Beneath, Kind, Meta};
 
 use std::io::Write;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -40,61 +41,10 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         .with_context(|| format!("Syncing {}", dir.display()))
 }
 
-/// `root/rel` as a directory, made where missing, with no symbolic link on
-/// the way: a tree from elsewhere (a container image) must not make the
-/// daemon write outside it through a link it planted.
-pub fn dir_beneath(root: &Path, rel: &Path) -> Result<PathBuf> {
-    let mut path = root.to_path_buf();
-    for component in rel.components() {
-        match component {
-            Component::Normal(name) => path.push(name),
-            Component::CurDir => continue,
-            _ => anyhow::bail!("{} is not a path inside the tree", rel.display()),
-        }
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => {
-                anyhow::bail!("refusing to follow the symbolic link {}", path.display())
-            }
-            Ok(_) => anyhow::bail!("{} is not a directory", path.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&path)
-                .with_context(|| format!("Creating {}", path.display()))?,
-            Err(e) => return Err(e).with_context(|| format!("Reading {}", path.display())),
-        }
-    }
-    Ok(path)
-}
-
-/// Remove whatever is at `path` (a directory with its content); nothing
-/// there is not an error.
-pub fn remove_any(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-    .with_context(|| format!("Removing {}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
-
-    #[test]
-    fn directories_beneath_a_tree_never_go_through_its_links() {
-        let tree = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tree.path().join("usr/share")).unwrap();
-        std::os::unix::fs::symlink(outside.path(), tree.path().join("usr/share/factory")).unwrap();
-        let err = dir_beneath(tree.path(), Path::new("usr/share/factory/var/lib")).unwrap_err();
-        assert!(err.to_string().contains("symbolic link"), "{err}");
-        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
-        assert!(dir_beneath(tree.path(), Path::new("../x")).is_err());
-        let made = dir_beneath(tree.path(), Path::new("usr/lib/opt")).unwrap();
-        assert!(made.is_dir() && made.starts_with(tree.path()));
-    }
 
     #[test]
     fn replaces_the_name_and_never_writes_into_the_old_file() {
