@@ -30,7 +30,7 @@ const MAX_LINKS: usize = 40;
 /// The components of a whiteout or directory path a layer recorded; a
 /// name that could leave the tree is refused (layers stored before
 /// import refused them are checked again here).
-pub fn components(path: &str) -> Result<Vec<&str>> {
+fn components(path: &str) -> Result<Vec<&str>> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     if parts.iter().any(|p| *p == "." || *p == "..") {
         bail!("{path:?} is not a path inside the image");
@@ -70,7 +70,7 @@ struct Stack<'r> {
     dirmeta: &'r str,
 }
 
-/// What a name in a tree is, with the checksum of a file or link.
+/// What a name in a tree is (a link with its target).
 enum Found {
     Nothing,
     Directory(ostree::MutableTree),
