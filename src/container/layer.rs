@@ -31,6 +31,9 @@ pub const IMPLICIT_DIRS: &str = "apt-ostree.layer.implicit-directories";
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 const AUFS_PREFIX: &str = ".wh..wh.";
+/// How deep a layer's tree may go: what is deeper is no Debian tree, and
+/// the recursions that stack, commit and check out trees must stay shallow.
+const MAX_DEPTH: usize = 256;
 /// Files up to this size are read whole; larger ones are streamed.
 const INLINE_MAX: u64 = 1 << 20;
 
@@ -200,6 +203,13 @@ fn relative(path: &Path) -> Result<Option<String>> {
                 return Err(BadLayer(format!("{} leaves the root", path.display())).into())
             }
         }
+    }
+    if parts.len() > MAX_DEPTH {
+        return Err(BadLayer(format!(
+            "{} is deeper than {MAX_DEPTH} directories",
+            path.display()
+        ))
+        .into());
     }
     Ok((!parts.is_empty()).then(|| parts.join("/")))
 }

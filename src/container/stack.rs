@@ -314,11 +314,14 @@ mod tests {
 
     impl Repo {
         fn layer(&self, entries: &[E]) -> Result<Layer> {
+            self.layer_bytes(&tar(entries))
+        }
+
+        fn layer_bytes(&self, bytes: &[u8]) -> Result<Layer> {
             use sha2::Digest as _;
-            let bytes = tar(entries);
-            let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+            let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
             let blob = self.dir.path().join("blob");
-            std::fs::write(&blob, &bytes).unwrap();
+            std::fs::write(&blob, bytes).unwrap();
             crate::sysroot::in_transaction(&self.repo, || layer::import(&self.repo, &blob, &digest))
         }
 
@@ -456,6 +459,19 @@ mod tests {
                 .unwrap_or_else(|| format!("{err:#}"));
             assert!(bad.contains(why), "wanted {why}: {bad}");
         }
+        // A tree deeper than any real one (the recursions that stack and
+        // commit it must stay shallow).
+        let mut deep = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        deep.append_data(&mut h, "d/".repeat(300) + "f", &[][..])
+            .unwrap();
+        let bytes = deep.into_inner().unwrap();
+        let err = r.layer_bytes(&bytes).unwrap_err();
+        assert!(format!("{err:#}").contains("deeper than"), "{err:#}");
         // Links that loop fail instead of going round for ever.
         let lower = r.layer(&[E::Link("a", "b"), E::Link("b", "a")]).unwrap();
         let upper = r.layer(&[E::File("a/f", "f")]).unwrap();
