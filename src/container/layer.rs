@@ -492,6 +492,12 @@ fn xattrs_of<R: Read>(entry: &mut tar::Entry<R>) -> Result<Xattrs> {
         for ext in extensions {
             let ext = ext?;
             if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                // The kernel's own (overlayfs keeps its whiteouts and
+                // redirects there): not an image's to set on a tree that
+                // becomes an overlay's lower layer when packages are layered.
+                if name.starts_with(b"trusted.") {
+                    continue;
+                }
                 let mut name = name.to_vec();
                 name.push(0); // ostree stores names NUL-terminated
                 out.push((name, ext.value_bytes().to_vec()));

@@ -479,6 +479,43 @@ mod tests {
         assert!(format!("{err:#}").contains("too many levels"), "{err:#}");
     }
 
+    /// overlayfs reads `trusted.overlay.*` on the lower layer of a
+    /// layering build: an image cannot set them; its other attributes stay.
+    #[test]
+    fn trusted_attributes_of_a_layer_are_dropped() {
+        use gio::prelude::*;
+        let r = repo();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+            ("SCHILY.xattr.user.kept", &b"1"[..]),
+        ])
+        .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(0);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        b.append_data(&mut h, "dir/", &[][..]).unwrap();
+        let layer = r.layer_bytes(&b.into_inner().unwrap()).unwrap();
+        let commit = layer.commit.clone();
+        let (root, _) = r.repo.read_commit(&commit, gio::Cancellable::NONE).unwrap();
+        let dir = root.child("dir").downcast::<ostree::RepoFile>().unwrap();
+        dir.ensure_resolved().unwrap();
+        let xattrs: Vec<(Vec<u8>, Vec<u8>)> =
+            dir.xattrs(gio::Cancellable::NONE).unwrap().get().unwrap();
+        let names: Vec<String> = xattrs
+            .iter()
+            .map(|(n, _)| {
+                String::from_utf8_lossy(n)
+                    .trim_end_matches('\0')
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names, ["user.kept"]);
+    }
+
     /// The importer checks the digest itself (skopeo may not, for every
     /// transport): a layer that does not match is never committed.
     #[test]

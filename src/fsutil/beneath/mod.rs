@@ -242,6 +242,7 @@ impl Beneath {
         ) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP) => bail!("{} is a symbolic link, not a file", self.shown(rel)),
             Err(e) => {
                 return Err(std::io::Error::from(e))
                     .with_context(|| format!("Opening {}", self.shown(rel)))
