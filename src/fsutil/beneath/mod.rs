@@ -266,10 +266,12 @@ impl Beneath {
         Ok(Some(bytes))
     }
 
-    /// [`Beneath::read`] as text; a file that is missing reads as empty.
+    /// [`Beneath::read`] as text (bytes that are not UTF-8 replaced); a file
+    /// that is missing reads as empty.
     pub fn read_text(&self, rel: &str) -> Result<String> {
+        // Lossy: a passwd with a Latin-1 name in a comment is still read.
         let bytes = self.read(rel)?.unwrap_or_default();
-        String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", self.shown(rel)))
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// Whether a program on the host that opens `rel` under the tree's
