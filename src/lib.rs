@@ -21,7 +21,8 @@
 //!   - [`tree`]: the deployable tree layout.
 //!   - [`sysroot`]: the libostree adapter (load, status, pull, deploy, commit, lock).
 //!   - [`dpkg`]: dpkg databases stored in commits, Debian version ordering, package diffs.
-//! - Shared pieces: [`bootcount`] (GRUB's count of boots and the record of
+//! - Shared pieces: [`bootchain`] (the signed UEFI boot chain a tree
+//!   carries and its place on the ESP), [`bootcount`] (GRUB's count of boots and the record of
 //!   failed ones: what status reads and the boot units act on), [`error`] (the typed errors and their IDL names),
 //!   [`origin`] (the deployment origin file), [`refspec`], [`imgref`]
 //!   (container image references), [`fsutil`] (atomic writes), [`kargs`] (kernel
@@ -30,6 +31,7 @@
 
 pub mod apt;
 pub mod boot;
+pub mod bootchain;
 pub mod bootcount;
 pub mod cli;
 pub mod compose;

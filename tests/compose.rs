@@ -433,6 +433,25 @@ fn compose_image_refuses_bad_input_and_leaves_nothing_behind() {
         .arg(format!("--repo={}", repo.display()))
         .args(["--branch=test/bootable", "--tree"])
         .arg(format!("dir={}", tree.display())));
+    // Without shim and the signed GRUB, the disk would not boot with Secure
+    // Boot on: refused, naming the packages, unless asked for.
+    let (rc, _, err) = code(&mut image(&repo, "test/bootable", &[]));
+    assert_eq!(rc, 1, "{err}");
+    assert!(
+        err.contains(
+            "no Secure Boot chain: add shim-signed, grub-efi-amd64-signed, \
+             shim-helpers-amd64-signed to its packages"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("--no-secure-boot"), "{err}");
+    assert!(!output.exists());
+    let image = |repo: &Path, reference: &str, extra: &[&str]| {
+        let mut c = image(repo, reference, extra);
+        c.arg("--no-secure-boot");
+        c
+    };
+
     let (rc, _, err) = code(&mut image(&repo, "test/bootable", &["--size", "64M"]));
     assert_eq!(rc, 1, "{err}");
     assert!(err.contains("--size 64 MiB is too small"), "{err}");

@@ -90,6 +90,12 @@ pub enum ComposeCommand {
         /// Erase the block device given as --output.
         #[arg(long)]
         wipe: bool,
+        /// Install GRUB made with grub-mkimage instead of the signed chain
+        /// (shim, Debian's signed GRUB): for commits without the packages
+        /// shim-signed and grub-efi-amd64-signed. Such a disk does not boot
+        /// with Secure Boot on.
+        #[arg(long)]
+        no_secure_boot: bool,
     },
     /// Write a composed commit as an OCI image that container tools can build on.
     ///
@@ -199,6 +205,7 @@ fn run(command: &ComposeCommand) -> Result<u8> {
             remote,
             force,
             wipe,
+            no_secure_boot,
         } => run_image(&ImageOptions {
             repo: repo.clone(),
             reference: reference.clone(),
@@ -209,6 +216,7 @@ fn run(command: &ComposeCommand) -> Result<u8> {
             remote: remote.clone(),
             force: *force,
             wipe: *wipe,
+            secure_boot: !*no_secure_boot,
         }),
         ComposeCommand::ContainerEncapsulate {
             repo,
@@ -256,10 +264,15 @@ fn run_tree(treefile: &Path, opts: &ComposeOptions, unchanged_exit_77: bool) -> 
 fn run_image(opts: &ImageOptions) -> Result<u8> {
     let image = compose_image(opts, &ConsoleProgress::sink())?;
     println!(
-        "{} => {} ({} MiB, UEFI{}) in {:.1} s\n  commit: {}\n  origin: {}",
+        "{} => {} ({} MiB, UEFI{}{}) in {:.1} s\n  commit: {}\n  origin: {}",
         opts.reference,
         opts.output.display(),
         image.size >> 20,
+        if image.secure_boot {
+            " with Secure Boot"
+        } else {
+            ", Secure Boot off"
+        },
         if image.bios { " and BIOS" } else { "" },
         image.elapsed.as_secs_f64(),
         image.commit,

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::process::run;
 
@@ -18,6 +18,7 @@ pub(super) fn install(
     bios_disk: Option<&Path>,
     esp_dev: &Path,
     boot_uuid: &str,
+    secure_boot: bool,
 ) -> Result<()> {
     if let Some(disk) = bios_disk {
         let disk = disk.display().to_string();
@@ -32,7 +33,12 @@ pub(super) fn install(
             ],
         )?;
     }
-    install_grub_efi(deployment_dir, sysroot_path, esp_dev, boot_uuid)?;
+    copy_grub_modules(deployment_dir, sysroot_path)?;
+    if secure_boot {
+        install_signed_chain(deployment_dir, sysroot_path, esp_dev, boot_uuid)?;
+    } else {
+        install_grub_efi(deployment_dir, sysroot_path, esp_dev, boot_uuid)?;
+    }
     in_deployment(
         deployment_dir,
         sysroot_path,
@@ -77,13 +83,10 @@ fn in_deployment(deployment: &Path, sysroot: &Path, argv: &[&str]) -> Result<Str
         .env("LC_ALL", "C.UTF-8"))
 }
 
-/// GRUB for UEFI, as the removable-media loader `EFI/BOOT/BOOTX64.EFI`.
-/// grub-install insists on a mounted FAT file system for the ESP, which needs
-/// a FAT driver in the kernel composing the image; so the image is made with
-/// grub-mkimage (from the commit) and copied onto the ESP with mtools. Its
-/// embedded configuration finds /boot by UUID and reads `grub/grub.cfg`
-/// there, with the modules beside it, as grub-install would set it up.
-fn install_grub_efi(deployment: &Path, sysroot: &Path, esp: &Path, boot_uuid: &str) -> Result<()> {
+/// GRUB's modules beside its configuration on /boot, as grub-install puts
+/// them: what GRUB loads when it has not built a module in (with Secure
+/// Boot off; with it on, the signed GRUB loads none).
+fn copy_grub_modules(deployment: &Path, sysroot: &Path) -> Result<()> {
     let modules = sysroot.join("boot/grub/x86_64-efi");
     std::fs::create_dir_all(&modules)?;
     for entry in std::fs::read_dir(deployment.join("usr/lib/grub/x86_64-efi"))? {
@@ -96,6 +99,41 @@ fn install_grub_efi(deployment: &Path, sysroot: &Path, esp: &Path, boot_uuid: &s
             std::fs::copy(entry.path(), modules.join(&name))?;
         }
     }
+    Ok(())
+}
+
+/// The signed chain (crate::bootchain) from the deployment onto the ESP,
+/// under EFI/debian and as the removable-media path EFI/BOOT. The signed
+/// GRUB's configuration there finds /boot by UUID and reads the menu
+/// libostree keeps in `grub/grub.cfg`.
+fn install_signed_chain(deployment: &Path, sysroot: &Path, esp: &Path, boot_uuid: &str) -> Result<()> {
+    let chain = crate::bootchain::Chain::in_tree(deployment)?
+        .context("the deployment has no Secure Boot chain")?;
+    let staging = sysroot.join("boot/efi-staging");
+    let stub = crate::bootchain::grub_cfg_stub(boot_uuid, "/grub");
+    for dir in [crate::bootchain::VENDOR_DIR, crate::bootchain::REMOVABLE_DIR] {
+        chain.write_dir(dir, &staging.join(dir), &stub)?;
+    }
+    run(Command::new("mmd").arg("-i").arg(esp).arg("::/EFI"))?;
+    run(Command::new("mcopy")
+        .arg("-s")
+        .arg("-i")
+        .arg(esp)
+        .arg(staging.join(crate::bootchain::VENDOR_DIR))
+        .arg(staging.join(crate::bootchain::REMOVABLE_DIR))
+        .arg("::/EFI/"))?;
+    std::fs::remove_dir_all(&staging)?;
+    Ok(())
+}
+
+/// GRUB for UEFI without Secure Boot, as the removable-media loader
+/// `EFI/BOOT/BOOTX64.EFI` (`--no-secure-boot`). grub-install insists on a
+/// mounted FAT file system for the ESP, which needs a FAT driver in the
+/// kernel composing the image; so the image is made with grub-mkimage (from
+/// the commit) and copied onto the ESP with mtools. Its embedded
+/// configuration finds /boot by UUID and reads `grub/grub.cfg` there, with
+/// the modules beside it, as grub-install would set it up.
+fn install_grub_efi(deployment: &Path, sysroot: &Path, esp: &Path, boot_uuid: &str) -> Result<()> {
     let staging = sysroot.join("boot/efi-staging");
     std::fs::create_dir_all(&staging)?;
     std::fs::write(

@@ -56,6 +56,8 @@ pub struct ImageOptions {
     pub remote: Option<(String, String)>,
     pub force: bool,
     pub wipe: bool,
+    /// Boot through shim and Debian's signed GRUB (off: GRUB made by grub-mkimage).
+    pub secure_boot: bool,
 }
 
 /// What was written.
@@ -65,6 +67,7 @@ pub struct Image {
     pub origin: String,
     pub size: u64,
     pub bios: bool,
+    pub secure_boot: bool,
     pub elapsed: Duration,
 }
 
@@ -107,7 +110,7 @@ fn meta_str(md: &glib::VariantDict, key: &str) -> Option<String> {
 }
 
 /// Check the commit can make a bootable disk before anything is written.
-fn inspect_commit(repo: &ostree::Repo, reference: &str) -> Result<CommitFacts> {
+fn inspect_commit(repo: &ostree::Repo, reference: &str, secure_boot: bool) -> Result<CommitFacts> {
     let checksum = repo
         .resolve_rev(reference, true)
         .with_context(|| format!("Resolving {reference}"))?
@@ -184,6 +187,14 @@ fn inspect_commit(repo: &ostree::Repo, reference: &str) -> Result<CommitFacts> {
                  grub-pc-bin and grub2-common to its packages"
             );
         }
+    }
+    let missing = crate::bootchain::missing_packages(has);
+    if secure_boot && !missing.is_empty() {
+        bail!(
+            "{reference}: the commit has no Secure Boot chain: add {} to its packages \
+             (or pass --no-secure-boot for a disk that boots only with Secure Boot off)",
+            missing.join(", ")
+        );
     }
     if !has("usr/lib/dracut/modules.d/98ostree") {
         bail!(
@@ -313,6 +324,7 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
             facts.bios.then_some(disk.as_path()),
             &esp_dev,
             &boot_uuid,
+            opts.secure_boot,
         )
     })?;
 
@@ -327,6 +339,7 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
         origin: refspec,
         size,
         bios: facts.bios,
+        secure_boot: opts.secure_boot,
         elapsed: started.elapsed(),
     })
 }
@@ -341,7 +354,7 @@ fn check_commit(opts: &ImageOptions, sink: &Sink) -> Result<(CommitFacts, u64)> 
         .open(gio::Cancellable::NONE)
         .with_context(|| format!("Opening {}", opts.repo.display()))?;
     let facts = sink.task("Checking the commit", || {
-        inspect_commit(&source, &opts.reference)
+        inspect_commit(&source, &opts.reference, opts.secure_boot)
     })?;
     let (minimum, default) = sizes(facts.content);
     let size = opts.size.unwrap_or(default);

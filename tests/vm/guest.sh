@@ -98,12 +98,28 @@ after_cut() {
     check "ostree fsck" ostree fsck
 }
 
+# Every UEFI boot runs with Secure Boot enforced (the harness's firmware has
+# Microsoft's keys enrolled): shim, Debian's signed GRUB and signed kernel
+# started this one. BIOS boots have no EFI at all.
+check_firmware() {
+    if [ -d /sys/firmware/efi ]; then
+        sb=$(od -An -tu1 -j4 -N1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c 2>/dev/null | tr -d ' ')
+        check "UEFI with Secure Boot on (the SecureBoot variable is $sb)" test "$sb" = 1
+        check "mokutil --sb-state: SecureBoot enabled" sh -c 'mokutil --sb-state | grep -q "SecureBoot enabled"'
+        check "the kernel knows it (lockdown or the EFI boot log)" sh -c \
+            'journalctl -k -b | grep -q -i "secure boot enabled"'
+    else
+        say "  firmware: BIOS (no Secure Boot)"
+    fi
+}
+
 # Base 3's boot (phase 7), and a deployment with a package layered on the
 # same kernel and initramfs (phase 20, where libostree keeps grub.cfg), fail
 # a health check; nobody is at the console: the machine must reboot by
 # itself (and GRUB then boots the previous one).
 if [ "$PHASE" = 7 ] || [ "$PHASE" = 20 ]; then
     say "phase $PHASE: booted, cmdline: $(cat /proc/cmdline)"
+    check_firmware
     if [ "$PHASE" = 7 ]; then
         check "booted base 3" grep -q "vmtest base 3" /usr/share/vmtest/base
     else
@@ -128,6 +144,7 @@ while systemctl list-jobs --no-legend | grep -v -q vmtest.service; do sleep 1; d
 failed=$(systemctl --failed --no-legend --plain | cut -d' ' -f1 | tr '\n' ' ')
 say "phase $PHASE: booted, cmdline: $(cat /proc/cmdline)"
 [ -z "$failed" ] || fail "failed units: $failed"
+check_firmware
 
 case $PHASE in
 1)
