@@ -23,6 +23,8 @@ pub mod message_id {
     pub const BOOT_CHECK_FAILED: &str = "c3346795265342c4a20a8f758b7e28f5";
     /// A deployment reached boot-complete.target.
     pub const BOOT_GOOD: &str = "72db64b752924b74a666cdfd2aed4036";
+    /// The Secure Boot chain on the ESP was brought up to date.
+    pub const BOOT_CHAIN_UPDATED: &str = "91590aefd5ab41ce8ae3271df95b8a00";
 }
 
 /// Set up logging for the daemon: journal if reachable, else stderr.

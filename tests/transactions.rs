@@ -951,35 +951,54 @@ fn the_sysupdate_style_interface_lists_checks_updates_and_vacuums() {
     s.assert_fsck_clean();
 }
 
-/// `apt-ostreed --boot check`, as apt-ostree-boot-check.service runs it
-/// early in a boot that GRUB fell back to: the booted (previous) deployment
+/// A sysroot booted into its previous deployment, as GRUB left it after a
+/// fallback: `vars` in GRUB's block (`{new}` stands for the default's id).
+/// Returns it, the default's and the previous deployment's checksums, and
+/// GRUB's block.
+fn booted_after_fallback(vars: &[&str]) -> (TestSysroot, String, String, std::path::PathBuf) {
+    let s = TestSysroot::with_two_deployments();
+    let (new, new_serial) = s.deployments()[0].clone();
+    let old = s.deployments()[1].0.clone();
+    let grubenv = s.path.join("boot/grub/grubenv");
+    fs::create_dir_all(grubenv.parent().unwrap()).unwrap();
+    let vars: Vec<String> = vars
+        .iter()
+        .map(|v| v.replace("{new}", &format!("{new}.{new_serial}")))
+        .collect();
+    run(Command::new("grub-editenv").arg(&grubenv).arg("create"));
+    run(Command::new("grub-editenv")
+        .arg(&grubenv)
+        .arg("set")
+        .args(&vars));
+    (s, new, old, grubenv)
+}
+
+/// `apt-ostreed --boot check`, as apt-ostree-boot-check.service runs it,
+/// with the deployment `booted` booted.
+fn boot_check(s: &TestSysroot, booted: &str) {
+    let (old, old_serial) = s
+        .deployments()
+        .into_iter()
+        .find(|d| d.0 == booted)
+        .expect("the booted deployment");
+    let bindir = std::path::Path::new(cli()).parent().unwrap().to_path_buf();
+    run(Command::new(fixtures().join("enter-deployment.sh"))
+        .arg(&s.path)
+        .arg(s.deployment_dir(&old, old_serial))
+        .arg(&bindir)
+        .args(["/run/bin/apt-ostreed", "--boot", "check"])
+        .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments"));
+}
+
+/// Early in a boot that GRUB fell back to: the booted (previous) deployment
 /// is the default again, the failure is recorded, GRUB's block is cleared;
 /// a second run, or a failed id that names no deployment, changes no order.
 #[test]
 fn the_boot_check_after_a_fallback_makes_the_booted_deployment_the_default() {
-    let s = TestSysroot::with_two_deployments();
-    let (new, new_serial) = s.deployments()[0].clone();
-    let (old, old_serial) = s.deployments()[1].clone();
-    let failed = format!("{new}.{new_serial}");
-    let grubenv = s.path.join("boot/grub/grubenv");
-    fs::create_dir_all(grubenv.parent().unwrap()).unwrap();
+    let (s, new, old, grubenv) =
+        booted_after_fallback(&["aot_failed={new}", "aot_id={new}", "aot_left=0"]);
     let editenv = |args: &[&str]| stdout(Command::new("grub-editenv").arg(&grubenv).args(args));
-    editenv(&["create"]);
-    editenv(&[
-        "set",
-        &format!("aot_failed={failed}"),
-        &format!("aot_id={failed}"),
-        "aot_left=0",
-    ]);
-    let bindir = std::path::Path::new(cli()).parent().unwrap().to_path_buf();
-    let check = || {
-        run(Command::new(fixtures().join("enter-deployment.sh"))
-            .arg(&s.path)
-            .arg(s.deployment_dir(&old, old_serial))
-            .arg(&bindir)
-            .args(["/run/bin/apt-ostreed", "--boot", "check"])
-            .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments"))
-    };
+    let check = || boot_check(&s, &old);
     check();
     let order: Vec<String> = s.deployments().into_iter().map(|d| d.0).collect();
     assert_eq!(
@@ -1012,6 +1031,57 @@ fn the_boot_check_after_a_fallback_makes_the_booted_deployment_the_default() {
     assert!(!editenv(&["list"]).contains("aot_failed"));
 }
 
+/// GRUB's fallback entry ran: the default's kernel did not start (Secure
+/// Boot refused it). The check rolls back as for used-up tries and records
+/// why, and status says it.
+#[test]
+fn a_default_whose_kernel_did_not_start_is_failed_for_that_reason() {
+    let (s, new, old, grubenv) = booted_after_fallback(&[
+        "aot_failed={new}",
+        "aot_refused={new}",
+        "aot_id={new}",
+        "aot_left=1",
+    ]);
+    boot_check(&s, &old);
+    let order: Vec<String> = s.deployments().into_iter().map(|d| d.0).collect();
+    assert_eq!(order, [old, new]);
+    let status = s.status();
+    assert_eq!(
+        status["deployments"][1]["bootFailure"], "kernel-not-started",
+        "{status}"
+    );
+    let (rc, out, err) = code(s.cli().arg("status"));
+    assert_eq!(rc, 0, "{err}");
+    assert!(
+        out.contains("Boot: failed: its kernel did not start (refused by Secure Boot"),
+        "{out}"
+    );
+    let env = stdout(Command::new("grub-editenv").arg(&grubenv).arg("list"));
+    assert!(!env.contains("aot_refused"), "{env}");
+}
+
+/// `bootloader status` and `bootloader update` work on the running system's
+/// ESP only: on another sysroot both say so (NotSupported) and nothing
+/// changes. (The VM suite runs them on a booted machine.)
+#[test]
+fn the_bootloader_commands_refuse_a_sysroot_that_is_not_running() {
+    let s = TestSysroot::with_two_deployments();
+    let before = s.deployments();
+    for args in [&["bootloader", "status"][..], &["bootloader", "update"]] {
+        let (rc, out, err) = code(s.cli().args(args));
+        assert_eq!(rc, 1, "{args:?}: {out}{err}");
+        assert!(err.contains("is not the running system"), "{args:?}: {err}");
+        assert!(
+            err.contains("NotSupported") || err.contains("not supported"),
+            "{args:?}: {err}"
+        );
+    }
+    let (rc, _, err) = code(s.cli().args(["bootloader", "status", "--bogus"]));
+    assert_eq!(rc, 2, "{err}");
+    assert_eq!(s.deployments(), before);
+    s.assert_fsck_clean();
+}
+
 /// Boot assessment's part that needs no boot (the VM suite does the rest):
 /// the GRUB script finds the new default among libostree's real boot
 /// entries, and an update recorded as failed to boot is refused until
@@ -1026,12 +1096,25 @@ fn an_update_that_failed_to_boot_is_refused_until_retried() {
         "{script}"
     );
     assert!(script.contains("set aot_left=2\n"), "{script}");
-    // Where libostree kept grub.cfg (equal boot entries), the counter is
-    // pointed at the new default.
+    // GRUB falls back to the entry after libostree's two when the default's
+    // kernel does not start; that entry names the default.
+    assert!(script.contains("set fallback=2\n"), "{script}");
+    let entry = apt_ostree::bootcount::grub::grub_fallback_entry(&s.path, 2);
+    assert!(
+        entry.contains(&format!("set aot_refused=\"{csum}.{serial}\"")),
+        "{entry}"
+    );
+    assert_eq!(
+        apt_ostree::bootcount::grub::grub_fallback_entry(&s.path, 0),
+        "",
+        "no counting, no fallback entry"
+    );
+    // Where libostree kept grub.cfg (equal boot entries), the counter and
+    // the fallback entry are pointed at the new default.
     let loader = fs::canonicalize(s.path.join("boot/loader")).unwrap();
     fs::write(
         loader.join("grub.cfg"),
-        "menuentry x {\n}\nset aot_default=\"0000.0\"\n",
+        "menuentry x {\n}\nset aot_default=\"0000.0\"\nmenuentry y {\n  set aot_failed=\"0000.0\"\n}\n",
     )
     .unwrap();
     assert!(apt_ostree::bootcount::grub::refresh_grub_config(&s.path).unwrap());
@@ -1041,6 +1124,7 @@ fn an_update_that_failed_to_boot_is_refused_until_retried() {
         "{cfg}"
     );
     assert!(cfg.starts_with("menuentry x {"), "{cfg}");
+    assert!(!cfg.contains("0000.0"), "{cfg}");
     assert!(
         !apt_ostree::bootcount::grub::refresh_grub_config(&s.path).unwrap(),
         "once is enough"

@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::bootcount::grub::{grub_config, refresh_grub_config};
+use crate::bootcount::grub::{grub_config, grub_fallback_entry, refresh_grub_config};
 use crate::bootcount::grubenv::Env;
 use crate::bootcount::{
-    self, failures, update_key, BootFailure, Counter, COUNTED, FAILED, GOOD, GRUBENV, LEFT,
+    self, failures, update_key, BootFailure, Counter, FailureKind, COUNTED, FAILED, GOOD, GRUBENV,
+    LEFT, REFUSED,
 };
 use crate::config::Config;
 use crate::logging::message_id;
@@ -83,6 +84,11 @@ pub fn check(sysroot: &mut Sysroot) -> Result<()> {
         .booted_deployment()
         .context("GRUB fell back, but no deployment is booted")?;
     let booted_id = deployment_name(&booted);
+    let why = if env.get(REFUSED) == Some(failed.as_str()) {
+        FailureKind::KernelNotStarted
+    } else {
+        FailureKind::UsedUpTries
+    };
     if failed != booted_id {
         let deployments = sysroot.ostree().deployments();
         let failed_deployment = deployments.iter().find(|d| deployment_name(d) == failed);
@@ -101,6 +107,7 @@ pub fn check(sysroot: &mut Sysroot) -> Result<()> {
             update,
             version: version.clone(),
             at: crate::error::now(),
+            why,
         });
         store_failures(sysroot, &records)?;
         if deployments
@@ -113,12 +120,13 @@ pub fn check(sysroot: &mut Sysroot) -> Result<()> {
         }
         tracing::error!(
             MESSAGE_ID = message_id::BOOT_ROLLED_BACK,
-            "Deployment {failed}{} used up its boot tries without a good boot; \
-             {booted_id} is the default again",
-            version.map(|v| format!(" ({v})")).unwrap_or_default()
+            "Deployment {failed}{} {}; {booted_id} is the default again",
+            version.map(|v| format!(" ({v})")).unwrap_or_default(),
+            why.describe()
         );
     }
     env.unset(FAILED);
+    env.unset(REFUSED);
     env.unset(COUNTED);
     env.unset(LEFT);
     // What GRUB fell back to is the last resort: never on trial, so that a
@@ -156,6 +164,7 @@ pub fn assess(sysroot: &Sysroot, config: &Config, good: bool) -> Result<()> {
                 "Boot of {id} is good: boot-complete.target was reached"
             );
         }
+        update_boot_chain(sysroot, &booted);
         return Ok(());
     }
     if counter.on_trial(&id) && sysroot.rollback_index().is_some() {
@@ -172,6 +181,34 @@ pub fn assess(sysroot: &Sysroot, config: &Config, good: bool) -> Result<()> {
     bail!(
         "boot-complete.target was not reached (a health check failed); {id} is not on trial, so it stays booted"
     )
+}
+
+/// After a good boot, the booted deployment's Secure Boot chain onto the
+/// ESP where it is newer (or where the ESP has none of ours: machines made
+/// before): only a deployment that booted well may change what every
+/// deployment boots through (bootupd's rule). A failure is logged and
+/// changes nothing: the machine keeps booting through the chain it has.
+fn update_boot_chain(sysroot: &Sysroot, booted: &ostree::Deployment) {
+    let tree = sysroot.ostree().deployment_directory(booted);
+    let Some(tree) = ostree::gio::prelude::FileExt::path(&tree) else {
+        return;
+    };
+    let boot = sysroot.path().join("boot");
+    let result = crate::bootchain::system::report(&boot, &tree).and_then(|report| {
+        if report.update_available {
+            crate::bootchain::system::update(&boot, &tree).map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    match result {
+        Ok(Some(changes)) => tracing::info!(
+            MESSAGE_ID = message_id::BOOT_CHAIN_UPDATED,
+            "Updated the boot chain on the ESP to the booted deployment's: {changes:?}"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("The boot chain on the ESP stays as it is: {e:#}"),
+    }
 }
 
 /// The deadline has nothing left to watch once the boot is assessed.
@@ -228,6 +265,12 @@ pub fn helper_main(step: &str, config_path: &Path) -> Result<()> {
         print!("{}", grub_config(root, config.boot_tries));
         return Ok(());
     }
+    if step == "grub-fallback" {
+        let tries =
+            Config::load(config_path).map_or(Config::default().boot_tries, |c| c.boot_tries);
+        print!("{}", grub_fallback_entry(root, tries));
+        return Ok(());
+    }
     if step == "finalized" {
         // ostree-finalize-staged.service, after it wrote the staged
         // deployment: where libostree kept grub.cfg (the same boot
@@ -247,7 +290,10 @@ pub fn helper_main(step: &str, config_path: &Path) -> Result<()> {
         "assess" => assess(&Sysroot::open(root)?, &config, boot_complete()),
         "deadline" => deadline(&Sysroot::open(root)?, &config),
         other => {
-            bail!("unknown boot step {other:?}: grub-config, finalized, check, assess or deadline")
+            bail!(
+                "unknown boot step {other:?}: grub-config, grub-fallback, finalized, check, \
+                 assess or deadline"
+            )
         }
     }
 }

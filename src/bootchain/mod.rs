@@ -14,7 +14,8 @@
 //! versions it came from, so that [`esp`] can replace one directory at a
 //! time and tell which chain is newer. Nothing here knows a sysroot.
 
-// esp: next
+pub mod esp;
+pub mod system;
 
 use std::collections::BTreeMap;
 use std::io::Write;

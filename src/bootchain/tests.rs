@@ -75,5 +75,8 @@ fn an_older_chain_is_named_and_a_newer_or_equal_one_is_not() {
     assert!(older_than(&v("1+2.12+9+deb13u5"), &installed).is_none());
     assert!(older_than(&installed, &installed).is_none());
     let why = older_than(&v("1+2.12+9+deb13u3"), &installed).unwrap();
-    assert!(why.contains("grub-efi-amd64-signed 1+2.12+9+deb13u3"), "{why}");
+    assert!(
+        why.contains("grub-efi-amd64-signed 1+2.12+9+deb13u3"),
+        "{why}"
+    );
 }

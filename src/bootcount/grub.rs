@@ -1,13 +1,19 @@
 //! The GRUB side of boot counting: the script `/etc/grub.d/14_apt-ostree`
 //! adds to grub.cfg (it counts the boots of the default deployment and
-//! falls back to the previous one), and keeping that script's deployment
-//! id right where libostree keeps grub.cfg as it is.
+//! falls back to the previous one), the menu entry `/etc/grub.d/16_apt-ostree`
+//! adds after libostree's (GRUB falls back to it when the default's kernel
+//! does not start: refused by Secure Boot, or unreadable), and keeping the
+//! deployment id right where libostree keeps grub.cfg as it is.
+//!
+//! Everything here runs in Debian's signed GRUB, which loads no module
+//! from disk under Secure Boot: only commands built into it (`load_env`,
+//! `save_env`, `[`, `set`, `configfile`; docs/updates.md).
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::{COUNTED, FAILED, GOOD, LEFT};
+use super::{COUNTED, FAILED, GOOD, LEFT, REFUSED};
 
 /// The GRUB script of `/etc/grub.d/14_apt-ostree`, for the boot entries
 /// libostree is writing under `root`/boot. Never fails: grub-mkconfig
@@ -16,7 +22,7 @@ use super::{COUNTED, FAILED, GOOD, LEFT};
 pub fn grub_config(root: &Path, tries: u32) -> String {
     match default_entry(root) {
         Ok(Some(_)) if tries == 0 => "# apt-ostree: boot counting is off (BootTries=0)\n".into(),
-        Ok(Some(id)) => grub_script(&id, tries),
+        Ok(Some((id, entries))) => grub_script(&id, tries, entries),
         Ok(None) => "# apt-ostree: no boot counting: there is no previous deployment\n".into(),
         Err(e) => format!(
             "# apt-ostree: no boot counting: {}\n",
@@ -25,9 +31,20 @@ pub fn grub_config(root: &Path, tries: u32) -> String {
     }
 }
 
+/// The menu entry of `/etc/grub.d/16_apt-ostree`, right after libostree's
+/// entries: GRUB runs it when the default entry's kernel did not start.
+/// Nothing when boot tries are not counted.
+pub fn grub_fallback_entry(root: &Path, tries: u32) -> String {
+    match default_entry(root) {
+        Ok(Some((id, _))) if tries > 0 => fallback_entry(&id),
+        _ => String::new(),
+    }
+}
+
 /// The id of the default deployment among the boot entries being written,
-/// if there is a previous one to fall back to.
-fn default_entry(root: &Path) -> Result<Option<String>> {
+/// and how many entries libostree writes, if there is a previous one to
+/// fall back to.
+fn default_entry(root: &Path) -> Result<Option<(String, usize)>> {
     let boot = root.join("boot");
     // libostree says which entries it is writing; else the current ones.
     let version = match std::env::var("_OSTREE_GRUB2_BOOTVERSION") {
@@ -102,7 +119,7 @@ fn default_entry(root: &Path) -> Result<Option<String>> {
     if !valid {
         bail!("{target} does not lead to a deployment");
     }
-    Ok(Some(id))
+    Ok(Some((id, found.len())))
 }
 
 /// Point the current grub.cfg's counter at the current default deployment.
@@ -129,16 +146,14 @@ pub fn refresh_grub_config(root: &Path) -> Result<bool> {
     else {
         return Ok(false);
     };
-    let Some(default) = default_entry(root)? else {
+    let Some((default, _)) = default_entry(root)? else {
         return Ok(false);
     };
     if written == default {
         return Ok(false);
     }
-    let updated = text.replace(
-        &format!("set aot_default=\"{written}\""),
-        &format!("set aot_default=\"{default}\""),
-    );
+    // The counter's id and the fallback entry's.
+    let updated = text.replace(&format!("\"{written}\""), &format!("\"{default}\""));
     crate::fsutil::write_atomic(&cfg, updated.as_bytes())?;
     tracing::info!(
         "{}: boot counting now follows {default}, the default (was {written})",
@@ -147,38 +162,62 @@ pub fn refresh_grub_config(root: &Path) -> Result<bool> {
     Ok(true)
 }
 
-fn grub_script(id: &str, tries: u32) -> String {
+fn grub_script(id: &str, tries: u32, entries: usize) -> String {
     let mut lookup = String::new();
     for n in 1..=tries {
         let keyword = if n == 1 { "if" } else { "elif" };
         lookup.push_str(&format!(
-            "      {keyword} [ \"${LEFT}\" = {n} ]; then set {LEFT}={}\n",
+            "        {keyword} [ \"${LEFT}\" = {n} ]; then set {LEFT}={}\n",
             n - 1
         ));
     }
+    // libostree's entries come first (0 the default, 1 the previous one),
+    // then 16_apt-ostree's.
+    let fallback = entries;
     format!(
         "# apt-ostree: boot counting (docs/updates.md). Each boot of the default
 # deployment, until one reaches boot-complete.target, uses a try; with none
-# left, boot entry 1 (the previous deployment) and tell apt-ostree.
+# left, boot entry 1 (the previous deployment) and tell apt-ostree. When
+# the default's kernel does not start, GRUB runs entry {fallback}, which says so.
 set aot_default=\"{id}\"
 if [ -s \"$prefix/grubenv\" ]; then
-  load_env --file \"$prefix/grubenv\" {GOOD} {COUNTED} {LEFT}
+  load_env --file \"$prefix/grubenv\" {GOOD} {COUNTED} {LEFT} {FAILED}
   if [ \"${GOOD}\" != \"$aot_default\" ]; then
-    if [ \"${COUNTED}\" != \"$aot_default\" ]; then
-      set {COUNTED}=\"$aot_default\"
-      set {LEFT}={tries}
-    fi
-    if [ \"${LEFT}\" = 0 ]; then
+    if [ \"${FAILED}\" = \"$aot_default\" ]; then
       set default=1
-      set {FAILED}=\"$aot_default\"
-      save_env --file \"$prefix/grubenv\" {FAILED}
     else
-{lookup}      else set {LEFT}=0
+      if [ \"${COUNTED}\" != \"$aot_default\" ]; then
+        set {COUNTED}=\"$aot_default\"
+        set {LEFT}={tries}
       fi
-      save_env --file \"$prefix/grubenv\" {COUNTED} {LEFT}
+      if [ \"${LEFT}\" = 0 ]; then
+        set default=1
+        set {FAILED}=\"$aot_default\"
+        save_env --file \"$prefix/grubenv\" {FAILED}
+      else
+{lookup}        else set {LEFT}=0
+        fi
+        save_env --file \"$prefix/grubenv\" {COUNTED} {LEFT}
+        set fallback={fallback}
+      fi
     fi
   fi
 fi
+"
+    )
+}
+
+/// The entry GRUB falls back to from a default whose kernel did not start:
+/// it records that, and reads the menu again, which then boots entry 1.
+/// (Picked by hand, it rejects the default deployment the same way.)
+fn fallback_entry(id: &str) -> String {
+    format!(
+        "menuentry 'Previous deployment (the default one did not start)' --id apt-ostree-fallback {{
+  set {FAILED}=\"{id}\"
+  set {REFUSED}=\"{id}\"
+  save_env --file \"$prefix/grubenv\" {FAILED} {REFUSED}
+  configfile \"$prefix/grub.cfg\"
+}}
 "
     )
 }
@@ -191,10 +230,11 @@ mod tests {
 
     #[test]
     fn the_script_counts_down_by_lookup_and_falls_back_to_entry_one() {
-        let s = grub_script(ID, 3);
+        let s = grub_script(ID, 3, 2);
         assert!(s.contains(&format!("set aot_default=\"{ID}\"")));
         assert!(s.contains("set aot_left=3\n"));
         assert!(s.contains("if [ \"$aot_left\" = 1 ]; then set aot_left=0"));
+        assert!(s.contains("set fallback=2\n"));
         assert!(s.contains("elif [ \"$aot_left\" = 3 ]; then set aot_left=2"));
         assert!(s.contains("set default=1"));
     }
@@ -204,7 +244,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("14_apt-ostree.cfg");
         for tries in [1, 3] {
-            std::fs::write(&file, grub_script(ID, tries)).unwrap();
+            let script = grub_script(ID, tries, 2) + &fallback_entry(ID);
+            std::fs::write(&file, script).unwrap();
             let out = Command::new("grub-script-check")
                 .arg(&file)
                 .output()

@@ -26,6 +26,8 @@ pub(crate) const COUNTED: &str = "aot_id";
 pub(crate) const LEFT: &str = "aot_left";
 /// Set by GRUB when it boots the previous deployment instead.
 pub(crate) const FAILED: &str = "aot_failed";
+/// Set by GRUB, with [`FAILED`], when the default's kernel did not start.
+pub(crate) const REFUSED: &str = "aot_refused";
 
 /// What GRUB's environment block says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,13 +73,16 @@ pub enum BootState {
     Good,
     /// On trial: GRUB gives it this many more boots.
     Unassessed { tries_left: u32 },
-    /// It used up its tries and the previous deployment was made the default again.
-    Failed { at: u64 },
+    /// It failed to boot and the previous deployment was made the default again.
+    Failed { at: u64, why: FailureKind },
 }
 
 pub fn state_of(counter: &Counter, failures: &[BootFailure], id: &str) -> Option<BootState> {
     if let Some(f) = failures.iter().find(|f| f.deployment == id) {
-        return Some(BootState::Failed { at: f.at });
+        return Some(BootState::Failed {
+            at: f.at,
+            why: f.why,
+        });
     }
     if counter.on_trial(id) {
         return Some(BootState::Unassessed {
@@ -98,6 +103,41 @@ pub struct BootFailure {
     pub version: Option<String>,
     /// When it was rolled back, seconds since the epoch.
     pub at: u64,
+    /// What went wrong (records written before this field: used up its tries).
+    #[serde(default)]
+    pub why: FailureKind,
+}
+
+/// How a deployment failed to boot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// Its boots did not reach boot-complete.target, try after try.
+    #[default]
+    UsedUpTries,
+    /// GRUB could not start its kernel: refused by Secure Boot (not signed
+    /// by a key the machine trusts), or unreadable.
+    KernelNotStarted,
+}
+
+impl FailureKind {
+    /// What `status` and the journal say.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FailureKind::UsedUpTries => "used up its boot tries without a good boot",
+            FailureKind::KernelNotStarted => {
+                "its kernel did not start (refused by Secure Boot, or unreadable)"
+            }
+        }
+    }
+
+    /// Its name in the interface (`bootFailure`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::UsedUpTries => "used-up-tries",
+            FailureKind::KernelNotStarted => "kernel-not-started",
+        }
+    }
 }
 
 /// The same update is the same base commit with the same requests.
@@ -159,6 +199,7 @@ mod tests {
             update: None,
             version: None,
             at: 5,
+            why: FailureKind::KernelNotStarted,
         }];
         assert_eq!(state_of(&counter, &failures, "a.0"), Some(BootState::Good));
         assert_eq!(
@@ -167,7 +208,10 @@ mod tests {
         );
         assert_eq!(
             state_of(&counter, &failures, "c.0"),
-            Some(BootState::Failed { at: 5 })
+            Some(BootState::Failed {
+                at: 5,
+                why: FailureKind::KernelNotStarted
+            })
         );
         assert_eq!(state_of(&counter, &failures, "d.0"), None);
     }

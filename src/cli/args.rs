@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::{db, kargs, status};
+use super::{bootloader, db, kargs, status};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -193,6 +193,11 @@ pub enum Command {
     },
     /// Show or change the kernel arguments.
     Kargs(kargs::KargsArgs),
+    /// Show or update the Secure Boot chain (shim, signed GRUB) on the ESP.
+    Bootloader {
+        #[command(subcommand)]
+        command: bootloader::BootloaderCommand,
+    },
     /// Query the package databases of commits.
     Db {
         #[command(subcommand)]

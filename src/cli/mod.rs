@@ -6,6 +6,7 @@
 //! rpm-ostree does).
 
 mod args;
+mod bootloader;
 mod client;
 mod db;
 mod docs;
@@ -108,6 +109,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Status(args) => status::run(&client, &args),
         Command::Kargs(args) => kargs::run(&client, args),
         Command::Db { command } => db::run(&client, command),
+        Command::Bootloader { command } => bootloader::run(&client, command),
         Command::Cancel => cancel(&client),
         Command::Reload => {
             client.sysroot().reload(client.interactive()).call()?;

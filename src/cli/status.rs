@@ -115,8 +115,14 @@ fn render_deployment(out: &mut String, d: &Deployment, verbose: bool) {
             out,
             "Boot",
             &format!(
-                "failed: used up its tries and was rolled back on {}; \
+                "failed: {}; rolled back on {}; \
                  `apt-ostree cleanup --boot-failures` forgets it",
+                match d.bootFailure.as_deref() {
+                    Some("kernel-not-started") => {
+                        "its kernel did not start (refused by Secure Boot, or unreadable)"
+                    }
+                    _ => "used up its tries",
+                },
                 format_time(d.bootFailedAt.unwrap_or(0))
             ),
         ),

@@ -44,6 +44,7 @@ transaction_replies!(
     Reset_Reply,
     ApplyLive_Reply,
     UsrOverlay_Reply,
+    UpdateBootloader_Reply,
     RefreshMetadata_Reply,
     Watch_Reply,
 );

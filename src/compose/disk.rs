@@ -133,33 +133,6 @@ pub(super) fn partition_node(disk: &Path, n: u32) -> Result<PathBuf> {
     Ok(node)
 }
 
-/// A mounted file system, unmounted when dropped (the private mount
-/// namespace unmounts it anyway if we die).
-pub(super) struct Mounted(PathBuf);
-
-impl Mounted {
-    pub(super) fn new(device: &Path, target: &Path, fstype: &str) -> Result<Mounted> {
-        std::fs::create_dir_all(target)?;
-        nix::mount::mount(
-            Some(device),
-            target,
-            Some(fstype),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .with_context(|| format!("Mounting {} on {}", device.display(), target.display()))?;
-        Ok(Mounted(target.to_path_buf()))
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if nix::mount::umount(&self.0).is_err() {
-            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
-
 /// Write the GPT: BIOS boot, ESP, /boot, root (the rest of the disk).
 pub(super) fn partition(target: &Target) -> Result<()> {
     if let Target::Device(dev) = target {

@@ -106,12 +106,20 @@ fn copy_grub_modules(deployment: &Path, sysroot: &Path) -> Result<()> {
 /// under EFI/debian and as the removable-media path EFI/BOOT. The signed
 /// GRUB's configuration there finds /boot by UUID and reads the menu
 /// libostree keeps in `grub/grub.cfg`.
-fn install_signed_chain(deployment: &Path, sysroot: &Path, esp: &Path, boot_uuid: &str) -> Result<()> {
+fn install_signed_chain(
+    deployment: &Path,
+    sysroot: &Path,
+    esp: &Path,
+    boot_uuid: &str,
+) -> Result<()> {
     let chain = crate::bootchain::Chain::in_tree(deployment)?
         .context("the deployment has no Secure Boot chain")?;
     let staging = sysroot.join("boot/efi-staging");
     let stub = crate::bootchain::grub_cfg_stub(boot_uuid, "/grub");
-    for dir in [crate::bootchain::VENDOR_DIR, crate::bootchain::REMOVABLE_DIR] {
+    for dir in [
+        crate::bootchain::VENDOR_DIR,
+        crate::bootchain::REMOVABLE_DIR,
+    ] {
         chain.write_dir(dir, &staging.join(dir), &stub)?;
     }
     run(Command::new("mmd").arg("-i").arg(esp).arg("::/EFI"))?;

@@ -27,9 +27,10 @@ use ostree::gio::prelude::*;
 use ostree::{gio, glib};
 
 use super::disk::{
-    make_filesystems, open_target, partition, partition_node, sizes, Loop, Mounted, Target, MIB,
+    make_filesystems, open_target, partition, partition_node, sizes, Loop, Target, MIB,
 };
 use super::grub;
+use crate::fsutil::Mounted;
 use crate::process::run;
 use crate::progress::Sink;
 use crate::sysroot::keys;
@@ -294,8 +295,8 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
     })?;
 
     let sysroot_path = work.path().join("sysroot");
-    let root_mount = Mounted::new(&root_dev, &sysroot_path, "ext4")?;
-    let boot_mount = Mounted::new(&boot_dev, &sysroot_path.join("boot"), "ext4")?;
+    let root_mount = Mounted::new(&root_dev, &sysroot_path, "ext4", "")?;
+    let boot_mount = Mounted::new(&boot_dev, &sysroot_path.join("boot"), "ext4", "")?;
 
     let refspec = match &remote {
         Some((name, _, _)) => format!("{name}:{}", opts.reference),

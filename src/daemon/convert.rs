@@ -44,7 +44,11 @@ pub fn deployment(d: &DeploymentStatus) -> idl::Deployment {
             _ => None,
         },
         bootFailedAt: match d.boot {
-            Some(BootState::Failed { at }) => Some(at as i64),
+            Some(BootState::Failed { at, .. }) => Some(at as i64),
+            _ => None,
+        },
+        bootFailure: match d.boot {
+            Some(BootState::Failed { why, .. }) => Some(why.name().to_string()),
             _ => None,
         },
         requestedPackages: d.requested_packages.clone(),
@@ -152,4 +156,29 @@ pub fn outcome(transaction: &str, o: &Outcome) -> idl::TransactionResult {
         diff: o.diff.as_ref().map(package_diff),
         rebootRequired: o.reboot_required,
     }
+}
+
+/// The ESP's chain directories and the booted deployment's chain.
+pub fn bootloader(
+    report: &crate::bootchain::system::Report,
+) -> (Vec<idl::EspDirectory>, Option<Vec<idl::BootChainPackage>>) {
+    let packages = |versions: &crate::bootchain::Versions| {
+        versions
+            .iter()
+            .map(|(name, version)| idl::BootChainPackage {
+                name: name.clone(),
+                version: version.clone(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let installed = report
+        .installed
+        .iter()
+        .map(|dir| idl::EspDirectory {
+            path: format!("EFI/{}", dir.dir),
+            present: dir.present,
+            packages: dir.versions.as_ref().map(packages),
+        })
+        .collect();
+    (installed, report.deployment.as_ref().map(packages))
 }

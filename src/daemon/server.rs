@@ -482,6 +482,37 @@ impl VarlinkInterface for SysrootInterface {
         self.run(call, request, None, interactive)
     }
 
+    fn update_bootloader(
+        &self,
+        call: &mut dyn Call_UpdateBootloader,
+        interactive: Option<bool>,
+    ) -> varlink::Result<()> {
+        self.run(call, Request::UpdateBootloader, None, interactive)
+    }
+
+    fn get_bootloader_status(
+        &self,
+        call: &mut dyn Call_GetBootloaderStatus,
+    ) -> varlink::Result<()> {
+        let result = self
+            .daemon
+            .reader
+            .query(|s| crate::operations::bootloader_status(s));
+        match result {
+            Ok(report) => {
+                let (installed, booted) = convert::bootloader(&report);
+                call.reply(
+                    report.esp.display().to_string(),
+                    installed,
+                    booted,
+                    report.update_available,
+                    crate::bootchain::system::secure_boot(),
+                )
+            }
+            Err(e) => errors::reply(call, &e),
+        }
+    }
+
     fn refresh_metadata(
         &self,
         call: &mut dyn Call_RefreshMetadata,

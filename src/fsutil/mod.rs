@@ -8,8 +8,10 @@
 //! checkouts, where that file may be a repository object.
 
 mod beneath;
+mod mount;
 
 pub use beneath::{join, Beneath, Kind, Meta};
+pub use mount::Mounted;
 
 use std::io::Write;
 use std::path::Path;

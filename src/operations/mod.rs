@@ -7,6 +7,7 @@
 //! operation that makes a new deployment starts from the same place, chosen
 //! by [`start`]: one rule, so that no operation can pick another.
 
+mod bootloader;
 mod image;
 mod lifecycle;
 mod live;
@@ -19,6 +20,7 @@ mod update;
 use anyhow::Result;
 
 pub use crate::kargs::KargsChange;
+pub use bootloader::{bootloader_status, update_bootloader};
 pub use lifecycle::{change_kernel_arguments, cleanup, rollback, CleanupOptions};
 pub use live::{apply_live, usroverlay, LiveOptions};
 pub use outcome::{Outcome, UpdateInfo};

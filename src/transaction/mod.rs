@@ -60,6 +60,8 @@ pub enum Request {
     UsrOverlay {
         hotfix: bool,
     },
+    /// The booted deployment's boot chain onto the ESP.
+    UpdateBootloader,
 }
 
 impl Request {
@@ -79,6 +81,7 @@ impl Request {
             Request::Reset(_) => "Reset",
             Request::ApplyLive(_) => "ApplyLive",
             Request::UsrOverlay { .. } => "UsrOverlay",
+            Request::UpdateBootloader => "UpdateBootloader",
         }
     }
 
@@ -104,6 +107,7 @@ impl Request {
             Request::ApplyLive(_) => "apply-live".into(),
             Request::UsrOverlay { hotfix: true } => "usroverlay --hotfix".into(),
             Request::UsrOverlay { hotfix: false } => "usroverlay".into(),
+            Request::UpdateBootloader => "bootloader update".into(),
             Request::Reset(o) => {
                 let mut words = vec!["reset".to_string()];
                 let given = [

@@ -83,6 +83,7 @@ fn dispatch(sysroot: &mut Sysroot, job: &Job, sink: &Sink) -> Result<Outcome> {
         }
         Request::ApplyLive(options) => operations::apply_live(sysroot, sink, *options),
         Request::UsrOverlay { hotfix } => operations::usroverlay(sysroot, sink, *hotfix),
+        Request::UpdateBootloader => operations::update_bootloader(sysroot, sink),
     }
 }
 

@@ -1,0 +1,139 @@
+//! The machine's ESP, found from its /boot and mounted for the time of a
+//! read or an update, and the two things done with it: say what chain it
+//! holds next to the booted deployment's, and bring it up to date.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use super::esp::{self, Change, Installed};
+use super::{older_than, Chain, Versions};
+use crate::fsutil::Mounted;
+use crate::process::run;
+
+/// Where the ESP is mounted when nothing else has it mounted.
+const MOUNT_POINT: &str = "/run/apt-ostree/esp";
+
+/// The ESP, mounted (by us, or already by the system) at `path`.
+pub struct Esp {
+    pub device: PathBuf,
+    pub path: PathBuf,
+    _mount: Option<Mounted>,
+}
+
+impl Esp {
+    /// The ESP of the disk holding `boot`, mounted: where the system has it
+    /// mounted already, there; else by us, read-only unless `write`, and
+    /// then `sync`, so that vfat writes in the order of the calls (esp.rs).
+    pub fn mount(boot: &Path, write: bool) -> Result<Esp> {
+        let device = esp::find_esp(boot)?;
+        let mounted = run(Command::new("findmnt")
+            .args([
+                "--noheadings",
+                "--first-only",
+                "--output",
+                "TARGET",
+                "--source",
+            ])
+            .arg(&device))
+        .unwrap_or_default();
+        if let Some(target) = mounted.lines().next().filter(|t| !t.is_empty()) {
+            return Ok(Esp {
+                device,
+                path: PathBuf::from(target),
+                _mount: None,
+            });
+        }
+        let options = if write { "sync" } else { "ro" };
+        let mount = Mounted::new(&device, Path::new(MOUNT_POINT), "vfat", options)
+            .with_context(|| format!("Mounting the ESP {}", device.display()))?;
+        Ok(Esp {
+            device,
+            path: PathBuf::from(MOUNT_POINT),
+            _mount: Some(mount),
+        })
+    }
+}
+
+/// What `apt-ostree bootloader status` shows.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub esp: PathBuf,
+    pub installed: Vec<Installed>,
+    /// The chain the deployment carries (none: composed without it).
+    pub deployment: Option<Versions>,
+    /// The deployment's chain is newer than, or missing from, the ESP.
+    pub update_available: bool,
+}
+
+/// The ESP of the machine whose /boot is `boot`, next to the chain of the
+/// deployment checked out at `deployment`.
+pub fn report(boot: &Path, deployment: &Path) -> Result<Report> {
+    let chain = Chain::in_tree(deployment)?;
+    let esp = Esp::mount(boot, false)?;
+    let installed = esp::installed(&esp.path);
+    let deployment = chain.map(|c| c.versions().clone());
+    let update_available = deployment
+        .as_ref()
+        .is_some_and(|new| installed.iter().any(|dir| needs(new, dir)));
+    Ok(Report {
+        esp: esp.device.clone(),
+        installed,
+        deployment,
+        update_available,
+    })
+}
+
+/// Whether `dir` should get the chain `new`: it lacks it, or holds an older one.
+fn needs(new: &Versions, dir: &Installed) -> bool {
+    match &dir.versions {
+        None => true,
+        Some(old) => old != new && older_than(old, new).is_some(),
+    }
+}
+
+/// Bring the ESP of the machine whose /boot is `boot` to the chain of the
+/// deployment at `deployment`. An error when it has none.
+pub fn update(boot: &Path, deployment: &Path) -> Result<Vec<(&'static str, Change)>> {
+    let chain = Chain::in_tree(deployment)?.with_context(|| {
+        format!(
+            "{} has no Secure Boot chain (packages {})",
+            deployment.display(),
+            super::PACKAGES.join(", ")
+        )
+    })?;
+    let stub = grub_cfg_for(boot)?;
+    let esp = Esp::mount(boot, true)?;
+    esp::update(&esp.path, &chain, &stub)
+}
+
+/// The signed GRUB's first configuration for this machine: its /boot file
+/// system by UUID, and GRUB's directory there.
+fn grub_cfg_for(boot: &Path) -> Result<String> {
+    let out = run(Command::new("findmnt")
+        .args(["--noheadings", "--output", "TARGET,UUID", "--target"])
+        .arg(boot))?;
+    let mut fields = out.split_whitespace();
+    let (target, uuid) = (fields.next(), fields.next());
+    let uuid = uuid.with_context(|| format!("{}: its file system has no UUID", boot.display()))?;
+    // /boot on a partition of its own, or a directory of the root.
+    let grub_dir = if target.map(Path::new) == Some(boot) {
+        "/grub"
+    } else {
+        "/boot/grub"
+    };
+    Ok(super::grub_cfg_stub(uuid, grub_dir))
+}
+
+/// Whether the firmware booted with Secure Boot on; none when the machine
+/// did not boot through UEFI.
+pub fn secure_boot() -> Option<bool> {
+    let efi = Path::new("/sys/firmware/efi");
+    if !efi.is_dir() {
+        return None;
+    }
+    let var = efi.join("efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c");
+    // Four bytes of attributes, then the value.
+    Some(std::fs::read(var).is_ok_and(|bytes| bytes.get(4) == Some(&1)))
+}
