@@ -175,6 +175,14 @@ case $PHASE in
     check "install vmtest-opt (a vendor package under /opt)" apt-ostree install vmtest-opt
     check "the install is pending" sh -c 'apt-ostree status --json | grep -q vmtest-hello'
     check "kargs --append" apt-ostree kargs --append=vmtest.marker=1
+    # The signed chain compose image wrote, as bootloader status reads it.
+    check "bootloader status: Secure Boot on, the chain in EFI/debian and EFI/BOOT" sh -c \
+        'apt-ostree bootloader status > /tmp/bl && cat /tmp/bl > /dev/ttyS0 &&
+         grep -q "^Secure Boot: on" /tmp/bl &&
+         grep -q "^EFI/debian: .*grub-efi-amd64-signed" /tmp/bl &&
+         grep -q "^EFI/BOOT: .*shim-signed" /tmp/bl && ! grep -q "update is available" /tmp/bl'
+    check "bootloader update: nothing to do (77)" sh -c \
+        'apt-ostree bootloader update --unchanged-exit-77; [ $? = 77 ]'
     next
     ;;
 2)
@@ -466,6 +474,49 @@ RULES
     check "the next pull works" apt-ostree rebase "$(cat /etc/vmtest/image)"
     check "the pending deployment is the image" sh -c 'apt-ostree status --json | grep -q imageDigest'
     check "ostree fsck" ostree fsck
+    # Next: base 14, whose kernel lost its signature (host: sbattach --remove).
+    check "drop the pending image" apt-ostree cleanup -p
+    booted_checksum > $STATE/before-unsigned
+    check "upgrade to base 14 (an unsigned kernel)" apt-ostree upgrade
+    next
+    ;;
+23)
+    # Shim refused the kernel; GRUB fell back to apt-ostree's entry, which
+    # recorded it and booted the previous deployment: nobody at the console.
+    check "the previous deployment booted" test "$(booted_checksum)" = "$(cat $STATE/before-unsigned)"
+    check "status says base 14's kernel did not start" sh -c \
+        'apt-ostree status | grep -q "Boot: failed: its kernel did not start (refused by Secure Boot"'
+    check "the journal says so" sh -c \
+        'journalctl -b MESSAGE_ID=4bbe611154b440e1a6db295382526e0b -o cat --no-pager | grep -q "kernel did not start"'
+    check "upgrade to base 15 (a newer boot chain)" apt-ostree upgrade
+    next
+    ;;
+24)
+    check "booted base 15" grep -q "vmtest base 15" /usr/share/vmtest/base
+    # The good boot brought the ESP up to the booted deployment's chain.
+    check "the ESP was updated after the good boot" sh -c \
+        'apt-ostree bootloader status > /tmp/bl && cat /tmp/bl > /dev/ttyS0 &&
+         grep -q "^EFI/debian: .*+vmtest15" /tmp/bl && grep -q "^EFI/BOOT: .*+vmtest15" /tmp/bl &&
+         ! grep -q "update is available" /tmp/bl'
+    check "the journal says so" sh -c \
+        'journalctl -b MESSAGE_ID=91590aefd5ab41ce8ae3271df95b8a00 -o cat --no-pager | grep -q "Updated the boot chain"'
+    # Make the ESP's chain look older again, and cut the power while the
+    # update replaces it.
+    esp=$(lsblk -lnpo NAME,PARTTYPE | awk '$2 == "c12a7328-f81f-11d2-ba4b-00a0c93ec93b" { print $1 }')
+    check "the ESP made to look older" sh -c \
+        "mount $esp /mnt && sed -i 's/+vmtest15//' /mnt/EFI/debian/apt-ostree-bootchain.json /mnt/EFI/BOOT/apt-ostree-bootchain.json && umount /mnt"
+    check "bootloader status offers the update" sh -c 'apt-ostree bootloader status | grep -q "update is available"'
+    cut_during bootloader apt-ostree bootloader update
+    ;;
+25)
+    after_cut
+    check "bootloader update finishes what the cut left" sh -c \
+        'apt-ostree bootloader update; rc=$?; [ $rc = 0 ] || [ $rc = 77 ]'
+    check "both directories hold the new chain, nothing left beside them" sh -c \
+        'apt-ostree bootloader status > /tmp/bl && cat /tmp/bl > /dev/ttyS0 &&
+         grep -q "^EFI/debian: .*+vmtest15" /tmp/bl && grep -q "^EFI/BOOT: .*+vmtest15" /tmp/bl &&
+         esp=$(lsblk -lnpo NAME,PARTTYPE | awk "\$2 == \"c12a7328-f81f-11d2-ba4b-00a0c93ec93b\" { print \$1 }") &&
+         mount -o ro $esp /mnt && ls /mnt/EFI > /tmp/efi; umount /mnt; ! grep -q "\.new" /tmp/efi'
     say "phase $PHASE: PASS"
     say "MATRIX PASSED"
     echo done > $STATE/phase
