@@ -1078,6 +1078,21 @@ fn the_bootloader_commands_refuse_a_sysroot_that_is_not_running() {
     }
     let (rc, _, err) = code(s.cli().args(["bootloader", "status", "--bogus"]));
     assert_eq!(rc, 2, "{err}");
+    // The same through a client we did not write: typed errors.
+    let d = ActivatedDaemon::start(&s.path, 60);
+    let call = |method: &str, params: &str| {
+        python_varlink(&[
+            "call",
+            &format!("{}/org.aptostree.Sysroot.{method}", d.address()),
+            params,
+        ])
+    };
+    let reply = call("GetBootloaderStatus", "{}");
+    assert!(reply.contains("NotSupported"), "{reply}");
+    let reply = call("UpdateBootloader", r#"{"allowInteractiveAuthentication": "yes"}"#);
+    assert!(reply.contains("InvalidParameter"), "{reply}");
+    let reply = call("UpdateBootloader", "{}");
+    assert!(reply.contains("NotSupported"), "{reply}");
     assert_eq!(s.deployments(), before);
     s.assert_fsck_clean();
 }

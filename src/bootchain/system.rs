@@ -137,3 +137,31 @@ pub fn secure_boot() -> Option<bool> {
     // Four bytes of attributes, then the value.
     Some(std::fs::read(var).is_ok_and(|bytes| bytes.get(4) == Some(&1)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn versions(grub: &str) -> Versions {
+        [("shim-signed", "1.51"), ("grub-efi-amd64-signed", grub)]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_directory_needs_the_chain_when_it_lacks_it_or_holds_an_older_one() {
+        let dir = |v: Option<Versions>| Installed {
+            dir: "debian",
+            present: true,
+            versions: v,
+        };
+        let new = versions("2.12+u5");
+        // A machine made before the signed chain: no manifest.
+        assert!(needs(&new, &dir(None)));
+        assert!(needs(&new, &dir(Some(versions("2.12+u4")))));
+        assert!(!needs(&new, &dir(Some(new.clone()))));
+        // Never downward.
+        assert!(!needs(&new, &dir(Some(versions("2.12+u6")))));
+    }
+}
