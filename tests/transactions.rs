@@ -1089,7 +1089,10 @@ fn the_bootloader_commands_refuse_a_sysroot_that_is_not_running() {
     };
     let reply = call("GetBootloaderStatus", "{}");
     assert!(reply.contains("NotSupported"), "{reply}");
-    let reply = call("UpdateBootloader", r#"{"allowInteractiveAuthentication": "yes"}"#);
+    let reply = call(
+        "UpdateBootloader",
+        r#"{"allowInteractiveAuthentication": "yes"}"#,
+    );
     assert!(reply.contains("InvalidParameter"), "{reply}");
     let reply = call("UpdateBootloader", "{}");
     assert!(reply.contains("NotSupported"), "{reply}");
