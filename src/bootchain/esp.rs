@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::{older_than, read_manifest, Chain, Versions, REMOVABLE_DIR, VENDOR_DIR};
+use crate::fsutil::sync_dir;
 
 /// What one chain directory of the ESP holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,12 +154,6 @@ fn remove_leftover(leftover: &Path, live: &Path) -> Result<()> {
         leftover.display()
     );
     Ok(())
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("Syncing {}", dir.display()))
 }
 
 /// The ESP of the disk that holds `boot` (a mounted /boot): the partition

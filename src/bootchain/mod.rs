@@ -160,9 +160,7 @@ impl Chain {
         }
         let manifest = serde_json::to_vec_pretty(&self.versions)?;
         write_synced(&dir.join(MANIFEST), &manifest)?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("Syncing {}", dir.display()))
+        crate::fsutil::sync_dir(dir)
     }
 }
 

@@ -38,6 +38,11 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     )?;
     tmp.persist(path)
         .with_context(|| format!("Renaming into {}", path.display()))?;
+    sync_dir(dir)
+}
+
+/// Make what was created, renamed or removed in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("Syncing {}", dir.display()))
