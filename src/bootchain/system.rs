@@ -12,14 +12,27 @@ use super::{older_than, Chain, Versions};
 use crate::fsutil::Mounted;
 use crate::process::run;
 
-/// Where the ESP is mounted when nothing else has it mounted.
-const MOUNT_POINT: &str = "/run/apt-ostree/esp";
+/// Where the ESP is mounted when nothing else has it mounted: a directory
+/// of its own for each mount, so that a status read during an update
+/// never unmounts the update's.
+const MOUNT_DIR: &str = "/run/apt-ostree";
 
 /// The ESP, mounted (by us, or already by the system) at `path`.
 pub struct Esp {
     pub device: PathBuf,
     pub path: PathBuf,
-    _mount: Option<Mounted>,
+    mount: Option<Mounted>,
+}
+
+impl Drop for Esp {
+    fn drop(&mut self) {
+        if let Some(mount) = self.mount.take() {
+            drop(mount);
+            // rmdir, never a recursive removal: if the unmount failed, the
+            // ESP's files are still under it.
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
 }
 
 impl Esp {
@@ -42,16 +55,27 @@ impl Esp {
             return Ok(Esp {
                 device,
                 path: PathBuf::from(target),
-                _mount: None,
+                mount: None,
             });
         }
         let options = if write { "sync" } else { "ro" };
-        let mount = Mounted::new(&device, Path::new(MOUNT_POINT), "vfat", options)
-            .with_context(|| format!("Mounting the ESP {}", device.display()))?;
+        std::fs::create_dir_all(MOUNT_DIR)?;
+        let dir = tempfile::Builder::new()
+            .prefix("esp.")
+            .tempdir_in(MOUNT_DIR)
+            .with_context(|| format!("Creating a mount point in {MOUNT_DIR}"))?
+            .keep();
+        let mount = match Mounted::new(&device, &dir, "vfat", options) {
+            Ok(mount) => mount,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                return Err(e.context(format!("Mounting the ESP {}", device.display())));
+            }
+        };
         Ok(Esp {
             device,
-            path: PathBuf::from(MOUNT_POINT),
-            _mount: Some(mount),
+            path: dir,
+            mount: Some(mount),
         })
     }
 }
