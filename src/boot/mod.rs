@@ -256,19 +256,18 @@ pub fn deadline(sysroot: &Sysroot, config: &Config) -> Result<()> {
 /// `apt-ostreed --boot STEP`: the boot units' entry point.
 pub fn helper_main(step: &str, config_path: &Path) -> Result<()> {
     let root = Path::new("/");
-    if step == "grub-config" {
+    if step == "grub-config" || step == "grub-fallback" {
         // grub-mkconfig must not fail over a typo: the defaults then.
         let config = Config::load(config_path).unwrap_or_else(|e| {
             tracing::warn!("{e:#}; counting boot tries with the defaults");
             Config::default()
         });
-        print!("{}", grub_config(root, config.boot_tries));
-        return Ok(());
-    }
-    if step == "grub-fallback" {
-        let tries =
-            Config::load(config_path).map_or(Config::default().boot_tries, |c| c.boot_tries);
-        print!("{}", grub_fallback_entry(root, tries));
+        let script = if step == "grub-config" {
+            grub_config(root, config.boot_tries)
+        } else {
+            grub_fallback_entry(root, config.boot_tries)
+        };
+        print!("{script}");
         return Ok(());
     }
     if step == "finalized" {
