@@ -113,7 +113,7 @@ pub fn report(boot: &Path, deployment: &Path) -> Result<Report> {
 fn needs(new: &Versions, dir: &Installed) -> bool {
     match &dir.versions {
         None => true,
-        Some(old) => old != new && older_than(old, new).is_some(),
+        Some(old) => older_than(old, new).is_some(),
     }
 }
 
