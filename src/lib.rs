@@ -15,6 +15,7 @@
 //! - Engines, which know nothing of Varlink or of the operations above them:
 //!   - [`layering`]: builds a layered commit (resolve, fetch, checkout, dpkg, finish, commit).
 //!   - [`compose`]: builds images from treefiles (`compose tree`, `compose image`).
+//!   - [`install`]: `install-os`, apt-ostree onto a machine that exists (its checks so far).
 //!   - [`container`]: pulls OCI images (skopeo's image proxy) into deployable commits.
 //!   - [`apt`]: libapt-pkg: resolution against a base commit, fetching.
 //!   - [`sandbox`]: bubblewrap for dpkg and scripts.
@@ -42,6 +43,7 @@ pub mod dpkg;
 pub mod error;
 pub mod fsutil;
 pub mod imgref;
+pub mod install;
 pub mod kargs;
 pub mod layering;
 pub mod live;
