@@ -41,7 +41,8 @@ fn a_plain_debian_13_on_ext4_can_be_converted() {
 
 #[test]
 fn each_layout_it_cannot_handle_is_refused_and_says_what_to_do() {
-    let cases: Vec<(Box<dyn Fn(&mut Machine)>, &str)> = vec![
+    type Change = Box<dyn Fn(&mut Machine)>;
+    let cases: Vec<(Change, &str)> = vec![
         (
             Box::new(|m| m.os_id = "ubuntu".into()),
             "converts Debian 13 or 12",
