@@ -9,6 +9,7 @@
 //! from disk under Secure Boot: only commands built into it (`load_env`,
 //! `save_env`, `[`, `set`, `configfile`; docs/updates.md).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -58,8 +59,16 @@ fn default_entry(root: &Path) -> Result<Option<(String, usize)>> {
     if version != "0" && version != "1" {
         bail!("unexpected boot version {version:?}");
     }
-    // 10_linux lists kernels found there before the ostree entries.
-    for dir in [root.to_path_buf(), boot.clone()] {
+    // 10_linux lists kernels found there before the ostree entries (unless
+    // it does not run: install-os hides it while the old system's kernels
+    // are still in /boot).
+    let linux_script = std::fs::metadata(root.join("etc/grub.d/10_linux"));
+    let lists_kernels =
+        linux_script.is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    for dir in [root.to_path_buf(), boot.clone()]
+        .into_iter()
+        .filter(|_| lists_kernels)
+    {
         let own_kernel = std::fs::read_dir(&dir)
             .into_iter()
             .flatten()

@@ -213,6 +213,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::compose::command::ComposeCommand,
     },
+    /// Put this OS on a machine that exists (runs here, as root, without the daemon).
+    InstallOs {
+        #[command(subcommand)]
+        command: crate::install::command::InstallOsCommand,
+    },
     /// Write man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
     GenerateDocs {

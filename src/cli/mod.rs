@@ -91,12 +91,17 @@ fn run(cli: Cli) -> Result<u8> {
     {
         return Ok(container_lint(rootfs));
     }
-    if let Command::Compose { .. } = &cli.command {
+    let helper = match &cli.command {
+        Command::Compose { .. } => Some(("compose", "apt-ostree-compose")),
+        Command::InstallOs { .. } => Some(("install-os", "apt-ostree-install-os")),
+        _ => None,
+    };
+    if let Some((word, helper)) = helper {
         // Parsed here (for --help, completions and man pages), run by the
         // helper binary with the same arguments: it loads libostree, we don't.
         use std::os::unix::process::CommandExt;
-        let args = std::env::args_os().skip_while(|a| a != "compose").skip(1);
-        let helper = client::helper_path("apt-ostree-compose");
+        let args = std::env::args_os().skip_while(|a| a != word).skip(1);
+        let helper = client::helper_path(helper);
         let err = std::process::Command::new(&helper).args(args).exec();
         return Err(anyhow::Error::new(err).context(format!("Running {}", helper.display())));
     }

@@ -1,4 +1,125 @@
 //! `apt-ostree install-os`: putting apt-ostree on a machine that already
-//! exists (issue 31). So far: what it checks before it changes anything.
+//! exists (issue 31). `to-existing-root` converts the running Debian
+//! machine in place; see docs/install.md for what is carried over and how
+//! a power cut at any point leaves a machine that boots.
+//!
+//! - [`preflight`]: the machine's facts and every reason to refuse, before
+//!   anything changes (all `--dry-run` does, with the source's probe);
+//! - [`source`]: the image or remote the OS comes from;
+//! - [`carry`]: the machine's own files into the new /etc;
+//! - [`convert`]: the conversion's steps, up to the switch of the menu;
+//! - [`old_root`]: the old system around it (locks, switch, undo, cleanup).
 
+pub mod carry;
+pub mod command;
+pub mod convert;
+pub mod old_root;
 pub mod preflight;
+pub mod source;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::progress::Sink;
+use preflight::{Machine, Refusal};
+use source::{Probe, Source};
+
+/// What a conversion will do, checked before anything changes.
+#[derive(Debug)]
+pub struct Plan {
+    pub source: Source,
+    pub probe: Probe,
+    /// From the running kernel's command line (root=, rd.*, console=).
+    pub kept_kargs: Vec<String>,
+    /// Given with `--karg`.
+    pub extra_kargs: Vec<String>,
+    /// An interrupted conversion is undone first.
+    pub undo_first: bool,
+}
+
+/// What a conversion did.
+#[derive(Debug)]
+pub struct Report {
+    pub commit: String,
+    pub kargs: Vec<String>,
+    pub deployment: PathBuf,
+    pub carried: carry::Carried,
+    /// Packages the administrator installed that the image lacks.
+    pub manual: Vec<String>,
+    pub moved: Vec<String>,
+    /// The ESP got the image's signed boot chain.
+    pub bootchain: bool,
+}
+
+/// The machine cannot be converted: every reason, before anything changed.
+#[derive(Debug, thiserror::Error)]
+#[error("this machine cannot be converted:\n{}", .0.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
+pub struct Refused(pub Vec<Refusal>);
+
+/// Check the running machine and the source; the plan, or every refusal.
+pub fn plan(source: Source, extra_kargs: Vec<String>, sink: &Sink) -> Result<(Plan, Machine)> {
+    let root = Path::new("/");
+    for arg in &extra_kargs {
+        crate::kargs::validate(arg)?;
+    }
+    let machine = sink.task("Looking at this machine", || Machine::read(root))?;
+    let undo_first = old_root::interrupted(root) && !Path::new("/run/ostree-booted").exists();
+    let scratch = tempfile::Builder::new()
+        .prefix("apt-ostree-install-os-")
+        .tempdir_in("/run")
+        .context("Creating a scratch directory in /run")?;
+    let probe = sink.task(&format!("Asking {source} what it holds"), || {
+        source.probe(scratch.path(), sink)
+    });
+    let mut refusals = preflight::refusals(&machine, probe.as_ref().map_or(0, |p| p.needed));
+    if undo_first {
+        refusals.retain(|r| *r != Refusal::AlreadyOstree);
+    }
+    let probe = match probe {
+        Ok(p) => p,
+        Err(e) => {
+            refusals.push(Refusal::SourceUnreachable {
+                source: source.to_string(),
+                error: format!("{e:#}"),
+            });
+            return Err(Refused(refusals).into());
+        }
+    };
+    if !refusals.is_empty() {
+        return Err(Refused(refusals).into());
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").context("Reading /proc/cmdline")?;
+    Ok((
+        Plan {
+            source,
+            probe,
+            kept_kargs: preflight::kargs_to_keep(&cmdline),
+            extra_kargs,
+            undo_first,
+        },
+        machine,
+    ))
+}
+
+/// Packages marked manually installed on this machine (`apt-mark
+/// showmanual`) that the deployment at `deployment` does not have.
+pub fn manual_packages_missing(root: &Path, deployment: &Path) -> Result<Vec<String>> {
+    let out = crate::process::run(
+        std::process::Command::new("apt-mark")
+            .arg("showmanual")
+            .current_dir(root),
+    )?;
+    let status = std::fs::read_to_string(deployment.join(crate::dpkg::DATABASE_DIR).join("status"))
+        .context("Reading the image's dpkg database")?;
+    let image: std::collections::BTreeSet<String> = crate::dpkg::parse_status(&status)
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    Ok(out
+        .lines()
+        .map(|n| n.trim().split(':').next().unwrap_or_default())
+        .filter(|n| !n.is_empty() && !image.contains(*n))
+        .map(str::to_string)
+        .collect())
+}

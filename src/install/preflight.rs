@@ -69,6 +69,7 @@ pub enum Refusal {
     BootLoaderDirectory,
     NoEsp,
     NotEnoughSpace { free: u64, needed: u64 },
+    SourceUnreachable { source: String, error: String },
 }
 
 impl std::fmt::Display for Refusal {
@@ -122,6 +123,9 @@ impl std::fmt::Display for Refusal {
                 free >> 20,
                 needed >> 20
             ),
+            Refusal::SourceUnreachable { source, error } => {
+                write!(f, "{source} cannot be read: {error}")
+            }
         }
     }
 }
@@ -185,10 +189,11 @@ pub fn refusals(machine: &Machine, needed: u64) -> Vec<Refusal> {
 
 /// The kernel arguments the new deployment keeps from the running kernel's
 /// command line: how to find and mount the root (`root=`, `rootflags=`,
-/// `rd.*`) and where the console is; then `rw`. Dropped: what GRUB or the
-/// old initramfs added (`BOOT_IMAGE=`, `initrd=`, `ro`).
+/// `rootfstype=`, `rd.*`) and where the console is. Dropped: what GRUB or
+/// the old initramfs added (`BOOT_IMAGE=`, `initrd=`, `ro`) and the rest,
+/// which the image chooses.
 pub fn kargs_to_keep(cmdline: &str) -> Vec<String> {
-    let mut kept: Vec<String> = cmdline
+    cmdline
         .split_whitespace()
         .filter(|arg| {
             ["root=", "rootflags=", "rootfstype=", "rd.", "console="]
@@ -196,9 +201,30 @@ pub fn kargs_to_keep(cmdline: &str) -> Vec<String> {
                 .any(|p| arg.starts_with(p))
         })
         .map(str::to_string)
-        .collect();
-    kept.push("rw".to_string());
-    kept
+        .collect()
+}
+
+/// The deployment's kernel arguments: how to find the root, the image's own
+/// (`apt-ostree.kargs`), the machine's consoles where the image names none,
+/// `rw`, then those given with `--karg`; each once.
+pub fn deployment_kargs(kept: &[String], image: &[String], extra: &[String]) -> Vec<String> {
+    let image_console = image.iter().any(|a| a.starts_with("console="));
+    let mut all: Vec<String> = Vec::new();
+    let roots = kept.iter().filter(|a| !a.starts_with("console="));
+    let consoles = kept
+        .iter()
+        .filter(|a| a.starts_with("console=") && !image_console);
+    for arg in roots
+        .chain(image)
+        .chain(consoles)
+        .chain(std::iter::once(&"rw".to_string()))
+        .chain(extra)
+    {
+        if !all.contains(arg) {
+            all.push(arg.clone());
+        }
+    }
+    all
 }
 
 /// `KEY=value` of an os-release file (quotes removed).

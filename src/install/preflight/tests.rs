@@ -112,6 +112,30 @@ fn the_root_is_found_as_before_and_the_old_boot_arguments_are_dropped() {
             "console=ttyS0,115200",
             "rd.lvm.lv=vg/root",
             "rootflags=noatime",
+        ]
+    );
+    let image = ["quiet".to_string(), "console=tty0".to_string()];
+    let extra = ["mitigations=off".to_string(), "quiet".to_string()];
+    assert_eq!(
+        deployment_kargs(&kept, &image, &extra),
+        [
+            "root=UUID=1111",
+            "rd.lvm.lv=vg/root",
+            "rootflags=noatime",
+            "quiet",
+            "console=tty0",
+            "rw",
+            "mitigations=off"
+        ]
+    );
+    // The machine's console where the image names none.
+    assert_eq!(
+        deployment_kargs(&kept, &[], &[]),
+        [
+            "root=UUID=1111",
+            "rd.lvm.lv=vg/root",
+            "rootflags=noatime",
+            "console=ttyS0,115200",
             "rw"
         ]
     );

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    apt_ostree::install::command::main()
+}

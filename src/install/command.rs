@@ -1,0 +1,157 @@
+//! `apt-ostree-install-os`, run as `apt-ostree install-os ...` (as root,
+//! without the daemon: on a machine that is not yet an OSTree system there
+//! is none). A binary of its own for the reason `apt-ostree-compose` is one:
+//! the CLI does not load libostree.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+use super::source::Source;
+use super::{convert, plan, Plan, Report};
+use crate::progress::ConsoleProgress;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "apt-ostree install-os",
+    version,
+    about = "Install the OS from an image or remote onto a machine that exists"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: InstallOsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstallOsCommand {
+    /// Convert this running Debian 13 or 12 machine: the OS from SOURCE is
+    /// deployed into its own root file system, what makes the machine its
+    /// own is carried over, and the next boot starts the new system. The
+    /// old root stays readable under /sysroot.
+    ToExistingRoot {
+        /// An image reference as `rebase` takes it
+        /// (ostree-unverified-registry:HOST/NAME:TAG, ostree-image-signed:...),
+        /// or an OSTree remote's URL with --ref.
+        source: String,
+        /// With a remote's URL: the ref (branch) to install.
+        #[arg(long = "ref", value_name = "REF")]
+        reference: Option<String>,
+        /// With a remote's URL: the remote's name on the machine.
+        #[arg(long, value_name = "NAME", default_value = "debian")]
+        remote_name: String,
+        /// With a remote's URL: do not verify GPG signatures of its commits.
+        #[arg(long)]
+        no_gpg_verify: bool,
+        /// A kernel argument for the new system, after the image's (repeatable).
+        #[arg(long = "karg", value_name = "ARG")]
+        kargs: Vec<String>,
+        /// Say what would be done, and every reason it cannot be; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Entry point of `apt-ostree-install-os`.
+pub fn main() -> ExitCode {
+    crate::logging::init_cli();
+    let args = Args::parse();
+    match run(args.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: InstallOsCommand) -> Result<u8> {
+    let InstallOsCommand::ToExistingRoot {
+        source,
+        reference,
+        remote_name,
+        no_gpg_verify,
+        kargs,
+        dry_run,
+    } = command;
+    let source = Source::parse(&source, reference.as_deref(), &remote_name, !no_gpg_verify)?;
+    if !nix::unistd::geteuid().is_root() {
+        bail!("install-os needs root");
+    }
+    let sink = ConsoleProgress::sink();
+    let (plan, machine) = plan(source, kargs, &sink)?;
+    print_plan(&plan);
+    if dry_run {
+        println!("Dry run: nothing was changed.");
+        return Ok(0);
+    }
+    if plan.undo_first {
+        sink.task("Undoing the interrupted conversion", || {
+            super::old_root::undo(std::path::Path::new("/"))
+        })?;
+    }
+    let report = convert::to_existing_root(&plan, &machine, &sink)?;
+    print_report(&report);
+    Ok(0)
+}
+
+fn print_plan(plan: &Plan) {
+    println!("Source: {}", plan.source);
+    println!(
+        "  holds {}{}",
+        plan.probe.revision,
+        plan.probe
+            .version
+            .as_deref()
+            .map(|v| format!(" (version {v})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  needs about {} MiB on the root file system",
+        plan.probe.needed >> 20
+    );
+    println!("Kernel arguments kept: {}", plan.kept_kargs.join(" "));
+    if !plan.extra_kargs.is_empty() {
+        println!("Kernel arguments added: {}", plan.extra_kargs.join(" "));
+    }
+    if plan.undo_first {
+        println!("An interrupted conversion is undone first.");
+    }
+    println!(
+        "Carried over: accounts, SSH host keys, hostname, machine-id, network, \
+         fstab's other mounts, added apt sources; /home, /root, /srv, /usr/local \
+         and /var stay where they are (moved into /var, not copied)."
+    );
+}
+
+fn print_report(report: &Report) {
+    println!(
+        "Deployed {} into {}",
+        report.commit,
+        report.deployment.display()
+    );
+    println!("Kernel arguments: {}", report.kargs.join(" "));
+    println!("Carried over: {}", report.carried.paths.join(", "));
+    for w in &report.carried.warnings {
+        println!("warning: {w}");
+    }
+    for m in &report.moved {
+        println!("Moved {m}");
+    }
+    if report.bootchain {
+        println!("The ESP has the image's signed boot chain.");
+    }
+    if report.manual.is_empty() {
+        println!("Every package installed by hand is in the image.");
+    } else {
+        println!(
+            "Installed by hand and not in the image (layer them after the reboot with \
+             `apt-ostree install`): {}",
+            report.manual.join(" ")
+        );
+    }
+    println!(
+        "Reboot to start the new system. The old root stays readable under /sysroot \
+         until `apt-ostree cleanup --old-root`."
+    );
+}

@@ -1,0 +1,240 @@
+//! `install-os to-existing-root`: the running Debian machine becomes an
+//! OSTree sysroot in its own root file system (issue 31).
+//!
+//! The old system boots until one rename: everything is prepared beside it
+//! (the repository and deployment under /ostree, the boot entries under
+//! /boot/loader, the new menu in /boot/loader/grub.cfg), and the switch is
+//! `/boot/grub/grub.cfg` replaced by a link to `../loader/grub.cfg`, which
+//! the machine's GRUB (BIOS, or shim and the signed GRUB through the ESP's
+//! stub) reads at the next boot. A power cut before it boots the old
+//! system, which the next run cleans up after; after it, the new one.
+//!
+//! Nothing of the machine's data is copied: the stateroot's /var is a link
+//! to the machine's /var (no moment where either system lacks it), and
+//! /home, /root, /srv and /usr/local move into /var by rename, each leaving
+//! a link where it was so that the old system still finds them.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use ostree::gio::prelude::*;
+use ostree::{gio, glib};
+
+use super::preflight::Machine;
+use super::{carry, old_root, Plan, Report};
+use crate::progress::Sink;
+
+/// The stateroot of converted machines, as compose image's.
+pub const STATEROOT: &str = "debian";
+
+/// Written when the conversion starts changing the machine, removed with
+/// the switch: found by the next run, it undoes an interrupted one.
+pub const INCOMPLETE: &str = "/ostree/.apt-ostree-install-os-incomplete";
+
+/// Directories of the old root that the image keeps under /var, and where.
+pub const MOVED_INTO_VAR: &[(&str, &str)] = &[
+    ("home", "var/home"),
+    ("root", "var/roothome"),
+    ("srv", "var/srv"),
+    ("usr/local", "var/usrlocal"),
+];
+
+/// The link left in the old root where a directory moved into /var.
+fn link_back(from: &str, to: &str) -> PathBuf {
+    let depth = from.matches('/').count();
+    PathBuf::from(format!("{}{to}", "../".repeat(depth)))
+}
+
+/// Convert the running machine (the checks are done: `plan` says what).
+pub fn to_existing_root(plan: &Plan, machine: &Machine, sink: &Sink) -> Result<Report> {
+    let root = Path::new("/");
+    let lock = old_root::DpkgLock::take(root)?;
+    std::fs::create_dir_all(root.join("ostree"))?;
+    std::fs::write(INCOMPLETE, b"apt-ostree install-os\n")?;
+    nix::unistd::sync();
+    let prepared = prepare(plan, machine, sink);
+    let report = match prepared {
+        Ok(report) => report,
+        Err(e) => {
+            sink.log(format!("Undoing the conversion: {e:#}"));
+            if let Err(undo) = old_root::undo(root) {
+                sink.log(format!("Undoing it failed too: {undo:#}"));
+            }
+            return Err(e);
+        }
+    };
+    sink.task("Switching the boot menu to the new system", || {
+        old_root::switch_menu(root)
+    })?;
+    std::fs::remove_file(INCOMPLETE)?;
+    drop(lock);
+    sink.task(
+        "Putting the old system's boot files and package state aside",
+        || old_root::set_aside(root),
+    )?;
+    Ok(report)
+}
+
+/// Everything before the switch; on error the caller undoes it.
+fn prepare(plan: &Plan, machine: &Machine, sink: &Sink) -> Result<Report> {
+    let root = Path::new("/");
+    let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(root)));
+    sysroot.ensure_initialized(gio::Cancellable::NONE)?;
+    sysroot.load(gio::Cancellable::NONE)?;
+    let repo = sysroot.repo();
+    // The machine's own grub-mkconfig must not run (libostree would, seeing
+    // its grub.cfg): the image's runs below, in the deployment.
+    let config = repo.copy_config();
+    config.set_string("sysroot", "bootloader", "none");
+    if machine.boot.is_none() {
+        config.set_boolean("sysroot", "bootprefix", true);
+    }
+    repo.write_config(&config)?;
+    sysroot.init_osname(STATEROOT, gio::Cancellable::NONE)?;
+    share_var(root)?;
+
+    let commit = plan.source.pull(&repo, sink)?;
+    let origin = plan.source.origin().to_keyfile();
+    let kargs = super::preflight::deployment_kargs(
+        &plan.kept_kargs,
+        &image_kargs(&repo, &commit)?,
+        &plan.extra_kargs,
+    );
+    let argv: Vec<&str> = kargs.iter().map(String::as_str).collect();
+    let deployment = sink.task("Deploying", || {
+        sysroot.deploy_tree(
+            Some(STATEROOT),
+            &commit,
+            Some(&origin),
+            None,
+            &argv,
+            gio::Cancellable::NONE,
+        )
+    })?;
+    let dir = sysroot
+        .deployment_directory(&deployment)
+        .path()
+        .context("the deployment has no local path")?;
+    let carried = sink.task("Carrying over the machine's own files", || {
+        carry::carry(&root.join("etc"), &dir.join("etc"))
+    })?;
+    let manual = super::manual_packages_missing(root, &dir)?;
+    let moved = sink.task("Moving /home, /root, /srv and /usr/local into /var", || {
+        move_into_var(root)
+    })?;
+    sink.task("Writing the boot entries", || {
+        sysroot.simple_write_deployment(
+            Some(STATEROOT),
+            &deployment,
+            None,
+            ostree::SysrootSimpleWriteDeploymentFlags::NONE,
+            gio::Cancellable::NONE,
+        )
+    })?;
+    sink.task("Writing the new boot menu", || write_menu(&dir, root))?;
+    // From now on libostree regenerates the menu with each deployment.
+    let config = repo.copy_config();
+    let _ = config.remove_key("sysroot", "bootloader");
+    repo.write_config(&config)?;
+    let bootchain = if matches!(machine.firmware, super::preflight::Firmware::Uefi { .. }) {
+        sink.task("Writing the signed boot chain to the ESP", || {
+            crate::bootchain::system::update(&root.join("boot"), &dir)
+        })
+        .map(|changes| !changes.is_empty())?
+    } else {
+        false
+    };
+    Ok(Report {
+        commit,
+        kargs,
+        deployment: dir,
+        carried,
+        manual,
+        moved,
+        bootchain,
+    })
+}
+
+/// The stateroot's /var becomes a link to the machine's /var.
+fn share_var(root: &Path) -> Result<()> {
+    let var = root.join(format!("ostree/deploy/{STATEROOT}/var"));
+    match std::fs::symlink_metadata(&var) {
+        Ok(m) if m.file_type().is_symlink() => return Ok(()),
+        Ok(_) => {
+            std::fs::remove_dir(&var).with_context(|| format!("{} is not empty", var.display()))?
+        }
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink("../../../var", &var)
+        .with_context(|| format!("Linking {} to /var", var.display()))
+}
+
+/// Move [`MOVED_INTO_VAR`] into /var, each leaving a link; those that are
+/// mount points, not directories, or already there stay as they are.
+fn move_into_var(root: &Path) -> Result<Vec<String>> {
+    let mut moved = Vec::new();
+    let root_dev = std::fs::metadata(root)?.dev();
+    for (from, to) in MOVED_INTO_VAR {
+        let (src, dest) = (root.join(from), root.join(to));
+        let Ok(meta) = std::fs::symlink_metadata(&src) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.dev() != root_dev || dest.exists() {
+            continue;
+        }
+        std::fs::rename(&src, &dest)
+            .with_context(|| format!("Moving {} to {}", src.display(), dest.display()))?;
+        std::os::unix::fs::symlink(link_back(from, to), &src)
+            .with_context(|| format!("Linking {} to {}", src.display(), dest.display()))?;
+        moved.push(format!("/{from} -> /{to}"));
+    }
+    crate::fsutil::sync_dir(&root.join("var"))?;
+    crate::fsutil::sync_dir(root)?;
+    Ok(moved)
+}
+
+/// The image's grub-mkconfig, in the new deployment, writes the menu of
+/// the boot entries libostree wrote. The machine's kernels in /boot are
+/// hidden from it (10_linux would list them first), as is the search for
+/// other systems.
+fn write_menu(deployment: &Path, root: &Path) -> Result<()> {
+    crate::compose::grub_in_deployment(
+        deployment,
+        root,
+        &[
+            "/etc/grub.d/10_linux",
+            "/etc/grub.d/20_linux_xen",
+            "/etc/grub.d/30_os-prober",
+        ],
+        &["grub-mkconfig", "-o", "/boot/loader/grub.cfg"],
+    )?;
+    // GRUB counts boot tries there; it cannot create the file itself.
+    crate::bootcount::grubenv::Env::default().write(&root.join(crate::bootcount::GRUBENV))?;
+    Ok(())
+}
+
+/// The commit's own kernel arguments (`apt-ostree.kargs`).
+pub fn image_kargs(repo: &ostree::Repo, commit: &str) -> Result<Vec<String>> {
+    let (data, _) = repo.load_commit(commit)?;
+    let metadata = glib::VariantDict::new(Some(&data.child_value(0)));
+    Ok(metadata
+        .lookup::<Vec<String>>(crate::sysroot::keys::KARGS)
+        .ok()
+        .flatten()
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_links_left_behind_point_into_var() {
+        assert_eq!(link_back("home", "var/home"), Path::new("var/home"));
+        assert_eq!(
+            link_back("usr/local", "var/usrlocal"),
+            Path::new("../var/usrlocal")
+        );
+    }
+}

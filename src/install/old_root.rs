@@ -1,0 +1,182 @@
+//! The old system around a conversion: its package manager held still while
+//! the conversion runs, the switch of its boot menu, what is put aside once
+//! the new system boots, the undoing of an interrupted conversion, and the
+//! removal of the old root (`cleanup --old-root`).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use super::convert::{INCOMPLETE, MOVED_INTO_VAR, STATEROOT};
+
+/// Where the old system's boot files and package state are put aside.
+pub const OLD_BOOT: &str = "boot/old-root";
+pub const OLD_STATE: &str = "var/lib/apt-ostree/old-root";
+
+/// The old system's package state: the image brings its own (dpkg's
+/// database in /usr, /var/lib/dpkg a link to it, made at boot).
+const STATE: &[&str] = &[
+    "var/lib/dpkg",
+    "var/lib/apt",
+    "var/cache/apt",
+    "var/cache/debconf",
+];
+
+/// dpkg's locks, held as apt and dpkg take them (fcntl write locks): no
+/// package is installed into the old system while it is converted.
+pub struct DpkgLock {
+    _files: Vec<std::fs::File>,
+}
+
+impl DpkgLock {
+    pub fn take(root: &Path) -> Result<DpkgLock> {
+        let mut files = Vec::new();
+        for name in ["lock-frontend", "lock"] {
+            let path = root.join("var/lib/dpkg").join(name);
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .with_context(|| format!("Opening {}", path.display()))?;
+            let lock = libc::flock {
+                l_type: libc::F_WRLCK as i16,
+                l_whence: libc::SEEK_SET as i16,
+                l_start: 0,
+                l_len: 0,
+                l_pid: 0,
+            };
+            if nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETLK(&lock)).is_err() {
+                bail!(
+                    "{} is held: apt or dpkg is running; try again when it is done",
+                    path.display()
+                );
+            }
+            files.push(file);
+        }
+        Ok(DpkgLock { _files: files })
+    }
+}
+
+/// The switch: `/boot/grub/grub.cfg` becomes a link to the menu libostree
+/// keeps, by one rename. The old menu stays as `grub.cfg.old-root`.
+pub fn switch_menu(root: &Path) -> Result<()> {
+    let grub = root.join("boot/grub");
+    let cfg = grub.join("grub.cfg");
+    let old = grub.join("grub.cfg.old-root");
+    if std::fs::symlink_metadata(&cfg).is_ok_and(|m| m.is_file()) && !old.exists() {
+        std::fs::hard_link(&cfg, &old)?;
+    }
+    let new = grub.join("grub.cfg.apt-ostree");
+    let _ = std::fs::remove_file(&new);
+    std::os::unix::fs::symlink("../loader/grub.cfg", &new)?;
+    std::fs::rename(&new, &cfg).context("Switching /boot/grub/grub.cfg")?;
+    crate::fsutil::sync_dir(&grub)?;
+    nix::unistd::sync();
+    Ok(())
+}
+
+/// Once the menu is switched: the old kernels out of /boot (10_linux would
+/// list them, run by libostree on the new system), the old package state
+/// out of /var. Each step is a rename, and repeating it does nothing.
+pub fn set_aside(root: &Path) -> Result<()> {
+    let boot = root.join(OLD_BOOT);
+    std::fs::create_dir_all(&boot)?;
+    for entry in std::fs::read_dir(root.join("boot"))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let kernel_file = ["vmlinuz-", "initrd.img-", "System.map-", "config-"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if kernel_file && entry.file_type()?.is_file() {
+            std::fs::rename(entry.path(), boot.join(&name))?;
+        }
+    }
+    let state = root.join(OLD_STATE);
+    std::fs::create_dir_all(&state)?;
+    for rel in STATE {
+        let path = root.join(rel);
+        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        let aside = state.join(rel.replace('/', "-"));
+        if is_dir && !aside.exists() {
+            std::fs::rename(&path, &aside)?;
+        }
+    }
+    crate::fsutil::sync_dir(&root.join("boot"))?;
+    crate::fsutil::sync_dir(&state)?;
+    Ok(())
+}
+
+/// Undo a conversion that did not reach the switch (an error, or a power
+/// cut found by the next run): /home and the others back, /ostree and the
+/// boot entries gone. Never on a machine that booted a deployment.
+pub fn undo(root: &Path) -> Result<()> {
+    if Path::new("/run/ostree-booted").exists() {
+        bail!("this machine runs an OSTree deployment: nothing to undo");
+    }
+    let cfg = root.join("boot/grub/grub.cfg");
+    if std::fs::symlink_metadata(&cfg).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!("/boot/grub/grub.cfg already boots the new system: nothing to undo");
+    }
+    for (from, to) in MOVED_INTO_VAR {
+        let (src, dest) = (root.join(from), root.join(to));
+        let linked = std::fs::symlink_metadata(&src).is_ok_and(|m| m.file_type().is_symlink());
+        if linked && dest.is_dir() {
+            std::fs::remove_file(&src)?;
+            std::fs::rename(&dest, &src)?;
+        }
+    }
+    for dir in [
+        "boot/loader",
+        "boot/loader.0",
+        "boot/loader.1",
+        "boot/ostree",
+    ] {
+        let path = root.join(dir);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(&path)?,
+            Ok(_) => std::fs::remove_dir_all(&path)?,
+            Err(_) => {}
+        }
+    }
+    // The stateroot's var is a link to /var: removed as a link, never followed.
+    let var = root.join(format!("ostree/deploy/{STATEROOT}/var"));
+    if std::fs::symlink_metadata(&var).is_ok_and(|m| m.file_type().is_symlink()) {
+        std::fs::remove_file(&var)?;
+    }
+    let ostree = root.join("ostree");
+    if ostree.exists() {
+        std::fs::remove_dir_all(&ostree).context("Removing /ostree")?;
+    }
+    nix::unistd::sync();
+    Ok(())
+}
+
+/// Whether an interrupted conversion waits to be undone.
+pub fn interrupted(root: &Path) -> bool {
+    root.join(INCOMPLETE.trim_start_matches('/')).exists()
+}
+
+/// The old root's entries under `sysroot` that `cleanup --old-root`
+/// removes: everything but the OSTree sysroot, /boot, the shared /var and
+/// lost+found (and the links where /home and the others were).
+pub fn old_root_entries(sysroot: &Path) -> Result<Vec<String>> {
+    let dev = std::fs::metadata(sysroot)?.dev();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(sysroot)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if ["ostree", "boot", "var", "lost+found", "sysroot"].contains(&name.as_str()) {
+            continue;
+        }
+        // A mount point (another file system) is not the old root's.
+        if std::fs::symlink_metadata(entry.path())?.dev() != dev {
+            continue;
+        }
+        found.push(name);
+    }
+    found.sort();
+    Ok(found)
+}

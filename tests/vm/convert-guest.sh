@@ -1,0 +1,126 @@
+#!/bin/sh
+# The install-os phases of the VM suite (issue 31), one per boot:
+#   30  a Debian machine installed the usual way (tests/vm/plain-disk.sh):
+#       refusals change nothing; --dry-run; the conversion; reboot
+#   31  the converted machine: what made it its own is there, the old root
+#       is under /sysroot; upgrade to the host's next base; reboot
+#   32  the upgrade booted; boot counting and status on the converted machine
+# Reports "VMTEST ..." lines on the serial console for scripts/test-vm.
+set -u
+STATE=/var/lib/vmtest
+mkdir -p $STATE
+PHASE=$(cat $STATE/phase 2>/dev/null || echo 30)
+SOURCE=$(cat /etc/vmtest/source)
+REF=$(cat /etc/vmtest/ref)
+
+say() {
+    echo "VMTEST $*" >> $STATE/log
+    for try in 1 2 3 4 5; do
+        echo "VMTEST $*" 2>/dev/null > /dev/ttyS0 && return 0
+        sleep 1
+    done
+}
+fail() {
+    say "phase $PHASE: FAIL: $*"
+    apt-ostree status -v 2>&1 | sed 's/^/VMTEST   /' > /dev/ttyS0
+    systemctl --no-pager --failed 2>&1 | sed 's/^/VMTEST   /' > /dev/ttyS0
+    systemctl poweroff
+    exit 1
+}
+check() { # check DESCRIPTION COMMAND...
+    what=$1; shift
+    if out=$("$@" 2>&1); then
+        say "  ok: $what"
+    else
+        echo "$out" | tail -n 20 | sed 's/^/VMTEST   /' > /dev/ttyS0
+        fail "$what"
+    fi
+}
+# refused DESCRIPTION TEXT COMMAND...: fails with TEXT in its error, and
+# the machine has no /ostree afterwards.
+refused() {
+    what=$1 text=$2; shift 2
+    if out=$("$@" 2>&1); then
+        echo "$out" | tail -n 20 | sed 's/^/VMTEST   /' > /dev/ttyS0
+        fail "$what: not refused"
+    fi
+    echo "$out" | grep -q -- "$text" || { echo "$out" | tail -n 20 | sed 's/^/VMTEST   /' > /dev/ttyS0; fail "$what: no \"$text\""; }
+    [ ! -e /ostree ] || fail "$what: /ostree was made"
+    say "  ok: refused, $what: $(echo "$out" | grep -m1 -- "$text" | sed 's/^ *//')"
+}
+next() { echo $((PHASE + 1)) > $STATE/phase; say "phase $PHASE: PASS"; systemctl reboot; exit 0; }
+facts() { # what makes this machine its own, as the next boot compares it
+    echo "shadow $(getent shadow alice)"
+    echo "passwd $(getent passwd alice)"
+    echo "groups $(id -nG alice)"
+    echo "hostkey $(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)"
+    echo "machine-id $(cat /etc/machine-id)"
+    echo "hostname $(hostname)"
+    echo "notes $(cat /home/alice/notes.txt)"
+    echo "keys $(cat /home/alice/.ssh/authorized_keys)"
+    echo "db $(cat /var/lib/vmtest-db/table)"
+}
+install_os() { apt-ostree install-os to-existing-root "$@"; }
+
+say "phase $PHASE: start ($(. /etc/os-release; echo "$PRETTY_NAME"), $(mokutil --sb-state 2>&1 | head -n1))"
+case $PHASE in
+30)
+    check "Secure Boot is on" sh -c 'mokutil --sb-state | grep -q "SecureBoot enabled"'
+    check "a plain Debian: no OSTree" sh -c '[ ! -e /ostree ] && [ ! -e /run/ostree-booted ]'
+    facts > $STATE/facts
+    refused "a source that is no image or URL" "neither an image reference" install_os /srv/repo
+    refused "a URL without --ref" "needs --ref" install_os "$SOURCE"
+    refused "an unreachable source" "cannot be read" install_os --no-gpg-verify --ref "$REF" http://10.0.2.2:9/repo
+    refused "a ref the remote lacks" "cannot be read" install_os --no-gpg-verify --ref debian/none "$SOURCE"
+    # Leave less room than the new OS needs.
+    free=$(df --output=avail -B1 / | tail -n1)
+    fallocate -l $((free - (1 << 30))) /var/tmp/filler
+    refused "too little space" "MiB needed" install_os --dry-run --no-gpg-verify --ref "$REF" "$SOURCE"
+    rm /var/tmp/filler
+    check "a dry run says what it would do" sh -c "apt-ostree install-os to-existing-root --dry-run --no-gpg-verify --ref '$REF' '$SOURCE' | tee /dev/stderr | grep -q 'Dry run: nothing was changed'"
+    check "the dry run changed nothing" sh -c '[ ! -e /ostree ] && [ -f /boot/grub/grub.cfg ] && [ ! -L /boot/grub/grub.cfg ]'
+    started=$(date +%s)
+    converted=0
+    install_os --no-gpg-verify --ref "$REF" "$SOURCE" > $STATE/convert.log 2>&1 || converted=$?
+    sed 's/^/VMTEST   /' $STATE/convert.log > /dev/ttyS0
+    [ $converted = 0 ] || fail "install-os to-existing-root: exit $converted"
+    say "  ok: install-os to-existing-root"
+    say "  conversion took $(( $(date +%s) - started )) s"
+    check "the menu is switched" sh -c '[ "$(readlink /boot/grub/grub.cfg)" = ../loader/grub.cfg ]'
+    check "the old kernels are set aside" sh -c 'ls /boot/old-root/vmlinuz-* && ! ls /boot/vmlinuz-* 2>/dev/null'
+    check "/home is in /var, linked" sh -c '[ -L /home ] && [ -f /var/home/alice/notes.txt ]'
+    # The driver, as an administrator adds a unit to the new system's /etc.
+    etc=$(echo /ostree/deploy/debian/deploy/*.0/etc)
+    install -Dm755 /etc/vmtest/convert-guest.sh "$etc/vmtest/convert-guest.sh"
+    cp /etc/vmtest/source /etc/vmtest/ref "$etc/vmtest/"
+    install -Dm644 /etc/systemd/system/vmtest-convert.service "$etc/systemd/system/vmtest-convert.service"
+    ln -sf ../vmtest-convert.service "$etc/systemd/system/multi-user.target.wants/vmtest-convert.service"
+    next
+    ;;
+31)
+    check "an OSTree deployment booted" test -e /run/ostree-booted
+    check "Secure Boot is on" sh -c 'mokutil --sb-state | grep -q "SecureBoot enabled"'
+    facts > $STATE/facts-after
+    while read -r key value; do
+        now=$(grep "^$key " $STATE/facts-after | cut -d' ' -f2-)
+        check "$key is as before" test "$now" = "$value"
+    done < $STATE/facts
+    check "alice is still in sudo" sh -c 'id -nG alice | grep -qw sudo'
+    check "the network configuration came along (10.0.2.99)" sh -c 'ip -4 addr | grep -q "10.0.2.99/24"'
+    check "fstab's other mounts came along" sh -c 'findmnt -n -o FSTYPE /mnt/scratch | grep -q tmpfs'
+    check "the old root is readable under /sysroot" sh -c 'test -f /sysroot/etc/debian_version && test -x /sysroot/usr/bin/apt-get'
+    check "/var/lib/dpkg is the image's" sh -c '[ -L /var/lib/dpkg ] && dpkg -s apt-ostree >/dev/null'
+    check "status shows the converted machine" sh -c "apt-ostree status | tee /dev/stderr | grep -q 'debian:$REF'"
+    check "apt-ostree bootloader status" apt-ostree bootloader status
+    check "upgrade to the host's next base" apt-ostree upgrade
+    next
+    ;;
+32)
+    check "the upgrade booted" sh -c 'grep -q "vmtest base 30" /usr/share/vmtest/base'
+    check "the data is still there" sh -c 'grep -q "rows=42" /var/lib/vmtest-db/table && grep -q notes /home/alice/notes.txt'
+    check "status: two deployments, the booted one counted good" sh -c 'apt-ostree status | tee /dev/stderr | grep -c "debian:" | grep -q 2'
+    say "phase $PHASE: PASS"
+    say "CONVERSION PASSED"
+    systemctl poweroff
+    ;;
+esac
