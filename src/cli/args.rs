@@ -139,6 +139,10 @@ pub enum Command {
         /// and the refusal to deploy the same update again).
         #[arg(long)]
         boot_failures: bool,
+        /// Remove the old system that `install-os to-existing-root` left
+        /// under /sysroot (runs here, as root, without the daemon).
+        #[arg(long, conflicts_with_all = ["pending", "rollback", "base", "repomd", "boot_failures"])]
+        old_root: bool,
     },
     /// Cancel the running transaction.
     Cancel,

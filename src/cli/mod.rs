@@ -91,16 +91,24 @@ fn run(cli: Cli) -> Result<u8> {
     {
         return Ok(container_lint(rootfs));
     }
+    // Parsed here (for --help, completions and man pages), run by a helper
+    // binary with the same arguments: it loads libostree, we don't.
+    let after = |word: &str| -> Vec<std::ffi::OsString> {
+        std::env::args_os()
+            .skip_while(|a| a != word)
+            .skip(1)
+            .collect()
+    };
     let helper = match &cli.command {
-        Command::Compose { .. } => Some(("compose", "apt-ostree-compose")),
-        Command::InstallOs { .. } => Some(("install-os", "apt-ostree-install-os")),
+        Command::Compose { .. } => Some(("apt-ostree-compose", after("compose"))),
+        Command::InstallOs { .. } => Some(("apt-ostree-install-os", after("install-os"))),
+        Command::Cleanup { old_root: true, .. } => {
+            Some(("apt-ostree-install-os", vec!["cleanup-old-root".into()]))
+        }
         _ => None,
     };
-    if let Some((word, helper)) = helper {
-        // Parsed here (for --help, completions and man pages), run by the
-        // helper binary with the same arguments: it loads libostree, we don't.
+    if let Some((helper, args)) = helper {
         use std::os::unix::process::CommandExt;
-        let args = std::env::args_os().skip_while(|a| a != word).skip(1);
         let helper = client::helper_path(helper);
         let err = std::process::Command::new(&helper).args(args).exec();
         return Err(anyhow::Error::new(err).context(format!("Running {}", helper.display())));
@@ -248,6 +256,7 @@ fn change_deployments(client: &Client, command: Command) -> Result<u8> {
             base,
             repomd,
             boot_failures,
+            old_root: _,
         } => transact(
             client,
             api.cleanup(

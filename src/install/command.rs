@@ -50,6 +50,9 @@ pub enum InstallOsCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// `apt-ostree cleanup --old-root`: remove the old system under /sysroot.
+    #[command(hide = true)]
+    CleanupOldRoot,
 }
 
 /// Entry point of `apt-ostree-install-os`.
@@ -66,14 +69,24 @@ pub fn main() -> ExitCode {
 }
 
 fn run(command: InstallOsCommand) -> Result<u8> {
-    let InstallOsCommand::ToExistingRoot {
-        source,
-        reference,
-        remote_name,
-        no_gpg_verify,
-        kargs,
-        dry_run,
-    } = command;
+    let (source, reference, remote_name, no_gpg_verify, kargs, dry_run) = match command {
+        InstallOsCommand::CleanupOldRoot => return cleanup_old_root(),
+        InstallOsCommand::ToExistingRoot {
+            source,
+            reference,
+            remote_name,
+            no_gpg_verify,
+            kargs,
+            dry_run,
+        } => (
+            source,
+            reference,
+            remote_name,
+            no_gpg_verify,
+            kargs,
+            dry_run,
+        ),
+    };
     let source = Source::parse(&source, reference.as_deref(), &remote_name, !no_gpg_verify)?;
     if !nix::unistd::geteuid().is_root() {
         bail!("install-os needs root");
@@ -92,6 +105,43 @@ fn run(command: InstallOsCommand) -> Result<u8> {
     }
     let report = convert::to_existing_root(&plan, &machine, &sink)?;
     print_report(&report);
+    Ok(0)
+}
+
+/// The old root is /sysroot, read-only for the deployment: written in a
+/// mount namespace of our own, where that mount is made writable.
+fn cleanup_old_root() -> Result<u8> {
+    use nix::mount::{mount, MsFlags};
+    if !nix::unistd::geteuid().is_root() {
+        bail!("cleanup --old-root needs root");
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    let sysroot = std::path::Path::new("/sysroot");
+    mount(
+        None::<&str>,
+        sysroot,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND,
+        None::<&str>,
+    )?;
+    let kept = super::old_root::cleanup(sysroot)?;
+    println!("The old system under /sysroot is removed.");
+    if !kept.is_empty() {
+        println!(
+            "Left in place (not the old system's): {}",
+            kept.iter()
+                .map(|k| format!("/sysroot/{k}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     Ok(0)
 }
 

@@ -172,7 +172,7 @@ fn share_var(root: &Path) -> Result<()> {
 
 /// Move [`MOVED_INTO_VAR`] into /var, each leaving a link; those that are
 /// mount points, not directories, or already there stay as they are.
-fn move_into_var(root: &Path) -> Result<Vec<String>> {
+pub(super) fn move_into_var(root: &Path) -> Result<Vec<String>> {
     let mut moved = Vec::new();
     let root_dev = std::fs::metadata(root)?.dev();
     for (from, to) in MOVED_INTO_VAR {

@@ -159,24 +159,101 @@ pub fn interrupted(root: &Path) -> bool {
     root.join(INCOMPLETE.trim_start_matches('/')).exists()
 }
 
-/// The old root's entries under `sysroot` that `cleanup --old-root`
-/// removes: everything but the OSTree sysroot, /boot, the shared /var and
-/// lost+found (and the links where /home and the others were).
-pub fn old_root_entries(sysroot: &Path) -> Result<Vec<String>> {
+/// What a Debian root holds at its top (and links where /home and the
+/// others were): what `cleanup --old-root` removes. Anything else at the
+/// top of the old root is the administrator's, and stays.
+const OLD_SYSTEM: &[&str] = &[
+    "bin",
+    "etc",
+    "home",
+    "lib",
+    "lib32",
+    "lib64",
+    "libx32",
+    "media",
+    "mnt",
+    "opt",
+    "root",
+    "sbin",
+    "srv",
+    "tmp",
+    "usr",
+    "initrd.img",
+    "initrd.img.old",
+    "vmlinuz",
+    "vmlinuz.old",
+];
+
+/// The old root under `sysroot`: what `cleanup --old-root` removes, and
+/// the entries at its top it leaves (not the old system's, nor OSTree's).
+pub fn old_root_entries(sysroot: &Path) -> Result<(Vec<String>, Vec<String>)> {
     let dev = std::fs::metadata(sysroot)?.dev();
-    let mut found = Vec::new();
+    let (mut removed, mut kept) = (Vec::new(), Vec::new());
     for entry in std::fs::read_dir(sysroot)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().to_string();
-        if ["ostree", "boot", "var", "lost+found", "sysroot"].contains(&name.as_str()) {
+        let ours = [
+            "ostree",
+            "boot",
+            "var",
+            "lost+found",
+            "sysroot",
+            "dev",
+            "proc",
+            "run",
+            "sys",
+        ];
+        if ours.contains(&name.as_str()) {
             continue;
         }
         // A mount point (another file system) is not the old root's.
-        if std::fs::symlink_metadata(entry.path())?.dev() != dev {
-            continue;
+        let other_fs = std::fs::symlink_metadata(entry.path())?.dev() != dev;
+        if OLD_SYSTEM.contains(&name.as_str()) && !other_fs {
+            removed.push(name);
+        } else {
+            kept.push(name);
         }
-        found.push(name);
     }
-    found.sort();
-    Ok(found)
+    for list in [&mut removed, &mut kept] {
+        list.sort();
+    }
+    Ok((removed, kept))
 }
+
+/// `apt-ostree cleanup --old-root`, on the converted machine: the old
+/// system's files under `sysroot` removed (what set_aside put aside too);
+/// the entries left at the top, for the report.
+pub fn cleanup(sysroot: &Path) -> Result<Vec<String>> {
+    if !Path::new("/run/ostree-booted").exists() {
+        bail!("cleanup --old-root runs on the converted machine, booted into its deployment");
+    }
+    if !sysroot.join("ostree/deploy").is_dir() {
+        bail!("{} is not an OSTree sysroot", sysroot.display());
+    }
+    // A cut right after the switch can leave this undone.
+    set_aside(sysroot)?;
+    let (removed, kept) = old_root_entries(sysroot)?;
+    for name in &removed {
+        let path = sysroot.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(_) => Ok(()),
+        }
+        .with_context(|| format!("Removing {}", path.display()))?;
+    }
+    for rel in [OLD_BOOT, OLD_STATE, "boot/grub/grub.cfg.old-root"] {
+        let path = sysroot.join(rel);
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else if path.exists() {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    let _ = std::fs::remove_file(sysroot.join(INCOMPLETE.trim_start_matches('/')));
+    nix::unistd::sync();
+    Ok(kept)
+}
+
+#[cfg(test)]
+mod tests;

@@ -105,6 +105,10 @@ echo 30 > "$M/var/lib/vmtest/phase"
 # shim and the signed GRUB in EFI/debian and as the removable loader, a
 # stub that reads /boot/grub/grub.cfg, the menu made by update-grub.
 chroot "$M" update-grub 2>/dev/null
+# In the chroot, udev has no /dev/disk/by-uuid link for the loop device, so
+# grub-mkconfig named it; the installer's menu names the root by UUID.
+sed -i "s|root=${LOOP}p2|root=UUID=$ROOT_UUID|g" "$M/boot/grub/grub.cfg"
+grep -q "root=UUID=$ROOT_UUID" "$M/boot/grub/grub.cfg"
 ESP=$(mktemp -d)
 mkdir -p "$ESP/EFI/debian" "$ESP/EFI/BOOT"
 cp "$M/usr/lib/shim/shimx64.efi.signed" "$ESP/EFI/debian/shimx64.efi"
