@@ -101,7 +101,7 @@ impl Source {
                     .manifest
                     .layers()
                     .iter()
-                    .map(|l| l.size() as u64)
+                    .map(|l| l.size())
                     .sum();
                 let image = crate::container::inspect(reference)?;
                 Ok(Probe {
