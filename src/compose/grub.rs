@@ -55,20 +55,8 @@ pub(super) fn install(
 
 /// Run `argv` with the new deployment as `/`, the real /boot and the sysroot
 /// at /sysroot: what grub-install and grub-mkconfig see on the installed system.
-fn in_deployment(deployment: &Path, sysroot: &Path, argv: &[&str]) -> Result<String> {
-    in_deployment_hiding(deployment, sysroot, &[], argv)
-}
-
-/// [`in_deployment`], with the files `hidden` (absolute paths in the
-/// deployment) replaced by /dev/null, which grub-mkconfig skips as a script.
-pub(crate) fn in_deployment_hiding(
-    deployment: &Path,
-    sysroot: &Path,
-    hidden: &[&str],
-    argv: &[&str],
-) -> Result<String> {
-    let mut bwrap = Command::new("bwrap");
-    bwrap
+pub(crate) fn in_deployment(deployment: &Path, sysroot: &Path, argv: &[&str]) -> Result<String> {
+    run(Command::new("bwrap")
         .arg("--bind")
         .arg(deployment)
         .arg("/")
@@ -87,11 +75,7 @@ pub(crate) fn in_deployment_hiding(
             "/tmp",
             "--tmpfs",
             "/run",
-        ]);
-    for path in hidden {
-        bwrap.args(["--ro-bind", "/dev/null", path]);
-    }
-    run(bwrap
+        ])
         .args(["--unshare-pid", "--die-with-parent", "--"])
         .args(argv)
         .env_clear()

@@ -69,10 +69,9 @@ pub fn to_existing_root(plan: &Plan, machine: &Machine, sink: &Sink) -> Result<R
     })?;
     std::fs::remove_file(INCOMPLETE)?;
     drop(lock);
-    sink.task(
-        "Putting the old system's boot files and package state aside",
-        || old_root::set_aside(root),
-    )?;
+    sink.task("Putting the old system's kernels aside", || {
+        old_root::kernels_aside(root)
+    })?;
     Ok(report)
 }
 
@@ -119,9 +118,13 @@ fn prepare(plan: &Plan, machine: &Machine, sink: &Sink) -> Result<Report> {
     let carried = sink.task("Carrying over the machine's own files", || {
         carry::carry(&root.join("etc"), &dir.join("etc"))
     })?;
+    grub_scripts_off(&dir.join("etc"))?;
     let manual = super::manual_packages_missing(root, &dir)?;
     let moved = sink.task("Moving /home, /root, /srv and /usr/local into /var", || {
         move_into_var(root)
+    })?;
+    sink.task("Putting the old system's package state aside", || {
+        old_root::state_aside(root)
     })?;
     sink.task("Writing the boot entries", || {
         sysroot.simple_write_deployment(
@@ -195,22 +198,41 @@ pub(super) fn move_into_var(root: &Path) -> Result<Vec<String>> {
 }
 
 /// The image's grub-mkconfig, in the new deployment, writes the menu of
-/// the boot entries libostree wrote. The machine's kernels in /boot are
-/// hidden from it (10_linux would list them first), as is the search for
-/// other systems.
+/// the boot entries libostree wrote.
 fn write_menu(deployment: &Path, root: &Path) -> Result<()> {
     crate::compose::grub_in_deployment(
         deployment,
         root,
-        &[
-            "/etc/grub.d/10_linux",
-            "/etc/grub.d/20_linux_xen",
-            "/etc/grub.d/30_os-prober",
-        ],
         &["grub-mkconfig", "-o", "/boot/loader/grub.cfg"],
     )?;
     // GRUB counts boot tries there; it cannot create the file itself.
     crate::bootcount::grubenv::Env::default().write(&root.join(crate::bootcount::GRUBENV))?;
+    Ok(())
+}
+
+/// GRUB's scripts that list kernels or systems found on the disk, made
+/// non-executable in the new /etc (kept so by the /etc merge): on this
+/// machine they would find the old system's kernels in /boot and list them
+/// before the deployments. Only libostree's entries boot.
+const SCRIPTS_OFF: &[&str] = &[
+    "grub.d/10_linux",
+    "grub.d/20_linux_xen",
+    "grub.d/30_os-prober",
+];
+
+fn grub_scripts_off(new_etc: &Path) -> Result<()> {
+    let etc = crate::fsutil::Beneath::open(new_etc)?;
+    for rel in SCRIPTS_OFF {
+        let Some(mut meta) = etc.meta(rel)? else {
+            continue;
+        };
+        if meta.kind != crate::fsutil::Kind::File {
+            continue;
+        }
+        let text = etc.read(rel)?.unwrap_or_default();
+        meta.mode &= !0o111;
+        etc.write_from(rel, &mut text.as_slice(), &meta)?;
+    }
     Ok(())
 }
 

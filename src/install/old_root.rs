@@ -1,6 +1,6 @@
 //! The old system around a conversion: its package manager held still while
-//! the conversion runs, the switch of its boot menu, what is put aside once
-//! the new system boots, the undoing of an interrupted conversion, and the
+//! the conversion runs, its package state and kernels put aside, the switch
+//! of its boot menu, the undoing of an interrupted conversion, and the
 //! removal of the old root (`cleanup --old-root`).
 
 use std::os::unix::fs::MetadataExt;
@@ -78,10 +78,9 @@ pub fn switch_menu(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Once the menu is switched: the old kernels out of /boot (10_linux would
-/// list them, run by libostree on the new system), the old package state
-/// out of /var. Each step is a rename, and repeating it does nothing.
-pub fn set_aside(root: &Path) -> Result<()> {
+/// Once the menu is switched, the old kernels out of /boot (into
+/// [`OLD_BOOT`]), where nothing lists them. Repeating it does nothing.
+pub fn kernels_aside(root: &Path) -> Result<()> {
     let boot = root.join(OLD_BOOT);
     std::fs::create_dir_all(&boot)?;
     for entry in std::fs::read_dir(root.join("boot"))? {
@@ -94,6 +93,14 @@ pub fn set_aside(root: &Path) -> Result<()> {
             std::fs::rename(entry.path(), boot.join(&name))?;
         }
     }
+    crate::fsutil::sync_dir(&root.join("boot"))?;
+    Ok(())
+}
+
+/// The old system's package state out of /var (into [`OLD_STATE`]): the
+/// image brings its own, and /var/lib/dpkg must be free for its link. The
+/// old system boots without it; [`undo`] puts it back.
+pub fn state_aside(root: &Path) -> Result<()> {
     let state = root.join(OLD_STATE);
     std::fs::create_dir_all(&state)?;
     for rel in STATE {
@@ -104,7 +111,6 @@ pub fn set_aside(root: &Path) -> Result<()> {
             std::fs::rename(&path, &aside)?;
         }
     }
-    crate::fsutil::sync_dir(&root.join("boot"))?;
     crate::fsutil::sync_dir(&state)?;
     Ok(())
 }
@@ -221,7 +227,7 @@ pub fn old_root_entries(sysroot: &Path) -> Result<(Vec<String>, Vec<String>)> {
 }
 
 /// `apt-ostree cleanup --old-root`, on the converted machine: the old
-/// system's files under `sysroot` removed (what set_aside put aside too);
+/// system's files under `sysroot` removed (and what was put aside);
 /// the entries left at the top, for the report.
 pub fn cleanup(sysroot: &Path) -> Result<Vec<String>> {
     if !Path::new("/run/ostree-booted").exists() {
@@ -231,7 +237,7 @@ pub fn cleanup(sysroot: &Path) -> Result<Vec<String>> {
         bail!("{} is not an OSTree sysroot", sysroot.display());
     }
     // A cut right after the switch can leave this undone.
-    set_aside(sysroot)?;
+    kernels_aside(sysroot)?;
     let (removed, kept) = old_root_entries(sysroot)?;
     for name in &removed {
         let path = sysroot.join(name);

@@ -97,12 +97,7 @@ impl Source {
             Source::Image(reference) => {
                 let registry = crate::container::Registry::open(reference)?;
                 let manifest = registry.manifest()?;
-                let compressed: u64 = manifest
-                    .manifest
-                    .layers()
-                    .iter()
-                    .map(|l| l.size())
-                    .sum();
+                let compressed: u64 = manifest.manifest.layers().iter().map(|l| l.size()).sum();
                 let image = crate::container::inspect(reference)?;
                 Ok(Probe {
                     revision: manifest.digest,

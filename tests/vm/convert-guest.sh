@@ -10,8 +10,11 @@ set -u
 STATE=/var/lib/vmtest
 mkdir -p $STATE
 PHASE=$(cat $STATE/phase 2>/dev/null || echo 30)
-SOURCE=$(cat /etc/vmtest/source)
-REF=$(cat /etc/vmtest/ref)
+SOURCE=$(cat /usr/local/etc/vmtest/source)
+REF=$(cat /usr/local/etc/vmtest/ref)
+# The driver runs on the converted machine too: from /usr/local (moved into
+# /var), started by this kernel argument.
+WANTS=systemd.wants=vmtest-convert.service
 
 say() {
     echo "VMTEST $*" >> $STATE/log
@@ -60,8 +63,21 @@ facts() { # what makes this machine its own, as the next boot compares it
     echo "keys $(cat /home/alice/.ssh/authorized_keys)"
     echo "db $(cat /var/lib/vmtest-db/table)"
 }
-install_os() { apt-ostree install-os to-existing-root "$@"; }
+install_os() { apt-ostree install-os to-existing-root --karg $WANTS "$@"; }
 
+convert() { # the conversion, and what it must have done before the reboot
+    started=$(date +%s)
+    converted=0
+    install_os --no-gpg-verify --ref "$REF" "$SOURCE" > $STATE/convert.log 2>&1 || converted=$?
+    sed 's/^/VMTEST   /' $STATE/convert.log > /dev/ttyS0
+    [ $converted = 0 ] || fail "install-os to-existing-root: exit $converted"
+    say "  ok: install-os to-existing-root"
+    say "  conversion took $(( $(date +%s) - started )) s"
+    check "the menu is switched" sh -c '[ "$(readlink /boot/grub/grub.cfg)" = ../loader/grub.cfg ]'
+    check "the old kernels are set aside" sh -c 'ls /boot/old-root/vmlinuz-* && ! ls /boot/vmlinuz-* 2>/dev/null'
+    check "/home is in /var, linked" sh -c '[ -L /home ] && [ -f /var/home/alice/notes.txt ]'
+    check "the new system starts this driver" sh -c "grep -q $WANTS /boot/loader/entries/*.conf"
+}
 say "phase $PHASE: start ($(. /etc/os-release; echo "$PRETTY_NAME"), $(mokutil --sb-state 2>&1 | head -n1))"
 case $PHASE in
 30)
@@ -77,28 +93,35 @@ case $PHASE in
     fallocate -l $((free - (1 << 30))) /var/tmp/filler
     refused "too little space" "MiB needed" install_os --dry-run --no-gpg-verify --ref "$REF" "$SOURCE"
     rm /var/tmp/filler
-    check "a dry run says what it would do" sh -c "apt-ostree install-os to-existing-root --dry-run --no-gpg-verify --ref '$REF' '$SOURCE' | tee /dev/stderr | grep -q 'Dry run: nothing was changed'"
+    check "a dry run says what it would do" sh -c "apt-ostree install-os to-existing-root --karg $WANTS --dry-run --no-gpg-verify --ref '$REF' '$SOURCE' | tee /dev/stderr | grep -q 'Dry run: nothing was changed'"
     check "the dry run changed nothing" sh -c '[ ! -e /ostree ] && [ -f /boot/grub/grub.cfg ] && [ ! -L /boot/grub/grub.cfg ]'
-    started=$(date +%s)
-    converted=0
-    install_os --no-gpg-verify --ref "$REF" "$SOURCE" > $STATE/convert.log 2>&1 || converted=$?
-    sed 's/^/VMTEST   /' $STATE/convert.log > /dev/ttyS0
-    [ $converted = 0 ] || fail "install-os to-existing-root: exit $converted"
-    say "  ok: install-os to-existing-root"
-    say "  conversion took $(( $(date +%s) - started )) s"
-    check "the menu is switched" sh -c '[ "$(readlink /boot/grub/grub.cfg)" = ../loader/grub.cfg ]'
-    check "the old kernels are set aside" sh -c 'ls /boot/old-root/vmlinuz-* && ! ls /boot/vmlinuz-* 2>/dev/null'
-    check "/home is in /var, linked" sh -c '[ -L /home ] && [ -f /var/home/alice/notes.txt ]'
-    # The driver, as an administrator adds a unit to the new system's /etc.
-    etc=$(echo /ostree/deploy/debian/deploy/*.0/etc)
-    install -Dm755 /etc/vmtest/convert-guest.sh "$etc/vmtest/convert-guest.sh"
-    cp /etc/vmtest/source /etc/vmtest/ref "$etc/vmtest/"
-    install -Dm644 /etc/systemd/system/vmtest-convert.service "$etc/systemd/system/vmtest-convert.service"
-    ln -sf ../vmtest-convert.service "$etc/systemd/system/multi-user.target.wants/vmtest-convert.service"
+    if [ -e /usr/local/etc/vmtest/cut ]; then
+        # --all: the host cuts the power at a random point of the conversion.
+        echo 30c > $STATE/phase
+        sync
+        say "cut-window convert"
+        install_os --no-gpg-verify --ref "$REF" "$SOURCE" > $STATE/convert.log 2>&1
+        say "cut-window end: convert"
+        sleep 600
+        fail "no power cut"
+    fi
+    convert
     next
     ;;
-31)
-    check "an OSTree deployment booted" test -e /run/ostree-booted
+30c)
+    # After the power cut: the old system, or the new one.
+    if [ -e /run/ostree-booted ]; then
+        say "  the new system booted: the cut came after the switch"
+        next
+    fi
+    say "  the old system booted: the cut came before the switch"
+    check "its facts are as before" sh -c "facts | cmp -s - $STATE/facts"
+    check "its package manager works" apt-get check
+    convert
+    check "the interrupted conversion was undone first" grep -q "interrupted conversion is undone" $STATE/convert.log
+    next
+    ;;
+31)    check "an OSTree deployment booted" test -e /run/ostree-booted
     check "Secure Boot is on" sh -c 'mokutil --sb-state | grep -q "SecureBoot enabled"'
     facts > $STATE/facts-after
     while read -r key value; do

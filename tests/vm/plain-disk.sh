@@ -8,7 +8,8 @@
 #   plain-disk.sh SUITE DEB OUTPUT CACHE GUEST_DIR SETTINGS_DIR
 #
 # GUEST_DIR holds the test driver (convert-guest.sh, vmtest-convert.service);
-# the files of SETTINGS_DIR (the source to convert from) go to /etc/vmtest.
+# the files of SETTINGS_DIR (the source to convert from) go to
+# /usr/local/etc/vmtest.
 # The packages are kept as a tarball in CACHE for a week (keyed by the
 # package list); the disk is made from it in a minute. The build host needs
 # no FAT driver: the ESP is written with mtools, as Debian's grub-install
@@ -93,11 +94,14 @@ echo "rows=42" > "$M/var/lib/vmtest-db/table"
 cp "$DEB" "$M/tmp/apt-ostree.deb"
 chroot "$M" dpkg -i /tmp/apt-ostree.deb >/dev/null
 rm "$M/tmp/apt-ostree.deb"
-# The test driver, as an administrator adds a unit.
-install -Dm755 "$GUEST/convert-guest.sh" "$M/etc/vmtest/convert-guest.sh"
-cp "$SETTINGS"/* "$M/etc/vmtest/"
-install -Dm644 "$GUEST/vmtest-convert.service" "$M/etc/systemd/system/vmtest-convert.service"
-chroot "$M" systemctl enable --quiet vmtest-convert.service
+# The test driver, as an administrator adds a program and a unit, under
+# /usr/local: the conversion moves it into /var, where the new system finds
+# it too (started there by systemd.wants= on its kernel command line).
+install -Dm755 "$GUEST/convert-guest.sh" "$M/usr/local/sbin/vmtest-convert"
+install -Dm644 -t "$M/usr/local/etc/vmtest" "$SETTINGS"/*
+install -Dm644 "$GUEST/vmtest-convert.service" "$M/usr/local/lib/systemd/system/vmtest-convert.service"
+mkdir -p "$M/etc/systemd/system/multi-user.target.wants"
+ln -s /usr/local/lib/systemd/system/vmtest-convert.service "$M/etc/systemd/system/multi-user.target.wants/"
 mkdir -p "$M/var/lib/vmtest"
 echo 30 > "$M/var/lib/vmtest/phase"
 

@@ -19,7 +19,9 @@ fn half_converted(root: &Path) {
     std::os::unix::fs::symlink("../../../var", root.join("ostree/deploy/debian/var")).unwrap();
     touch(&root.join("boot/loader.0/entries/ostree-1.conf"), "title x");
     std::os::unix::fs::symlink("loader.0", root.join("boot/loader")).unwrap();
+    touch(&root.join("var/lib/dpkg/status"), "Package: old");
     super::super::convert::move_into_var(root).unwrap();
+    state_aside(root).unwrap();
 }
 
 #[test]
@@ -87,7 +89,7 @@ fn nothing_is_undone_once_the_menu_is_switched() {
 }
 
 #[test]
-fn the_old_kernels_and_package_state_are_set_aside_once() {
+fn the_old_kernels_and_package_state_are_put_aside_once() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     touch(&root.join("boot/vmlinuz-6.12"), "kernel");
@@ -95,8 +97,10 @@ fn the_old_kernels_and_package_state_are_set_aside_once() {
     touch(&root.join("var/lib/dpkg/status"), "Package: old");
     touch(&root.join("var/lib/apt/extended_states"), "");
     std::fs::create_dir_all(root.join("boot/ostree")).unwrap();
-    set_aside(root).unwrap();
-    set_aside(root).unwrap();
+    for _ in 0..2 {
+        state_aside(root).unwrap();
+        kernels_aside(root).unwrap();
+    }
     assert!(root.join("boot/old-root/vmlinuz-6.12").is_file());
     assert!(!root.join("boot/vmlinuz-6.12").exists());
     assert!(root.join("boot/ostree").is_dir());
