@@ -41,6 +41,20 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Swap what stands at `a` and `b` in one step (`renameat2(RENAME_EXCHANGE)`):
+/// each name always holds one of the two.
+pub fn exchange(a: &Path, b: &Path) -> Result<()> {
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        a,
+        rustix::fs::CWD,
+        b,
+        rustix::fs::RenameFlags::EXCHANGE,
+    )
+    .map_err(std::io::Error::from)
+    .with_context(|| format!("Exchanging {} and {}", a.display(), b.display()))
+}
+
 /// Make what was created, renamed or removed in `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)

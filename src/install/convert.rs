@@ -9,10 +9,10 @@
 //! stub) reads at the next boot. A power cut before it boots the old
 //! system, which the next run cleans up after; after it, the new one.
 //!
-//! Nothing of the machine's data is copied: the stateroot's /var is a link
-//! to the machine's /var (no moment where either system lacks it), and
-//! /home, /root, /srv and /usr/local move into /var by rename, each leaving
-//! a link where it was so that the old system still finds them.
+//! Nothing of the machine's data is copied: /var becomes the stateroot's by
+//! rename (a link left for the old system), and /home, /root, /srv and
+//! /usr/local move into /var by rename, each leaving a link where it was so
+//! that the old system still finds them.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,11 @@ pub const STATEROOT: &str = "debian";
 /// Written when the conversion starts changing the machine, removed with
 /// the switch: found by the next run, it undoes an interrupted one.
 pub const INCOMPLETE: &str = "/ostree/.apt-ostree-install-os-incomplete";
+
+/// The stateroot's /var, relative to the root; the machine's /var moves there.
+pub const STATEROOT_VAR: &str = "ostree/deploy/debian/var";
+/// The link that takes /var's place (made beside it first).
+pub const VAR_LINK: &str = "var.apt-ostree";
 
 /// Directories of the old root that the image keeps under /var, and where.
 pub const MOVED_INTO_VAR: &[(&str, &str)] = &[
@@ -91,7 +96,7 @@ fn prepare(plan: &Plan, machine: &Machine, sink: &Sink) -> Result<Report> {
     }
     repo.write_config(&config)?;
     sysroot.init_osname(STATEROOT, gio::Cancellable::NONE)?;
-    share_var(root)?;
+    sink.task("Moving /var into the stateroot", || move_var(root))?;
 
     let commit = plan.source.pull(&repo, sink)?;
     let origin = plan.source.origin().to_keyfile();
@@ -159,18 +164,28 @@ fn prepare(plan: &Plan, machine: &Machine, sink: &Sink) -> Result<Report> {
     })
 }
 
-/// The stateroot's /var becomes a link to the machine's /var.
-fn share_var(root: &Path) -> Result<()> {
-    let var = root.join(format!("ostree/deploy/{STATEROOT}/var"));
-    match std::fs::symlink_metadata(&var) {
-        Ok(m) if m.file_type().is_symlink() => return Ok(()),
-        Ok(_) => {
-            std::fs::remove_dir(&var).with_context(|| format!("{} is not empty", var.display()))?
-        }
-        Err(_) => {}
+/// The machine's /var becomes the stateroot's, where the new system mounts
+/// it from, and /var a link to it for the old system: two exchanges
+/// (`RENAME_EXCHANGE`), so that each name always holds a directory. Between
+/// them the old system sees an empty /var for a moment; [`old_root::undo`]
+/// knows each of the states. libostree opens the stateroot's var without
+/// following links, so it must be the directory, not /var.
+pub(super) fn move_var(root: &Path) -> Result<()> {
+    let var = root.join("var");
+    let stateroot_var = root.join(STATEROOT_VAR);
+    let link = root.join(VAR_LINK);
+    if std::fs::symlink_metadata(&var).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Ok(());
     }
-    std::os::unix::fs::symlink("../../../var", &var)
-        .with_context(|| format!("Linking {} to /var", var.display()))
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(STATEROOT_VAR, &link)?;
+    crate::fsutil::sync_dir(root)?;
+    crate::fsutil::exchange(&var, &stateroot_var)?;
+    crate::fsutil::exchange(&link, &var)?;
+    std::fs::remove_dir(&link).with_context(|| format!("Removing {}", link.display()))?;
+    crate::fsutil::sync_dir(root)?;
+    crate::fsutil::sync_dir(&root.join(format!("ostree/deploy/{STATEROOT}")))?;
+    Ok(())
 }
 
 /// Move [`MOVED_INTO_VAR`] into /var, each leaving a link; those that are

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::convert::{INCOMPLETE, MOVED_INTO_VAR, STATEROOT};
+use super::convert::{INCOMPLETE, MOVED_INTO_VAR, STATEROOT_VAR, VAR_LINK};
 
 /// Where the old system's boot files and package state are put aside.
 pub const OLD_BOOT: &str = "boot/old-root";
@@ -147,16 +147,50 @@ pub fn undo(root: &Path) -> Result<()> {
             Err(_) => {}
         }
     }
-    // The stateroot's var is a link to /var: removed as a link, never followed.
-    let var = root.join(format!("ostree/deploy/{STATEROOT}/var"));
-    if std::fs::symlink_metadata(&var).is_ok_and(|m| m.file_type().is_symlink()) {
-        std::fs::remove_file(&var)?;
-    }
+    var_back(root)?;
     let ostree = root.join("ostree");
     if ostree.exists() {
         std::fs::remove_dir_all(&ostree).context("Removing /ostree")?;
     }
     nix::unistd::sync();
+    Ok(())
+}
+
+/// The machine's /var back in its place, from any state the conversion's
+/// two exchanges can leave (convert::move_var): /var a link or an empty
+/// directory, the data in the stateroot's var. Then the stateroot's var is
+/// empty, or the undo stops before /ostree is removed.
+fn var_back(root: &Path) -> Result<()> {
+    let var = root.join("var");
+    let stateroot_var = root.join(STATEROOT_VAR);
+    let link = root.join(VAR_LINK);
+    let is_link = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if is_link(&var) {
+        // After both exchanges: an empty directory takes the link's place.
+        if !is_dir(&link) {
+            let _ = std::fs::remove_file(&link);
+            std::fs::create_dir(&link)?;
+        }
+        crate::fsutil::exchange(&link, &var)?;
+    }
+    let var_empty = std::fs::read_dir(&var).is_ok_and(|mut d| d.next().is_none());
+    if is_dir(&stateroot_var) && var_empty {
+        crate::fsutil::exchange(&var, &stateroot_var)?;
+    }
+    match std::fs::symlink_metadata(&link) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir(&link)?,
+        Ok(_) => std::fs::remove_file(&link)?,
+        Err(_) => {}
+    }
+    crate::fsutil::sync_dir(root)?;
+    let left = std::fs::read_dir(&stateroot_var).map_or(0, |d| d.count());
+    if left > 0 {
+        bail!(
+            "{} is not empty and /var is not the machine's: look at both before removing /ostree",
+            stateroot_var.display()
+        );
+    }
     Ok(())
 }
 

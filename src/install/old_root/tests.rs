@@ -15,8 +15,8 @@ fn half_converted(root: &Path) {
     touch(&root.join("boot/grub/grub.cfg"), "old menu");
     touch(&root.join("ostree/repo/config"), "[core]");
     touch(&root.join(INCOMPLETE.trim_start_matches('/')), "");
-    std::fs::create_dir_all(root.join("ostree/deploy/debian")).unwrap();
-    std::os::unix::fs::symlink("../../../var", root.join("ostree/deploy/debian/var")).unwrap();
+    std::fs::create_dir_all(root.join("ostree/deploy/debian/var")).unwrap();
+    super::super::convert::move_var(root).unwrap();
     touch(&root.join("boot/loader.0/entries/ostree-1.conf"), "title x");
     std::os::unix::fs::symlink("loader.0", root.join("boot/loader")).unwrap();
     touch(&root.join("var/lib/dpkg/status"), "Package: old");
@@ -51,7 +51,8 @@ fn an_interrupted_conversion_is_undone_and_nothing_of_the_machine_is_lost() {
         std::fs::read_to_string(root.join("home/alice/notes.txt")).unwrap(),
         "notes"
     );
-    // /var, shared through the stateroot's link, is untouched.
+    // /var is the machine's again, a directory.
+    assert!(root.join("var").is_dir() && !root.join("var").is_symlink());
     assert_eq!(
         std::fs::read_to_string(root.join("var/lib/db/table")).unwrap(),
         "rows=42"
@@ -131,4 +132,44 @@ fn cleanup_removes_the_old_system_and_leaves_the_administrators_own() {
     let (removed, kept) = old_root_entries(root).unwrap();
     assert_eq!(removed, ["bin", "etc", "home", "usr"]);
     assert_eq!(kept, ["data"]);
+}
+
+#[test]
+fn var_comes_back_from_between_the_two_exchanges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    touch(&root.join("var/lib/db/table"), "rows=42");
+    touch(&root.join(INCOMPLETE.trim_start_matches('/')), "");
+    std::fs::create_dir_all(root.join(STATEROOT_VAR)).unwrap();
+    // A power cut after the first exchange: /var empty, the data in the stateroot.
+    std::os::unix::fs::symlink(STATEROOT_VAR, root.join(VAR_LINK)).unwrap();
+    crate::fsutil::exchange(&root.join("var"), &root.join(STATEROOT_VAR)).unwrap();
+    assert!(root.join(STATEROOT_VAR).join("lib/db/table").is_file());
+    undo(root).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("var/lib/db/table")).unwrap(),
+        "rows=42"
+    );
+    assert!(!root.join("ostree").exists() && !root.join(VAR_LINK).exists());
+}
+
+#[test]
+fn after_both_exchanges_var_is_a_link_and_comes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    touch(&root.join("var/lib/db/table"), "rows=42");
+    std::fs::create_dir_all(root.join(STATEROOT_VAR)).unwrap();
+    super::super::convert::move_var(root).unwrap();
+    assert!(root.join("var").is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(root.join("var/lib/db/table")).unwrap(),
+        "rows=42"
+    );
+    assert!(root.join(STATEROOT_VAR).join("lib/db/table").is_file());
+    undo(root).unwrap();
+    assert!(root.join("var").is_dir() && !root.join("var").is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(root.join("var/lib/db/table")).unwrap(),
+        "rows=42"
+    );
 }
