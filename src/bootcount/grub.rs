@@ -267,6 +267,46 @@ mod tests {
         }
     }
 
+    /// A root with two boot entries, the default leading to deployment ID,
+    /// and a kernel of the machine's own in /boot (a converted machine).
+    fn converted_root(linux_script_mode: u32) -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let entries = root.join("boot/loader.0/entries");
+        std::fs::create_dir_all(&entries).unwrap();
+        std::os::unix::fs::symlink("loader.0", root.join("boot/loader")).unwrap();
+        for (n, target) in [(2, "boot.0/debian/x/0"), (1, "boot.0/debian/x/1")] {
+            std::fs::write(
+                entries.join(format!("ostree-{n}.conf")),
+                format!("version {n}\noptions root=UUID=1 ostree=/ostree/{target}\n"),
+            )
+            .unwrap();
+        }
+        let deploy = root.join("ostree/deploy/debian/deploy").join(ID);
+        std::fs::create_dir_all(&deploy).unwrap();
+        std::fs::create_dir_all(root.join("ostree/boot.0/debian/x")).unwrap();
+        std::os::unix::fs::symlink(&deploy, root.join("ostree/boot.0/debian/x/0")).unwrap();
+        std::fs::write(root.join("boot/vmlinuz-6.12"), "the old system's kernel").unwrap();
+        let script = root.join("etc/grub.d/10_linux");
+        std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(linux_script_mode))
+            .unwrap();
+        dir
+    }
+
+    #[test]
+    fn kernels_outside_ostree_stop_the_counting_only_where_10_linux_lists_them() {
+        let listed = converted_root(0o755);
+        let out = grub_config(listed.path(), 3);
+        assert!(out.contains("kernels outside ostree"), "{out}");
+        // install-os turns 10_linux off: the old kernels are listed by nothing.
+        let off = converted_root(0o644);
+        let out = grub_config(off.path(), 3);
+        assert!(out.contains(&format!("set aot_default=\"{ID}\"")), "{out}");
+    }
+
     #[test]
     fn nonsense_boot_entries_give_a_comment_not_an_error() {
         let dir = tempfile::tempdir().unwrap();
