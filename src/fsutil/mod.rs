@@ -55,6 +55,25 @@ pub fn exchange(a: &Path, b: &Path) -> Result<()> {
     .with_context(|| format!("Exchanging {} and {}", a.display(), b.display()))
 }
 
+/// Take a write lock on the whole of `file` without waiting; false when
+/// someone holds it. `ofd`: an open file description lock (libostree's
+/// kind), else a lock owned by this process (dpkg's and apt's kind).
+pub fn try_write_lock(file: &std::fs::File, ofd: bool) -> bool {
+    let whole_file = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    let arg = if ofd {
+        nix::fcntl::FcntlArg::F_OFD_SETLK(&whole_file)
+    } else {
+        nix::fcntl::FcntlArg::F_SETLK(&whole_file)
+    };
+    nix::fcntl::fcntl(file, arg).is_ok()
+}
+
 /// Make what was created, renamed or removed in `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)

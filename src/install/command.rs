@@ -29,30 +29,33 @@ pub enum InstallOsCommand {
     /// deployed into its own root file system, what makes the machine its
     /// own is carried over, and the next boot starts the new system. The
     /// old root stays readable under /sysroot.
-    ToExistingRoot {
-        /// An image reference as `rebase` takes it
-        /// (ostree-unverified-registry:HOST/NAME:TAG, ostree-image-signed:...),
-        /// or an OSTree remote's URL with --ref.
-        source: String,
-        /// With a remote's URL: the ref (branch) to install.
-        #[arg(long = "ref", value_name = "REF")]
-        reference: Option<String>,
-        /// With a remote's URL: the remote's name on the machine.
-        #[arg(long, value_name = "NAME", default_value = "debian")]
-        remote_name: String,
-        /// With a remote's URL: do not verify GPG signatures of its commits.
-        #[arg(long)]
-        no_gpg_verify: bool,
-        /// A kernel argument for the new system, after the image's (repeatable).
-        #[arg(long = "karg", value_name = "ARG")]
-        kargs: Vec<String>,
-        /// Say what would be done, and every reason it cannot be; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    ToExistingRoot(ToExistingRoot),
     /// `apt-ostree cleanup --old-root`: remove the old system under /sysroot.
     #[command(hide = true)]
     CleanupOldRoot,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ToExistingRoot {
+    /// An image reference as `rebase` takes it
+    /// (ostree-unverified-registry:HOST/NAME:TAG, ostree-image-signed:...),
+    /// or an OSTree remote's URL with --ref.
+    source: String,
+    /// With a remote's URL: the ref (branch) to install.
+    #[arg(long = "ref", value_name = "REF")]
+    reference: Option<String>,
+    /// With a remote's URL: the remote's name on the machine.
+    #[arg(long, value_name = "NAME", default_value = "debian")]
+    remote_name: String,
+    /// With a remote's URL: do not verify GPG signatures of its commits.
+    #[arg(long)]
+    no_gpg_verify: bool,
+    /// A kernel argument for the new system, after the image's (repeatable).
+    #[arg(long = "karg", value_name = "ARG")]
+    kargs: Vec<String>,
+    /// Say what would be done, and every reason it cannot be; change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// Entry point of `apt-ostree-install-os`.
@@ -69,32 +72,26 @@ pub fn main() -> ExitCode {
 }
 
 fn run(command: InstallOsCommand) -> Result<u8> {
-    let (source, reference, remote_name, no_gpg_verify, kargs, dry_run) = match command {
-        InstallOsCommand::CleanupOldRoot => return cleanup_old_root(),
-        InstallOsCommand::ToExistingRoot {
-            source,
-            reference,
-            remote_name,
-            no_gpg_verify,
-            kargs,
-            dry_run,
-        } => (
-            source,
-            reference,
-            remote_name,
-            no_gpg_verify,
-            kargs,
-            dry_run,
-        ),
-    };
-    let source = Source::parse(&source, reference.as_deref(), &remote_name, !no_gpg_verify)?;
+    match command {
+        InstallOsCommand::ToExistingRoot(args) => to_existing_root(args),
+        InstallOsCommand::CleanupOldRoot => cleanup_old_root(),
+    }
+}
+
+fn to_existing_root(args: ToExistingRoot) -> Result<u8> {
+    let source = Source::parse(
+        &args.source,
+        args.reference.as_deref(),
+        &args.remote_name,
+        !args.no_gpg_verify,
+    )?;
     if !nix::unistd::geteuid().is_root() {
         bail!("install-os needs root");
     }
     let sink = ConsoleProgress::sink();
-    let (plan, machine) = plan(source, kargs, &sink)?;
+    let (plan, machine) = plan(source, args.kargs, &sink)?;
     print_plan(&plan);
-    if dry_run {
+    if args.dry_run {
         println!("Dry run: nothing was changed.");
         return Ok(0);
     }

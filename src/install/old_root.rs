@@ -41,14 +41,7 @@ impl DpkgLock {
                 .truncate(false)
                 .open(&path)
                 .with_context(|| format!("Opening {}", path.display()))?;
-            let lock = libc::flock {
-                l_type: libc::F_WRLCK as i16,
-                l_whence: libc::SEEK_SET as i16,
-                l_start: 0,
-                l_len: 0,
-                l_pid: 0,
-            };
-            if nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETLK(&lock)).is_err() {
+            if !crate::fsutil::try_write_lock(&file, false) {
                 bail!(
                     "{} is held: apt or dpkg is running; try again when it is done",
                     path.display()

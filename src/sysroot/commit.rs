@@ -214,14 +214,7 @@ fn remove_idle_staging(repo: &ostree::Repo) -> Result<()> {
             .truncate(false)
             .mode(0o600)
             .open(&lock_path)?;
-        let whole_file = libc::flock {
-            l_type: libc::F_WRLCK as i16,
-            l_whence: libc::SEEK_SET as i16,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        if nix::fcntl::fcntl(&lock, nix::fcntl::FcntlArg::F_OFD_SETLK(&whole_file)).is_err() {
+        if !crate::fsutil::try_write_lock(&lock, true) {
             continue;
         }
         std::fs::remove_dir_all(entry.path())
