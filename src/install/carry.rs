@@ -6,12 +6,13 @@
 //! The new /etc came from an image, so it is written only through
 //! [`Beneath`]: a link in it cannot lead a write onto the running machine.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 
-use crate::fsutil::Beneath;
+use super::accounts;
+use crate::fsutil::{Beneath, Kind, Meta};
 
 /// Files of the old /etc that win over the image's, where they exist.
 const FILES: &[&str] = &[
@@ -43,9 +44,6 @@ const DIRECTORIES: &[&str] = &[
 /// image's own sources name its own release).
 const ADDED_ONLY: &[&str] = &["apt/sources.list.d", "apt/trusted.gpg.d"];
 
-/// The account databases, merged by name (`name:...` lines).
-const ACCOUNTS: &[&str] = &["passwd", "group", "shadow", "gshadow"];
-
 /// What was carried, for the report: paths relative to /etc, and warnings.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Carried {
@@ -58,24 +56,7 @@ pub fn carry(old_etc: &Path, new_etc: &Path) -> Result<Carried> {
     let old = Beneath::open(old_etc)?;
     let new = Beneath::open(new_etc)?;
     let mut carried = Carried::default();
-    for table in ACCOUNTS {
-        let Some(mine) = old.read(table)? else {
-            continue;
-        };
-        let image = new.read(table)?.unwrap_or_default();
-        let merged = merge_table(
-            &String::from_utf8_lossy(&mine),
-            &String::from_utf8_lossy(&image),
-        );
-        carried.warnings.extend(merged.warnings);
-        // Mode and owner stay the image's (shadow: 0640 root:shadow).
-        let meta = new
-            .meta(table)?
-            .or(old.meta(table)?)
-            .context("an account database vanished")?;
-        new.write_from(table, &mut merged.text.as_bytes(), &meta)?;
-        carried.paths.push(table.to_string());
-    }
+    carry_accounts(&old, &new, &mut carried)?;
     for file in FILES {
         if old.meta(file)?.is_some() {
             copy_entry(&old, &new, file)?;
@@ -83,7 +64,7 @@ pub fn carry(old_etc: &Path, new_etc: &Path) -> Result<Carried> {
         }
     }
     for (name, meta) in old.entries("ssh")? {
-        if name.starts_with("ssh_host_") && meta.kind == crate::fsutil::Kind::File {
+        if name.starts_with("ssh_host_") && meta.kind == Kind::File {
             let rel = format!("ssh/{name}");
             copy_entry(&old, &new, &rel)?;
             carried.paths.push(rel);
@@ -126,57 +107,69 @@ fn copy_entry(old: &Beneath, new: &Beneath, rel: &str) -> Result<()> {
     old.copy_to(rel, new, rel)
 }
 
-/// An account table merged.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Merged {
-    pub text: String,
-    pub warnings: Vec<String>,
-}
-
-/// The machine's entries of an account table (`name:...` lines), in its
-/// order and with its ids, which its files are owned by; then the image's
-/// entries for names the machine lacks. For passwd and group, an image
-/// entry whose id the machine gives to another name is a warning: files of
-/// one may be readable by the other.
-pub fn merge_table(mine: &str, image: &str) -> Merged {
-    let entries = |text: &str| -> Vec<String> {
-        text.lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-            .map(str::to_string)
-            .collect()
+/// The account tables merged (crate::install::accounts), and the new
+/// /etc's files owned by an image id that changed given the new one.
+fn carry_accounts(old: &Beneath, new: &Beneath, carried: &mut Carried) -> Result<()> {
+    let text = |tree: &Beneath, table: &str| -> Result<String> {
+        Ok(String::from_utf8_lossy(&tree.read(table)?.unwrap_or_default()).into_owned())
     };
-    let name = |line: &str| line.split(':').next().unwrap_or_default().to_string();
-    let id = |line: &str| line.split(':').nth(2).map(str::to_string);
-    let mine = entries(mine);
-    let names: BTreeSet<String> = mine.iter().map(|l| name(l)).collect();
-    let ids: BTreeMap<String, String> = mine
-        .iter()
-        .filter_map(|l| id(l).map(|i| (i, name(l))))
-        .collect();
-    let mut text = String::new();
-    let mut warnings = Vec::new();
-    for line in &mine {
-        text.push_str(line);
-        text.push('\n');
+    if old.read("passwd")?.is_none() || old.read("group")?.is_none() {
+        bail!("this machine has no /etc/passwd or /etc/group");
     }
-    for line in entries(image) {
-        let n = name(&line);
-        if names.contains(&n) {
+    let (image_group, image_passwd) = (text(new, "group")?, text(new, "passwd")?);
+    let groups = accounts::merge(&text(old, "group")?, &image_group, Some(2), &|_| None);
+    let image_group_names = accounts::name_by_gid(&image_group);
+    let merged_gids = accounts::gid_by_name(&groups.text);
+    let users = accounts::merge(&text(old, "passwd")?, &image_passwd, Some(2), &|e| {
+        let gid = e.get(3)?.parse().ok()?;
+        let name = image_group_names.get(&gid)?;
+        merged_gids.get(name).map(|g| (3, *g))
+    });
+    let shadow = accounts::merge(&text(old, "shadow")?, &text(new, "shadow")?, None, &|_| {
+        None
+    });
+    let gshadow = accounts::merge(
+        &text(old, "gshadow")?,
+        &text(new, "gshadow")?,
+        None,
+        &|_| None,
+    );
+    for (table, merged) in [
+        ("passwd", &users),
+        ("group", &groups),
+        ("shadow", &shadow),
+        ("gshadow", &gshadow),
+    ] {
+        // Mode and owner stay the image's (shadow: 0640 root:shadow).
+        let Some(meta) = new.meta(table)?.or(old.meta(table)?) else {
+            continue;
+        };
+        new.write_from(table, &mut merged.text.as_bytes(), &meta)?;
+        carried.paths.push(table.to_string());
+        carried.warnings.extend(merged.notes.iter().cloned());
+    }
+    let uids = accounts::id_changes(&image_passwd, &users.text);
+    let gids = accounts::id_changes(&image_group, &groups.text);
+    if uids.is_empty() && gids.is_empty() {
+        return Ok(());
+    }
+    for (rel, meta) in new.walk("")? {
+        let uid = uids.get(&meta.uid).copied().unwrap_or(meta.uid);
+        let gid = gids.get(&meta.gid).copied().unwrap_or(meta.gid);
+        if (uid, gid) == (meta.uid, meta.gid) {
             continue;
         }
-        // Only passwd and group carry a numeric id in their third field.
-        if let Some(other) = id(&line)
-            .filter(|i| i.parse::<u32>().is_ok())
-            .and_then(|i| ids.get(&i))
-        {
-            warnings.push(format!(
-                "the image's {n} has the id of this machine's {other}"
-            ));
+        match meta.kind {
+            Kind::Directory => new.set_dir_owner(&rel, uid, gid)?,
+            // Written anew: a file of a checkout may share its inode.
+            Kind::File => {
+                let bytes = new.read(&rel)?.unwrap_or_default();
+                new.write_from(&rel, &mut bytes.as_slice(), &Meta { uid, gid, ..meta })?;
+            }
+            Kind::Symlink | Kind::Special => {}
         }
-        text.push_str(&line);
-        text.push('\n');
     }
-    Merged { text, warnings }
+    Ok(())
 }
 
 /// The image's fstab, then the machine's mounts other than the root (the

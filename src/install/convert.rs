@@ -85,16 +85,21 @@ fn prepare(plan: &Plan, machine: &Machine, sink: &Sink) -> Result<Report> {
     let root = Path::new("/");
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(root)));
     sysroot.ensure_initialized(gio::Cancellable::NONE)?;
-    sysroot.load(gio::Cancellable::NONE)?;
-    let repo = sysroot.repo();
-    // The machine's own grub-mkconfig must not run (libostree would, seeing
-    // its grub.cfg): the image's runs below, in the deployment.
-    let config = repo.copy_config();
+    // Before the sysroot is loaded, which reads them once (set later, they
+    // were ignored on a real boot). The machine's own grub-mkconfig must
+    // not run (libostree would, seeing its grub.cfg): the image's runs
+    // below, in the deployment. /boot on the root file system: the boot
+    // entries name /boot/ostree/..., as GRUB finds them there.
+    let configured = ostree::Repo::new(&gio::File::for_path(root.join("ostree/repo")));
+    configured.open(gio::Cancellable::NONE)?;
+    let config = configured.copy_config();
     config.set_string("sysroot", "bootloader", "none");
     if machine.boot.is_none() {
         config.set_boolean("sysroot", "bootprefix", true);
     }
-    repo.write_config(&config)?;
+    configured.write_config(&config)?;
+    sysroot.load(gio::Cancellable::NONE)?;
+    let repo = sysroot.repo();
     sysroot.init_osname(STATEROOT, gio::Cancellable::NONE)?;
     sink.task("Moving /var into the stateroot", || move_var(root))?;
 

@@ -10,6 +10,7 @@
 //! - [`convert`]: the conversion's steps, up to the switch of the menu;
 //! - [`old_root`]: the old system around it (locks, switch, undo, cleanup).
 
+pub mod accounts;
 pub mod carry;
 pub mod command;
 pub mod convert;

@@ -362,6 +362,18 @@ impl Beneath {
             .with_context(|| format!("Setting the mode of {}", self.shown(rel)))
     }
 
+    /// Give the directory `rel` (a real one) another owner, in place.
+    pub fn set_dir_owner(&self, rel: &str, uid: u32, gid: u32) -> Result<()> {
+        let dir = self.dir_nofollow(rel)?;
+        rustix::fs::fchown(
+            &dir,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("Setting the owner of {}", self.shown(rel)))
+    }
+
     /// Write `rel` anew (mode `mode`, owned by whoever runs this), replacing
     /// a file or link of that name by rename.
     pub fn write(&self, rel: &str, contents: &[u8], mode: u32) -> Result<()> {

@@ -1,43 +1,6 @@
 use super::*;
 
 #[test]
-fn the_machines_accounts_keep_their_ids_and_the_images_new_ones_are_added() {
-    let mine = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\nsshd:x:101:65534::/run/sshd:/usr/sbin/nologin\n";
-    let image = "root:x:0:0:root:/root:/bin/sh\nsshd:x:104:65534::/run/sshd:/usr/sbin/nologin\npolkitd:x:990:990::/:/usr/sbin/nologin\n_apt:x:1000:65534::/nonexistent:/usr/sbin/nologin\n";
-    let merged = merge_table(mine, image);
-    assert_eq!(
-        merged.text,
-        "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n\
-         sshd:x:101:65534::/run/sshd:/usr/sbin/nologin\npolkitd:x:990:990::/:/usr/sbin/nologin\n\
-         _apt:x:1000:65534::/nonexistent:/usr/sbin/nologin\n"
-    );
-    assert_eq!(
-        merged.warnings,
-        vec!["the image's _apt has the id of this machine's alice".to_string()]
-    );
-}
-
-#[test]
-fn shadow_entries_merge_by_name_with_the_machines_password_hashes() {
-    let mine = "root:$6$abc$hash:19000:0:99999:7:::\nalice:$6$def$alice:19000:0:99999:7:::\n";
-    let image = "root:*:20000:0:99999:7:::\npolkitd:!*:20000::::::\n";
-    let merged = merge_table(mine, image);
-    assert!(
-        merged.text.contains("alice:$6$def$alice:"),
-        "{}",
-        merged.text
-    );
-    assert!(
-        merged.text.starts_with("root:$6$abc$hash:"),
-        "{}",
-        merged.text
-    );
-    assert!(merged.text.contains("polkitd:!*:"), "{}", merged.text);
-    // Shadow's third field is a date, not an id: no warning.
-    assert!(merged.warnings.is_empty(), "{:?}", merged.warnings);
-}
-
-#[test]
 fn fstab_keeps_the_images_mounts_and_adds_the_machines_others() {
     let mine = "# /etc/fstab\nUUID=r / ext4 errors=remount-ro 0 1\nUUID=e /boot/efi vfat umask=0077 0 1\n\nUUID=h /home ext4 defaults 0 2\n";
     let image = "UUID=b /boot ext4 defaults 1 2";
@@ -81,6 +44,11 @@ fn carry_copies_the_machines_files_and_never_writes_through_an_images_link() {
     );
     write(&new.join("hostname"), "localhost\n");
     write(&new.join("passwd"), "root:x:0:0::/root:/bin/sh\n");
+    write(&old.join("group"), "root:x:0:\nalice:x:1000:\nssh:x:101:\n");
+    write(&new.join("group"), "root:x:0:\nsystemd-resolve:x:101:\n");
+    // An image directory owned by a group whose id this machine gives to ssh.
+    std::fs::create_dir_all(new.join("systemd/resolved.conf.d")).unwrap();
+    std::os::unix::fs::lchown(new.join("systemd/resolved.conf.d"), Some(0), Some(101)).unwrap();
     write(
         &new.join("apt/sources.list.d/debian.sources"),
         "image release\n",
@@ -90,6 +58,18 @@ fn carry_copies_the_machines_files_and_never_writes_through_an_images_link() {
     let read = |p: &str| std::fs::read_to_string(new.join(p)).unwrap();
     assert_eq!(read("hostname"), "plain-vm\n");
     assert!(read("passwd").contains("alice:x:1000"));
+    assert!(
+        read("group").contains("systemd-resolve:x:100:"),
+        "{}",
+        read("group")
+    );
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(new.join("systemd/resolved.conf.d")).unwrap();
+    assert_eq!(
+        owner.gid(),
+        100,
+        "the image's directory follows its group's new id"
+    );
     assert_eq!(read("ssh/ssh_host_ed25519_key"), "PRIVATE\n");
     assert_eq!(read("ssh/sshd_config"), "# the image's\n");
     assert_eq!(read("apt/sources.list.d/debian.sources"), "image release\n");
