@@ -12,9 +12,8 @@ mkdir -p $STATE
 PHASE=$(cat $STATE/phase 2>/dev/null || echo 30)
 SOURCE=$(cat /usr/local/etc/vmtest/source)
 REF=$(cat /usr/local/etc/vmtest/ref)
-# The driver runs on the converted machine too: from /usr/local (moved into
-# /var), started by this kernel argument.
-WANTS=systemd.wants=vmtest-convert.service
+# A kernel argument given to install-os, for the new system.
+KARG=vmtest.converted=1
 
 say() {
     echo "VMTEST $*" >> $STATE/log
@@ -63,7 +62,7 @@ facts() { # what makes this machine its own, as the next boot compares it
     echo "keys $(cat /home/alice/.ssh/authorized_keys)"
     echo "db $(cat /var/lib/vmtest-db/table)"
 }
-install_os() { apt-ostree install-os to-existing-root --karg $WANTS "$@"; }
+install_os() { apt-ostree install-os to-existing-root --karg $KARG "$@"; }
 
 convert() { # the conversion, and what it must have done before the reboot
     started=$(date +%s)
@@ -76,7 +75,7 @@ convert() { # the conversion, and what it must have done before the reboot
     check "the menu is switched" sh -c '[ "$(readlink /boot/grub/grub.cfg)" = ../loader/grub.cfg ]'
     check "the old kernels are set aside" sh -c 'ls /boot/old-root/vmlinuz-* && ! ls /boot/vmlinuz-* 2>/dev/null'
     check "/home is in /var, linked" sh -c '[ -L /home ] && [ -f /var/home/alice/notes.txt ]'
-    check "the new system starts this driver" sh -c "grep -q $WANTS /boot/loader/entries/*.conf"
+    check "the new boot entry has the --karg" sh -c "grep -q $KARG /boot/loader/entries/*.conf"
 }
 say "phase $PHASE: start ($(. /etc/os-release; echo "$PRETTY_NAME"), $(mokutil --sb-state 2>&1 | head -n1))"
 case $PHASE in
@@ -93,7 +92,7 @@ case $PHASE in
     fallocate -l $((free - (1 << 30))) /var/tmp/filler
     refused "too little space" "MiB needed" install_os --dry-run --no-gpg-verify --ref "$REF" "$SOURCE"
     rm /var/tmp/filler
-    check "a dry run says what it would do" sh -c "apt-ostree install-os to-existing-root --karg $WANTS --dry-run --no-gpg-verify --ref '$REF' '$SOURCE' | tee /dev/stderr | grep -q 'Dry run: nothing was changed'"
+    check "a dry run says what it would do" sh -c "apt-ostree install-os to-existing-root --karg $KARG --dry-run --no-gpg-verify --ref '$REF' '$SOURCE' | tee /dev/stderr | grep -q 'Dry run: nothing was changed'"
     check "the dry run changed nothing" sh -c '[ ! -e /ostree ] && [ -f /boot/grub/grub.cfg ] && [ ! -L /boot/grub/grub.cfg ]'
     if [ -e /usr/local/etc/vmtest/cut ]; then
         # --all: the host cuts the power at a random point of the conversion.
@@ -115,14 +114,17 @@ case $PHASE in
         next
     fi
     say "  the old system booted: the cut came before the switch"
-    check "its facts are as before" sh -c "facts | cmp -s - $STATE/facts"
+    facts > $STATE/facts-now
+    check "its facts are as before" cmp $STATE/facts-now $STATE/facts
     check "its package manager works" apt-get check
     convert
     check "the interrupted conversion was undone first" grep -q "interrupted conversion is undone" $STATE/convert.log
     next
     ;;
-31)    check "an OSTree deployment booted" test -e /run/ostree-booted
+31)
+    check "an OSTree deployment booted" test -e /run/ostree-booted
     check "Secure Boot is on" sh -c 'mokutil --sb-state | grep -q "SecureBoot enabled"'
+    check "the --karg is on the command line" grep -q $KARG /proc/cmdline
     facts > $STATE/facts-after
     while read -r key value; do
         now=$(grep "^$key " $STATE/facts-after | cut -d' ' -f2-)

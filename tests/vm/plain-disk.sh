@@ -96,7 +96,7 @@ chroot "$M" dpkg -i /tmp/apt-ostree.deb >/dev/null
 rm "$M/tmp/apt-ostree.deb"
 # The test driver, as an administrator adds a program and a unit, under
 # /usr/local: the conversion moves it into /var, where the new system finds
-# it too (started there by systemd.wants= on its kernel command line).
+# it too (the image it converts to starts it).
 install -Dm755 "$GUEST/convert-guest.sh" "$M/usr/local/sbin/vmtest-convert"
 install -Dm644 -t "$M/usr/local/etc/vmtest" "$SETTINGS"/*
 install -Dm644 "$GUEST/vmtest-convert.service" "$M/usr/local/lib/systemd/system/vmtest-convert.service"
