@@ -161,7 +161,9 @@ fn remove_leftover(leftover: &Path, live: &Path) -> Result<()> {
 pub fn find_esp(boot: &Path) -> Result<PathBuf> {
     let source = crate::process::run(
         std::process::Command::new("findmnt")
-            .args(["--noheadings", "--output", "SOURCE", "--target"])
+            // A /boot bound from a directory of the root (a converted
+            // machine) shows as "/dev/vda2[/boot]" without --nofsroot.
+            .args(["--noheadings", "--nofsroot", "--output", "SOURCE", "--target"])
             .arg(boot),
     )?;
     let source = source.trim();

@@ -272,7 +272,7 @@ fn findmnt(target: &Path) -> Result<Option<Mount>> {
     }
     let out = crate::process::capture(
         Command::new("findmnt")
-            .args(["--json", "--mountpoint"])
+            .args(["--json", "--nofsroot", "--mountpoint"])
             .arg(target)
             .args(["--output", "TARGET,SOURCE,FSTYPE,UUID,OPTIONS"]),
     )?;
