@@ -265,8 +265,20 @@ pub fn cleanup(sysroot: &Path) -> Result<Vec<String>> {
     }
     // A cut right after the switch can leave this undone.
     kernels_aside(sysroot)?;
-    let (removed, kept) = old_root_entries(sysroot)?;
+    let (removed, mut kept) = old_root_entries(sysroot)?;
+    // Never into a file system mounted inside (remove_dir_all would).
+    let mounts = std::fs::read_to_string("/proc/self/mounts").context("Reading the mounts")?;
+    let mount_points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
     for name in &removed {
+        let top = sysroot.join(name);
+        let holds_mount = mount_points.iter().any(|m| Path::new(m).starts_with(&top));
+        if holds_mount {
+            kept.push(format!("{name} (a file system is mounted inside)"));
+            continue;
+        }
         let path = sysroot.join(name);
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),

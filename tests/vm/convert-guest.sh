@@ -4,7 +4,8 @@
 #       refusals change nothing; --dry-run; the conversion; reboot
 #   31  the converted machine: what made it its own is there, the old root
 #       is under /sysroot; upgrade to the host's next base; reboot
-#   32  the upgrade booted; boot counting and status on the converted machine
+#   32  the upgrade booted; cleanup --old-root removes the old system, not
+#       the machine's data
 # Reports "VMTEST ..." lines on the serial console for scripts/test-vm.
 set -u
 STATE=/var/lib/vmtest
@@ -143,7 +144,11 @@ case $PHASE in
 32)
     check "the upgrade booted" sh -c 'grep -q "vmtest base 30" /usr/share/vmtest/base'
     check "the data is still there" sh -c 'grep -q "rows=42" /var/lib/vmtest-db/table && grep -q notes /home/alice/notes.txt'
-    check "status: two deployments, the booted one counted good" sh -c 'apt-ostree status | tee /dev/stderr | grep -c "debian:" | grep -q 2'
+    check "status: two deployments" sh -c 'apt-ostree status | tee /dev/stderr | grep -c "debian:" | grep -q 2'
+    check "cleanup --old-root" apt-ostree cleanup --old-root
+    check "the old root is gone" sh -c '[ ! -e /sysroot/usr ] && [ ! -e /sysroot/etc ] && [ ! -e /boot/old-root ]'
+    check "the machine's data is not" sh -c 'grep -q rows=42 /var/lib/vmtest-db/table && [ -f /home/alice/notes.txt ] && getent passwd alice'
+    check "status after the cleanup" apt-ostree status
     say "phase $PHASE: PASS"
     say "CONVERSION PASSED"
     systemctl poweroff
