@@ -163,7 +163,13 @@ pub fn find_esp(boot: &Path) -> Result<PathBuf> {
         std::process::Command::new("findmnt")
             // A /boot bound from a directory of the root (a converted
             // machine) shows as "/dev/vda2[/boot]" without --nofsroot.
-            .args(["--noheadings", "--nofsroot", "--output", "SOURCE", "--target"])
+            .args([
+                "--noheadings",
+                "--nofsroot",
+                "--output",
+                "SOURCE",
+                "--target",
+            ])
             .arg(boot),
     )?;
     let source = source.trim();
