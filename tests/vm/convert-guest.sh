@@ -51,7 +51,12 @@ refused() {
     [ ! -e /ostree ] || fail "$what: /ostree was made"
     say "  ok: refused, $what: $(echo "$out" | grep -m1 -- "$text" | sed 's/^ *//')"
 }
-next() { echo $((PHASE + 1)) > $STATE/phase; say "phase $PHASE: PASS"; systemctl reboot; exit 0; }
+next() { # [NEXT]: the next phase, by default PHASE + 1
+    if [ $# = 1 ]; then echo "$1" > $STATE/phase; else echo $((PHASE + 1)) > $STATE/phase; fi
+    say "phase $PHASE: PASS"
+    systemctl reboot
+    exit 0
+}
 facts() { # what makes this machine its own, as the next boot compares it
     echo "shadow $(getent shadow alice)"
     echo "passwd $(getent passwd alice)"
@@ -114,7 +119,7 @@ case $PHASE in
     # After the power cut: the old system, or the new one.
     if [ -e /run/ostree-booted ]; then
         say "  the new system booted: the cut came after the switch"
-        next
+        next 31
     fi
     say "  the old system booted: the cut came before the switch"
     # Its data is where it was, or reachable through the links left.
@@ -128,7 +133,7 @@ case $PHASE in
     else
         say "  the cut came before the conversion changed anything"
     fi
-    next
+    next 31
     ;;
 31)
     check "an OSTree deployment booted" test -e /run/ostree-booted
