@@ -112,6 +112,8 @@ fn cleanup_old_root() -> Result<u8> {
     if !nix::unistd::geteuid().is_root() {
         bail!("cleanup --old-root needs root");
     }
+    // Before any mount: on any other machine, a clear refusal.
+    super::old_root::require_booted()?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
     mount(
         None::<&str>,

@@ -253,13 +253,20 @@ pub fn old_root_entries(sysroot: &Path) -> Result<(Vec<String>, Vec<String>)> {
     Ok((removed, kept))
 }
 
+/// `cleanup --old-root` runs on the converted machine, booted into its
+/// deployment; anywhere else it is refused.
+pub fn require_booted() -> Result<()> {
+    if !Path::new("/run/ostree-booted").exists() {
+        bail!("cleanup --old-root runs on the converted machine, booted into its deployment");
+    }
+    Ok(())
+}
+
 /// `apt-ostree cleanup --old-root`, on the converted machine: the old
 /// system's files under `sysroot` removed (and what was put aside);
 /// the entries left at the top, for the report.
 pub fn cleanup(sysroot: &Path) -> Result<Vec<String>> {
-    if !Path::new("/run/ostree-booted").exists() {
-        bail!("cleanup --old-root runs on the converted machine, booted into its deployment");
-    }
+    require_booted()?;
     if !sysroot.join("ostree/deploy").is_dir() {
         bail!("{} is not an OSTree sysroot", sysroot.display());
     }
