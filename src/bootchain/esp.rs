@@ -185,30 +185,68 @@ pub fn find_esp(boot: &Path) -> Result<PathBuf> {
             boot.display()
         );
     }
-    let parts = crate::process::run(
+    partitions_of_type(Path::new(disk), ESP_TYPE)?
+        .into_iter()
+        .next()
+        .map(PathBuf::from)
+        .with_context(|| format!("{disk} has no EFI System partition"))
+}
+
+/// The partitions of `disk` of GPT type `parttype`, as paths. lsblk reads
+/// the types from udev's database; where there is none (a container, a
+/// rescue shell), blkid reads them off the disk.
+pub fn partitions_of_type(disk: &Path, parttype: &str) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Device {
+        path: String,
+        #[serde(rename = "type")]
+        kind: String,
+        parttype: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct List {
+        blockdevices: Vec<Device>,
+    }
+    let out = crate::process::run(
         std::process::Command::new("lsblk")
-            .args([
-                "--noheadings",
-                "--list",
-                "--paths",
-                "--output",
-                "NAME,PARTTYPE",
-            ])
+            .args(["--json", "--list", "--output", "PATH,TYPE,PARTTYPE"])
             .arg(disk),
     )?;
-    parts
-        .lines()
-        .find_map(|line| {
-            let (name, kind) = line.split_once(' ')?;
-            kind.trim()
-                .eq_ignore_ascii_case(ESP_TYPE)
-                .then(|| PathBuf::from(name))
+    let list: List = serde_json::from_str(&out).context("Reading lsblk's output")?;
+    Ok(list
+        .blockdevices
+        .into_iter()
+        .filter(|d| d.kind == "part")
+        .filter(|d| {
+            let kind = d
+                .parttype
+                .clone()
+                .filter(|t| !t.is_empty())
+                .or_else(|| blkid(&d.path).remove("PART_ENTRY_TYPE"));
+            kind.is_some_and(|k| k.eq_ignore_ascii_case(parttype))
         })
-        .with_context(|| format!("{disk} has no EFI System partition"))
+        .map(|d| d.path)
+        .collect())
+}
+
+/// What `blkid --probe` reads off `device` (TYPE, UUID, PART_ENTRY_TYPE,
+/// ...); empty when it reads nothing.
+pub fn blkid(device: &str) -> std::collections::BTreeMap<String, String> {
+    let out = std::process::Command::new("blkid")
+        .args(["--probe", "--output", "export", device])
+        .output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    text.unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The GPT partition type of an ESP.
 pub const ESP_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+/// The GPT partition type of a BIOS boot partition (GRUB's core image).
+pub const BIOS_BOOT_TYPE: &str = "21686148-6449-6e6f-744e-656564454649";
 
 #[cfg(test)]
 mod tests {

@@ -21,17 +21,7 @@ pub(super) fn install(
     secure_boot: bool,
 ) -> Result<()> {
     if let Some(disk) = bios_disk {
-        let disk = disk.display().to_string();
-        in_deployment(
-            deployment_dir,
-            sysroot_path,
-            &[
-                "grub-install",
-                "--target=i386-pc",
-                "--boot-directory=/boot",
-                &disk,
-            ],
-        )?;
+        install_bios(deployment_dir, sysroot_path, disk)?;
     }
     copy_grub_modules(deployment_dir, sysroot_path)?;
     if secure_boot {
@@ -39,15 +29,45 @@ pub(super) fn install(
     } else {
         install_grub_efi(deployment_dir, sysroot_path, esp_dev, boot_uuid)?;
     }
+    write_menu(deployment_dir, sysroot_path)?;
+    link_menu(sysroot_path)
+}
+
+/// GRUB's core image for BIOS into `disk`'s BIOS boot partition, its
+/// modules into /boot/grub: the commit's grub-install.
+pub(crate) fn install_bios(deployment: &Path, sysroot: &Path, disk: &Path) -> Result<()> {
+    let disk = disk.display().to_string();
     in_deployment(
-        deployment_dir,
-        sysroot_path,
+        deployment,
+        sysroot,
+        &[
+            "grub-install",
+            "--target=i386-pc",
+            "--boot-directory=/boot",
+            &disk,
+        ],
+    )?;
+    Ok(())
+}
+
+/// The commit's grub-mkconfig, in the new deployment, writes the menu of
+/// the boot entries libostree wrote into /boot/loader/grub.cfg, and the
+/// environment block beside it.
+pub(crate) fn write_menu(deployment: &Path, sysroot: &Path) -> Result<()> {
+    in_deployment(
+        deployment,
+        sysroot,
         &["grub-mkconfig", "-o", "/boot/loader/grub.cfg"],
     )?;
     // GRUB counts boot tries there (crate::boot); it cannot create the file.
-    crate::bootcount::grubenv::Env::default()
-        .write(&sysroot_path.join(crate::bootcount::GRUBENV))?;
-    let link = sysroot_path.join("boot/grub/grub.cfg");
+    crate::bootcount::grubenv::Env::default().write(&sysroot.join(crate::bootcount::GRUBENV))?;
+    Ok(())
+}
+
+/// GRUB reads the menu libostree keeps: `/boot/grub/grub.cfg -> ../loader/grub.cfg`.
+pub(crate) fn link_menu(sysroot: &Path) -> Result<()> {
+    let link = sysroot.join("boot/grub/grub.cfg");
+    std::fs::create_dir_all(sysroot.join("boot/grub"))?;
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink("../loader/grub.cfg", &link)?;
     Ok(())

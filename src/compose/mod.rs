@@ -15,7 +15,7 @@
 pub mod command;
 mod disk;
 pub mod export;
-mod grub;
+pub(crate) mod grub;
 pub mod image;
 pub mod treefile;
 
@@ -31,7 +31,6 @@ use crate::progress::Sink;
 use crate::sandbox::Sandbox;
 use crate::sysroot::{commit_directory, keys, CommitInfo, NewCommit};
 pub use command::main;
-pub(crate) use grub::in_deployment as grub_in_deployment;
 pub use treefile::{Source, Treefile};
 
 /// Metadata key holding the hash of everything the image was built from.

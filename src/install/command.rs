@@ -5,11 +5,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use super::source::Source;
-use super::{convert, plan, Plan, Report};
+use super::source::{Probe, Source};
+use super::{convert, filesystem, plan, Plan, Report};
 use crate::progress::ConsoleProgress;
 
 #[derive(Debug, Parser)]
@@ -30,6 +30,11 @@ pub enum InstallOsCommand {
     /// own is carried over, and the next boot starts the new system. The
     /// old root stays readable under /sysroot.
     ToExistingRoot(ToExistingRoot),
+    /// Install onto a root file system prepared and mounted at DIR, for
+    /// layouts `compose image` does not make (LVM, LUKS, RAID, btrfs): the
+    /// kernel arguments that open and mount it are found from its devices,
+    /// and GRUB goes onto its disks' ESP or BIOS boot partition.
+    ToFilesystem(ToFilesystem),
     /// `apt-ostree cleanup --old-root`: remove the old system under /sysroot.
     #[command(hide = true)]
     CleanupOldRoot,
@@ -37,6 +42,27 @@ pub enum InstallOsCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct ToExistingRoot {
+    #[command(flatten)]
+    source: SourceArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ToFilesystem {
+    /// The new root file system, mounted (with /boot and the ESP beneath it
+    /// where they are separate), and empty.
+    dir: std::path::PathBuf,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Root's SSH authorized keys on the new system (a file in
+    /// authorized_keys format): without it, or a password given as a
+    /// systemd credential, nobody can log in.
+    #[arg(long, value_name = "FILE")]
+    root_ssh_authorized_keys: Option<std::path::PathBuf>,
+}
+
+/// Where the OS comes from, and what both installations share.
+#[derive(Debug, clap::Args)]
+pub struct SourceArgs {
     /// An image reference as `rebase` takes it
     /// (ostree-unverified-registry:HOST/NAME:TAG, ostree-image-signed:...),
     /// or an OSTree remote's URL with --ref.
@@ -58,6 +84,22 @@ pub struct ToExistingRoot {
     dry_run: bool,
 }
 
+impl SourceArgs {
+    /// The source, checked; then root is required.
+    fn parse(&self) -> Result<Source> {
+        let source = Source::parse(
+            &self.source,
+            self.reference.as_deref(),
+            &self.remote_name,
+            !self.no_gpg_verify,
+        )?;
+        if !nix::unistd::geteuid().is_root() {
+            bail!("install-os needs root");
+        }
+        Ok(source)
+    }
+}
+
 /// Entry point of `apt-ostree-install-os`.
 pub fn main() -> ExitCode {
     crate::logging::init_cli();
@@ -74,20 +116,14 @@ pub fn main() -> ExitCode {
 fn run(command: InstallOsCommand) -> Result<u8> {
     match command {
         InstallOsCommand::ToExistingRoot(args) => to_existing_root(args),
+        InstallOsCommand::ToFilesystem(args) => to_filesystem(args),
         InstallOsCommand::CleanupOldRoot => cleanup_old_root(),
     }
 }
 
 fn to_existing_root(args: ToExistingRoot) -> Result<u8> {
-    let source = Source::parse(
-        &args.source,
-        args.reference.as_deref(),
-        &args.remote_name,
-        !args.no_gpg_verify,
-    )?;
-    if !nix::unistd::geteuid().is_root() {
-        bail!("install-os needs root");
-    }
+    let args = args.source;
+    let source = args.parse()?;
     let sink = ConsoleProgress::sink();
     let (plan, machine) = plan(source, args.kargs, &sink)?;
     print_plan(&plan);
@@ -102,6 +138,60 @@ fn to_existing_root(args: ToExistingRoot) -> Result<u8> {
     }
     let report = convert::to_existing_root(&plan, &machine, &sink)?;
     print_report(&report);
+    Ok(0)
+}
+
+fn to_filesystem(args: ToFilesystem) -> Result<u8> {
+    let source = args.source.parse()?;
+    let keys = match &args.root_ssh_authorized_keys {
+        Some(path) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("Reading {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let sink = ConsoleProgress::sink();
+    let plan = filesystem::plan(&args.dir, source, args.source.kargs, keys, &sink)?;
+    print_source(&plan.source, &plan.probe);
+    let t = &plan.target;
+    println!(
+        "Root file system: {} ({}, on {})",
+        t.root.source,
+        t.root.fstype,
+        t.layout.stack.join(" on ")
+    );
+    match &t.boot {
+        Some(boot) => println!("/boot: {} ({})", boot.source, boot.fstype),
+        None => println!("/boot: a directory of the root file system"),
+    }
+    if let Some(esp) = &t.esp {
+        println!("GRUB for UEFI: the signed chain onto {esp}");
+    }
+    if !t.bios_disks.is_empty() {
+        println!("GRUB for BIOS: on {}", t.bios_disks.join(", "));
+    }
+    println!(
+        "Kernel arguments: {} (then the image's, rw{})",
+        plan.root_kargs.join(" "),
+        plan.extra_kargs
+            .iter()
+            .map(|k| format!(" {k}"))
+            .collect::<String>()
+    );
+    if args.source.dry_run {
+        println!("Dry run: nothing was changed.");
+        return Ok(0);
+    }
+    let report = filesystem::install(&plan, &sink)?;
+    println!(
+        "Deployed {} into {}",
+        report.commit,
+        report.deployment.display()
+    );
+    println!("Kernel arguments: {}", report.kargs.join(" "));
+    println!(
+        "Unmount {} (and what is beneath it) and boot the disk.",
+        t.dir.display()
+    );
     Ok(0)
 }
 
@@ -144,12 +234,12 @@ fn cleanup_old_root() -> Result<u8> {
     Ok(0)
 }
 
-fn print_plan(plan: &Plan) {
-    println!("Source: {}", plan.source);
+fn print_source(source: &Source, probe: &Probe) {
+    println!("Source: {source}");
     println!(
         "  holds {}{}",
-        plan.probe.revision,
-        plan.probe
+        probe.revision,
+        probe
             .version
             .as_deref()
             .map(|v| format!(" (version {v})"))
@@ -157,8 +247,12 @@ fn print_plan(plan: &Plan) {
     );
     println!(
         "  needs about {} MiB on the root file system",
-        plan.probe.needed >> 20
+        probe.needed >> 20
     );
+}
+
+fn print_plan(plan: &Plan) {
+    print_source(&plan.source, &plan.probe);
     println!("Kernel arguments kept: {}", plan.kept_kargs.join(" "));
     if !plan.extra_kargs.is_empty() {
         println!("Kernel arguments added: {}", plan.extra_kargs.join(" "));

@@ -145,7 +145,9 @@ fn prepare(plan: &Plan, machine: &Machine, sink: &Sink) -> Result<Report> {
             gio::Cancellable::NONE,
         )
     })?;
-    sink.task("Writing the new boot menu", || write_menu(&dir, root))?;
+    sink.task("Writing the new boot menu", || {
+        crate::compose::grub::write_menu(&dir, root)
+    })?;
     // From now on libostree regenerates the menu with each deployment.
     let config = repo.copy_config();
     let _ = config.remove_key("sysroot", "bootloader");
@@ -215,19 +217,6 @@ pub(super) fn move_into_var(root: &Path) -> Result<Vec<String>> {
     crate::fsutil::sync_dir(&root.join("var"))?;
     crate::fsutil::sync_dir(root)?;
     Ok(moved)
-}
-
-/// The image's grub-mkconfig, in the new deployment, writes the menu of
-/// the boot entries libostree wrote.
-fn write_menu(deployment: &Path, root: &Path) -> Result<()> {
-    crate::compose::grub_in_deployment(
-        deployment,
-        root,
-        &["grub-mkconfig", "-o", "/boot/loader/grub.cfg"],
-    )?;
-    // GRUB counts boot tries there; it cannot create the file itself.
-    crate::bootcount::grubenv::Env::default().write(&root.join(crate::bootcount::GRUBENV))?;
-    Ok(())
 }
 
 /// GRUB's scripts that list kernels or systems found on the disk, made

@@ -1,6 +1,6 @@
 //! `apt-ostree install-os`: putting apt-ostree on a machine that already
 //! exists (issue 31). `to-existing-root` converts the running Debian
-//! machine in place; see docs/install.md for what is carried over and how
+//! machine in place, `to-filesystem` installs onto a mounted root; see docs/install.md for what is carried over and how
 //! a power cut at any point leaves a machine that boots.
 //!
 //! - [`preflight`]: the machine's facts and every reason to refuse, before
@@ -8,12 +8,16 @@
 //! - [`source`]: the image or remote the OS comes from;
 //! - [`carry`]: the machine's own files into the new /etc;
 //! - [`convert`]: the conversion's steps, up to the switch of the menu;
-//! - [`old_root`]: the old system around it (locks, switch, undo, cleanup).
+//! - [`old_root`]: the old system around it (locks, switch, undo, cleanup);
+//! - [`filesystem`]: `to-filesystem`, onto a root the administrator prepared;
+//! - [`layout`]: the devices under a root and the kernel arguments they need.
 
 pub mod accounts;
 pub mod carry;
 pub mod command;
 pub mod convert;
+pub mod filesystem;
+pub mod layout;
 pub mod old_root;
 pub mod preflight;
 pub mod source;
@@ -53,10 +57,12 @@ pub struct Report {
     pub bootchain: bool,
 }
 
-/// The machine cannot be converted: every reason, before anything changed.
+/// The machine cannot be converted, or the target installed onto: what
+/// (`this machine cannot be converted`), and every reason, before anything
+/// changed.
 #[derive(Debug, thiserror::Error)]
-#[error("this machine cannot be converted:\n{}", .0.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
-pub struct Refused(pub Vec<Refusal>);
+#[error("{}:\n{}", .0, .1.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
+pub struct Refused(pub String, pub Vec<Refusal>);
 
 /// Check the running machine and the source; the plan, or every refusal.
 pub fn plan(source: Source, extra_kargs: Vec<String>, sink: &Sink) -> Result<(Plan, Machine)> {
@@ -66,30 +72,12 @@ pub fn plan(source: Source, extra_kargs: Vec<String>, sink: &Sink) -> Result<(Pl
     }
     let machine = sink.task("Looking at this machine", || Machine::read(root))?;
     let undo_first = old_root::interrupted(root) && !Path::new("/run/ostree-booted").exists();
-    let scratch = tempfile::Builder::new()
-        .prefix("apt-ostree-install-os-")
-        .tempdir_in("/run")
-        .context("Creating a scratch directory in /run")?;
-    let probe = sink.task(&format!("Asking {source} what it holds"), || {
-        source.probe(scratch.path(), sink)
-    });
+    let probe = probe_source(&source, sink)?;
     let mut refusals = preflight::refusals(&machine, probe.as_ref().map_or(0, |p| p.needed));
     if undo_first {
         refusals.retain(|r| *r != Refusal::AlreadyOstree);
     }
-    let probe = match probe {
-        Ok(p) => p,
-        Err(e) => {
-            refusals.push(Refusal::SourceUnreachable {
-                source: source.to_string(),
-                error: format!("{e:#}"),
-            });
-            return Err(Refused(refusals).into());
-        }
-    };
-    if !refusals.is_empty() {
-        return Err(Refused(refusals).into());
-    }
+    let probe = refuse_or(probe, refusals, "this machine cannot be converted")?;
     let cmdline = std::fs::read_to_string("/proc/cmdline").context("Reading /proc/cmdline")?;
     Ok((
         Plan {
@@ -101,6 +89,37 @@ pub fn plan(source: Source, extra_kargs: Vec<String>, sink: &Sink) -> Result<(Pl
         },
         machine,
     ))
+}
+
+/// What the source holds, or why it cannot be read (a refusal among the others).
+pub(crate) fn probe_source(source: &Source, sink: &Sink) -> Result<Result<Probe, Refusal>> {
+    let scratch = tempfile::Builder::new()
+        .prefix("apt-ostree-install-os-")
+        .tempdir_in("/run")
+        .context("Creating a scratch directory in /run")?;
+    let probe = sink.task(&format!("Asking {source} what it holds"), || {
+        source.probe(scratch.path(), sink)
+    });
+    Ok(probe.map_err(|e| Refusal::SourceUnreachable {
+        source: source.to_string(),
+        error: format!("{e:#}"),
+    }))
+}
+
+/// The probe when nothing refuses; else every refusal, the source's last.
+pub(crate) fn refuse_or(
+    probe: Result<Probe, Refusal>,
+    mut refusals: Vec<Refusal>,
+    headline: &str,
+) -> Result<Probe> {
+    match probe {
+        Ok(p) if refusals.is_empty() => Ok(p),
+        Ok(_) => Err(Refused(headline.to_string(), refusals).into()),
+        Err(unreachable) => {
+            refusals.push(unreachable);
+            Err(Refused(headline.to_string(), refusals).into())
+        }
+    }
 }
 
 /// Packages marked manually installed on this machine (`apt-mark

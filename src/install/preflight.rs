@@ -11,8 +11,6 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::process::run;
-
 /// A mounted file system, as findmnt shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Mount {
@@ -70,6 +68,12 @@ pub enum Refusal {
     NoEsp,
     NotEnoughSpace { free: u64, needed: u64 },
     SourceUnreachable { source: String, error: String },
+    // Of `to-filesystem`'s target:
+    NotMountPoint { dir: String },
+    NotEmpty { dir: String, entries: Vec<String> },
+    TargetFilesystem { fstype: String },
+    StackedRootNeedsBoot { stack: Vec<String> },
+    NoBootTarget { disks: Vec<String> },
 }
 
 impl std::fmt::Display for Refusal {
@@ -126,6 +130,35 @@ impl std::fmt::Display for Refusal {
             Refusal::SourceUnreachable { source, error } => {
                 write!(f, "{source} cannot be read: {error}")
             }
+            Refusal::NotMountPoint { dir } => write!(
+                f,
+                "{dir} is not a mount point: mount the new root file system there \
+                 (with /boot and the ESP beneath it where they are separate)"
+            ),
+            Refusal::NotEmpty { dir, entries } => write!(
+                f,
+                "{dir} is not empty ({}): to-filesystem installs onto a new file system",
+                entries.join(", ")
+            ),
+            Refusal::TargetFilesystem { fstype } => write!(
+                f,
+                "the root file system is {fstype}: to-filesystem handles ext4, xfs and btrfs"
+            ),
+            Refusal::StackedRootNeedsBoot { stack } => write!(
+                f,
+                "the root file system is on {}, which GRUB cannot open: mount a /boot \
+                 partition of its own (ext4) beneath it",
+                stack.join(" on ")
+            ),
+            Refusal::NoBootTarget { disks } if disks.is_empty() => {
+                write!(f, "/boot is on no partitioned disk: GRUB has nowhere to go")
+            }
+            Refusal::NoBootTarget { disks } => write!(
+                f,
+                "{} has neither an EFI System partition nor a BIOS boot partition: \
+                 GRUB has nowhere to go",
+                disks.join(" and ")
+            ),
         }
     }
 }
@@ -153,17 +186,13 @@ pub fn refusals(machine: &Machine, needed: u64) -> Vec<Refusal> {
             fstype: other.to_string(),
         }),
     }
-    let stacked = machine
-        .root_stack
-        .iter()
-        .any(|t| t != "part" && t != "disk");
-    if stacked {
+    if !super::layout::plain(&machine.root_stack) {
         found.push(Refusal::StackedRoot {
             stack: machine.root_stack.clone(),
         });
     }
     match &machine.boot {
-        Some(boot) if !matches!(boot.fstype.as_str(), "ext4" | "ext2" | "ext3" | "xfs") => {
+        Some(boot) if !boot_filesystem_ok(&boot.fstype) => {
             found.push(Refusal::BootFilesystem {
                 fstype: boot.fstype.clone(),
             });
@@ -185,6 +214,11 @@ pub fn refusals(machine: &Machine, needed: u64) -> Vec<Refusal> {
         });
     }
     found
+}
+
+/// A /boot that GRUB reads and that holds libostree's symbolic links.
+pub(super) fn boot_filesystem_ok(fstype: &str) -> bool {
+    matches!(fstype, "ext4" | "ext2" | "ext3" | "xfs")
 }
 
 /// The kernel arguments the new deployment keeps from the running kernel's
@@ -241,31 +275,8 @@ pub fn os_release_field(text: &str, key: &str) -> Option<String> {
     })
 }
 
-/// The device types from `device` down to its disk, from `lsblk --inverse
-/// --json --output TYPE` (the root's stack, first entry first).
-pub fn device_stack(lsblk_json: &str) -> Result<Vec<String>> {
-    #[derive(Deserialize)]
-    struct Node {
-        #[serde(rename = "type")]
-        kind: String,
-        #[serde(default)]
-        children: Vec<Node>,
-    }
-    #[derive(Deserialize)]
-    struct Tree {
-        blockdevices: Vec<Node>,
-    }
-    let tree: Tree = serde_json::from_str(lsblk_json).context("Reading lsblk's output")?;
-    let mut stack = Vec::new();
-    let mut node = tree.blockdevices.into_iter().next();
-    while let Some(n) = node {
-        stack.push(n.kind);
-        node = n.children.into_iter().next();
-    }
-    Ok(stack)
-}
-
-fn findmnt(target: &Path) -> Result<Option<Mount>> {
+/// The file system mounted at `target`, if one is.
+pub(super) fn findmnt(target: &Path) -> Result<Option<Mount>> {
     #[derive(Deserialize)]
     struct Mounts {
         filesystems: Vec<Mount>,
@@ -292,9 +303,7 @@ impl Machine {
         let root_mount =
             findmnt(root)?.with_context(|| format!("{} is not a mount point", root.display()))?;
         let boot = findmnt(&root.join("boot"))?;
-        let stack = run(Command::new("lsblk")
-            .args(["--inverse", "--json", "--output", "TYPE"])
-            .arg(&root_mount.source))?;
+        let root_stack = super::layout::Layout::of_device(&root_mount.source)?.stack;
         let firmware = if Path::new("/sys/firmware/efi").is_dir() {
             let boot_dir = root.join("boot");
             Firmware::Uefi {
@@ -309,7 +318,7 @@ impl Machine {
             os_version: os_release_field(&os_release, "VERSION_ID").unwrap_or_default(),
             root: root_mount,
             boot,
-            root_stack: device_stack(&stack)?,
+            root_stack,
             firmware,
             free: stat.blocks_available() as u64 * stat.fragment_size() as u64,
             has_ostree: root.join("ostree").exists(),

@@ -142,16 +142,9 @@ fn the_root_is_found_as_before_and_the_old_boot_arguments_are_dropped() {
 }
 
 #[test]
-fn os_release_and_lsblk_are_read() {
+fn os_release_is_read() {
     let text = "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nVERSION_ID=\"13\"\nID=debian\n";
     assert_eq!(os_release_field(text, "ID").as_deref(), Some("debian"));
     assert_eq!(os_release_field(text, "VERSION_ID").as_deref(), Some("13"));
     assert_eq!(os_release_field(text, "VERSION"), None);
-    let json = r#"{"blockdevices": [{"type": "lvm", "children": [{"type": "crypt",
-        "children": [{"type": "part", "children": [{"type": "disk"}]}]}]}]}"#;
-    assert_eq!(
-        device_stack(json).unwrap(),
-        ["lvm", "crypt", "part", "disk"]
-    );
-    assert!(device_stack("nonsense").is_err());
 }
