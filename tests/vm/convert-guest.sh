@@ -6,11 +6,20 @@
 #       is under /sysroot; upgrade to the host's next base; reboot
 #   32  the upgrade booted; cleanup --old-root removes the old system, not
 #       the machine's data
+#   33  (another plain machine, a second empty disk) the disk is laid out as
+#       an administrator would for an encrypted root: an ESP, /boot, LUKS
+#       holding LVM holding the root; refusals; install-os to-filesystem;
+#       the test driver put into the new system's /var; power off
+#   34  the second disk booted alone (its passphrase typed on the serial
+#       console by the host): the root is the LVM volume on LUKS
 # Reports "VMTEST ..." lines on the serial console for scripts/test-vm.
 set -u
 STATE=/var/lib/vmtest
 mkdir -p $STATE
 PHASE=$(cat $STATE/phase 2>/dev/null || echo 30)
+# to-filesystem's target (phase 33): the second disk, its volume group.
+TARGET_DISK=/dev/vdb VG=vmtest-vg TARGET=/mnt/target
+PASSPHRASE_FILE=/usr/local/etc/vmtest/passphrase
 SOURCE=$(cat /usr/local/etc/vmtest/source)
 REF=$(cat /usr/local/etc/vmtest/ref)
 # A kernel argument given to install-os, for the new system.
@@ -83,6 +92,34 @@ convert() { # the conversion, and what it must have done before the reboot
     check "/home is in /var, linked" sh -c '[ -L /home ] && [ -f /var/home/alice/notes.txt ]'
     check "the new boot entry has the --karg" sh -c "grep -q $KARG /boot/loader/entries/*.conf"
 }
+prepare_target() { # an ESP, /boot, and LVM on LUKS for the root, mounted at $TARGET
+    printf 'label: gpt\nsize=200MiB, type=U\nsize=800MiB, type=L\ntype=L\n' |
+        sfdisk --quiet $TARGET_DISK
+    udevadm settle
+    mkfs.vfat -F 32 ${TARGET_DISK}1 >/dev/null
+    mkfs.ext4 -q ${TARGET_DISK}2
+    # PBKDF2 with few iterations: argon2's memory and time under emulation
+    # would make the test slow, and the test is not about the KDF.
+    tr -d '\n' < $PASSPHRASE_FILE |
+        cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 \
+            --pbkdf-force-iterations 1000 --key-file - ${TARGET_DISK}3
+    tr -d '\n' < $PASSPHRASE_FILE | cryptsetup open --key-file - ${TARGET_DISK}3 target-crypt
+    pvcreate -q /dev/mapper/target-crypt
+    vgcreate -q $VG /dev/mapper/target-crypt
+    lvcreate -q -l 100%FREE -n root $VG
+    mkfs.ext4 -q /dev/$VG/root
+    mkdir -p $TARGET
+    mount /dev/$VG/root $TARGET
+    mkdir $TARGET/boot
+    mount ${TARGET_DISK}2 $TARGET/boot
+    mkdir $TARGET/boot/efi
+    mount ${TARGET_DISK}1 $TARGET/boot/efi
+}
+to_filesystem() { apt-ostree install-os to-filesystem --karg vmtest.tofs=1 --no-gpg-verify --ref "$REF" "$@"; }
+# What the target holds besides lost+found and its mount points.
+target_contents() { ls -A $TARGET | grep -v -x -e lost+found -e boot; ls -A $TARGET/boot | grep -v -x -e lost+found -e efi; }
+target_empty() { [ -z "$(target_contents)" ]; }
+
 say "phase $PHASE: start ($(. /etc/os-release; echo "$PRETTY_NAME"), $(mokutil --sb-state 2>&1 | head -n1))"
 case $PHASE in
 30)
@@ -153,6 +190,63 @@ case $PHASE in
     check "apt-ostree bootloader status" apt-ostree bootloader status
     check "upgrade to the host's next base" apt-ostree upgrade
     next
+    ;;
+33)
+    check "a plain Debian: no OSTree" sh -c '[ ! -e /ostree ] && [ ! -e /run/ostree-booted ]'
+    check "a second, empty disk" sh -c "[ -b $TARGET_DISK ] && ! blkid $TARGET_DISK"
+    check "an ESP, /boot, and LVM on LUKS for the root" prepare_target
+    refused "not a mount point" "is not a mount point" to_filesystem /srv "$SOURCE"
+    touch $TARGET/stray
+    refused "a target that is not empty" "is not empty (stray)" to_filesystem $TARGET "$SOURCE"
+    rm $TARGET/stray
+    luks=$(cryptsetup luksUUID ${TARGET_DISK}3)
+    root=$(blkid -s UUID -o value /dev/$VG/root)
+    to_filesystem --dry-run $TARGET "$SOURCE" > $STATE/tofs-dry.log 2>&1 || fail "the dry run: exit $?"
+    sed 's/^/VMTEST   /' $STATE/tofs-dry.log > /dev/ttyS0
+    check "the dry run finds the kernel arguments from the devices" \
+        grep -q "Kernel arguments: rd.luks.uuid=$luks rd.lvm.lv=$VG/root root=UUID=$root " $STATE/tofs-dry.log
+    check "the dry run changed nothing" target_empty
+    started=$(date +%s)
+    status=0
+    to_filesystem --root-ssh-authorized-keys /home/alice/.ssh/authorized_keys $TARGET "$SOURCE" \
+        > $STATE/tofs.log 2>&1 || status=$?
+    sed 's/^/VMTEST   /' $STATE/tofs.log > /dev/ttyS0
+    [ $status = 0 ] || fail "install-os to-filesystem: exit $status"
+    say "  ok: install-os to-filesystem, in $(( $(date +%s) - started )) s"
+    check "the ESP has shim as the removable loader" test -f $TARGET/boot/efi/EFI/BOOT/BOOTX64.EFI
+    check "GRUB reads libostree's menu" sh -c "[ \"\$(readlink $TARGET/boot/grub/grub.cfg)\" = ../loader/grub.cfg ]"
+    # The test driver comes along in the new system's /var, where its
+    # /usr/local is; its unit is in the image.
+    NEWVAR=$TARGET/ostree/deploy/debian/var
+    install -Dm755 /usr/local/sbin/vmtest-convert $NEWVAR/usrlocal/sbin/vmtest-convert
+    mkdir -p $NEWVAR/usrlocal/etc $NEWVAR/lib/vmtest
+    cp -r /usr/local/etc/vmtest $NEWVAR/usrlocal/etc/
+    echo 34 > $NEWVAR/lib/vmtest/phase
+    echo "$luks $root" > $NEWVAR/lib/vmtest/tofs-ids
+    umount $TARGET/boot/efi $TARGET/boot $TARGET
+    vgchange -q -an $VG
+    cryptsetup close target-crypt
+    sync
+    say "phase $PHASE: PASS"
+    systemctl poweroff
+    exit 0
+    ;;
+34)
+    read -r luks root < $STATE/tofs-ids
+    check "an OSTree deployment booted" test -e /run/ostree-booted
+    check "Secure Boot is on" sh -c 'mokutil --sb-state | grep -q "SecureBoot enabled"'
+    check "the kernel arguments open LUKS, then LVM" sh -c \
+        "grep -q 'rd.luks.uuid=$luks' /proc/cmdline && grep -q 'rd.lvm.lv=$VG/root' /proc/cmdline && grep -q vmtest.tofs=1 /proc/cmdline"
+    check "the root is the volume on LUKS" sh -c \
+        "lsblk --inverse --noheadings --output TYPE \$(findmnt -n -o SOURCE /sysroot) | tr -d ' ' | tr '\n' ' ' | grep -q '^lvm crypt part disk'"
+    check "the root file system is the one made" sh -c "[ \"\$(findmnt -n -o UUID /sysroot)\" = $root ]"
+    check "/boot is mounted from its partition" sh -c "findmnt -n -o SOURCE /boot | grep -q vda2"
+    check "root's authorized keys came from the flag" grep -q alice@laptop /root/.ssh/authorized_keys
+    check "status shows the installed system" sh -c "apt-ostree status | tee /dev/stderr | grep -q 'debian:$REF'"
+    check "apt-ostree bootloader status" apt-ostree bootloader status
+    say "phase $PHASE: PASS"
+    say "TO-FILESYSTEM PASSED"
+    systemctl poweroff
     ;;
 32)
     check "the upgrade booted" sh -c 'grep -q "vmtest base 30" /usr/share/vmtest/base'

@@ -19,6 +19,8 @@ SUITE=$1 DEB=$2 OUT=$3 CACHE=$4 GUEST=$5 SETTINGS=$6
 PKGS=systemd-sysv,udev,dbus,libpam-systemd,linux-image-amd64,initramfs-tools
 PKGS=$PKGS,grub-efi-amd64,grub-efi-amd64-signed,shim-signed,mokutil,openssh-server
 PKGS=$PKGS,sudo,iproute2,kmod,e2fsprogs,ca-certificates,less,polkitd,ostree-boot,skopeo
+# What an administrator prepares a disk with for install-os to-filesystem.
+PKGS=$PKGS,fdisk,dosfstools,cryptsetup-bin,lvm2
 # apt-ostree's dependencies, so that its package installs with no network.
 DEPS=$(dpkg-deb -f "$DEB" Depends | sed 's/([^)]*)//g; s/|[^,]*//g; s/ //g')
 KEY=$(echo "$SUITE $PKGS $DEPS" | sha256sum | cut -c1-12)
@@ -103,7 +105,7 @@ install -Dm644 "$GUEST/vmtest-convert.service" "$M/usr/local/lib/systemd/system/
 mkdir -p "$M/etc/systemd/system/multi-user.target.wants"
 ln -s /usr/local/lib/systemd/system/vmtest-convert.service "$M/etc/systemd/system/multi-user.target.wants/"
 mkdir -p "$M/var/lib/vmtest"
-echo 30 > "$M/var/lib/vmtest/phase"
+cat "$SETTINGS/first-phase" 2>/dev/null > "$M/var/lib/vmtest/phase" || echo 30 > "$M/var/lib/vmtest/phase"
 
 # GRUB as Debian's installer leaves it on a UEFI machine with Secure Boot:
 # shim and the signed GRUB in EFI/debian and as the removable loader, a
