@@ -44,6 +44,12 @@ pub enum InstallOsCommand {
 pub struct ToExistingRoot {
     #[command(flatten)]
     source: SourceArgs,
+    /// Layer the packages installed by hand (`apt-mark showmanual`) that the
+    /// image lacks, in the first deployment (the old system's kernel,
+    /// initramfs generator and boot loader excepted); without it they are
+    /// listed.
+    #[arg(long)]
+    layer_manual: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,10 +128,11 @@ fn run(command: InstallOsCommand) -> Result<u8> {
 }
 
 fn to_existing_root(args: ToExistingRoot) -> Result<u8> {
+    let layer_manual = args.layer_manual;
     let args = args.source;
     let source = args.parse()?;
     let sink = ConsoleProgress::sink();
-    let (plan, machine) = plan(source, args.kargs, &sink)?;
+    let (plan, machine) = plan(source, args.kargs, layer_manual, &sink)?;
     print_plan(&plan);
     if args.dry_run {
         println!("Dry run: nothing was changed.");
@@ -260,6 +267,12 @@ fn print_plan(plan: &Plan) {
     if plan.undo_first {
         println!("An interrupted conversion is undone first.");
     }
+    if plan.layer_manual {
+        println!(
+            "Packages installed by hand that the image lacks are layered in the first \
+             deployment (from the apt sources carried over), the image alone kept as rollback."
+        );
+    }
     println!(
         "Carried over: accounts, SSH host keys, hostname, machine-id, network, \
          fstab's other mounts, added apt sources; /home, /root, /srv, /usr/local \
@@ -284,7 +297,19 @@ fn print_report(report: &Report) {
     if report.bootchain {
         println!("The ESP has the image's signed boot chain.");
     }
-    if report.manual.is_empty() {
+    let (_, left_out) = super::layerable(&report.manual);
+    if !report.layered.is_empty() {
+        println!(
+            "Layered (installed by hand, not in the image): {}",
+            report.layered.join(" ")
+        );
+        if !left_out.is_empty() {
+            println!(
+                "Not layered (the image brings its own boot machinery): {}",
+                left_out.join(" ")
+            );
+        }
+    } else if report.manual.is_empty() {
         println!("Every package installed by hand is in the image.");
     } else {
         println!(

@@ -145,6 +145,21 @@ fn prepare(plan: &Plan, machine: &Machine, sink: &Sink) -> Result<Report> {
             gio::Cancellable::NONE,
         )
     })?;
+    let (dir, layered) = if plan.layer_manual {
+        let (layerable, _) = super::layerable(&manual);
+        match layerable.is_empty() {
+            true => (dir, Vec::new()),
+            false => {
+                let title = format!("Layering {}", layerable.join(" "));
+                let new_dir = sink.task(&title, || {
+                    layer(root, &commit, plan, &layerable, &kargs, sink)
+                })?;
+                (new_dir, layerable)
+            }
+        }
+    } else {
+        (dir, Vec::new())
+    };
     sink.task("Writing the new boot menu", || {
         crate::compose::grub::write_menu(&dir, root)
     })?;
@@ -166,9 +181,44 @@ fn prepare(plan: &Plan, machine: &Machine, sink: &Sink) -> Result<Report> {
         deployment: dir,
         carried,
         manual,
+        layered,
         moved,
         bootchain,
     })
+}
+
+/// `--layer-manual`: `packages` layered on `base` as `apt-ostree install`
+/// would (the same engine, with the carried /etc's apt sources), deployed
+/// in front of the base deployment, which stays as the rollback; the new
+/// deployment's directory.
+fn layer(
+    root: &Path,
+    base: &str,
+    plan: &Plan,
+    packages: &[String],
+    kargs: &[String],
+    sink: &Sink,
+) -> Result<PathBuf> {
+    let mut sysroot = crate::sysroot::Sysroot::open(root)?;
+    let mut origin = plan.source.origin();
+    origin.requested_packages.extend(packages.iter().cloned());
+    let layered = crate::layering::build(&sysroot, sink, base, &origin);
+    crate::layering::finish_cleanups();
+    let layered = layered.context(
+        "Layering the packages installed by hand (convert without --layer-manual, \
+         then `apt-ostree install` them)",
+    )?;
+    sysroot.deploy_commit(sink, &layered.commit, &origin, Some(kargs))?;
+    let ostree = sysroot.ostree();
+    let deployment = ostree
+        .deployments()
+        .into_iter()
+        .next()
+        .context("no deployment after layering")?;
+    ostree
+        .deployment_directory(&deployment)
+        .path()
+        .context("the deployment has no local path")
 }
 
 /// The machine's /var becomes the stateroot's, where the new system mounts

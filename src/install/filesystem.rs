@@ -391,6 +391,7 @@ fn write_authorized_keys(dir: &Path, keys: &str) -> Result<()> {
 /// Empty DIR again (and its /boot), never entering a mount point: what an
 /// installation that failed wrote.
 pub fn clear(dir: &Path) -> Result<()> {
+    super::unlock_deployments(dir)?;
     for rel in [Path::new("boot"), Path::new("")] {
         let parent = dir.join(rel);
         for name in foreign_entries(&parent)? {

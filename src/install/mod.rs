@@ -41,6 +41,8 @@ pub struct Plan {
     pub extra_kargs: Vec<String>,
     /// An interrupted conversion is undone first.
     pub undo_first: bool,
+    /// Layer the packages installed by hand that the image lacks.
+    pub layer_manual: bool,
 }
 
 /// What a conversion did.
@@ -52,6 +54,8 @@ pub struct Report {
     pub carried: carry::Carried,
     /// Packages the administrator installed that the image lacks.
     pub manual: Vec<String>,
+    /// Those of them layered (`--layer-manual`).
+    pub layered: Vec<String>,
     pub moved: Vec<String>,
     /// The ESP got the image's signed boot chain.
     pub bootchain: bool,
@@ -65,7 +69,12 @@ pub struct Report {
 pub struct Refused(pub String, pub Vec<Refusal>);
 
 /// Check the running machine and the source; the plan, or every refusal.
-pub fn plan(source: Source, extra_kargs: Vec<String>, sink: &Sink) -> Result<(Plan, Machine)> {
+pub fn plan(
+    source: Source,
+    extra_kargs: Vec<String>,
+    layer_manual: bool,
+    sink: &Sink,
+) -> Result<(Plan, Machine)> {
     let root = Path::new("/");
     for arg in &extra_kargs {
         crate::kargs::validate(arg)?;
@@ -86,6 +95,7 @@ pub fn plan(source: Source, extra_kargs: Vec<String>, sink: &Sink) -> Result<(Pl
             kept_kargs: preflight::kargs_to_keep(&cmdline),
             extra_kargs,
             undo_first,
+            layer_manual,
         },
         machine,
     ))
@@ -122,6 +132,63 @@ pub(crate) fn refuse_or(
     }
 }
 
+/// Take off the immutable attribute libostree puts on each deployment's
+/// root (`ostree/deploy/OS/deploy/CHECKSUM.N`) under `sysroot`, so that a
+/// half-made installation can be removed (remove_dir_all fails with EPERM
+/// on them otherwise).
+pub(crate) fn unlock_deployments(sysroot: &Path) -> Result<()> {
+    use rustix::fs::{ioctl_getflags, ioctl_setflags, IFlags};
+    let Ok(stateroots) = std::fs::read_dir(sysroot.join("ostree/deploy")) else {
+        return Ok(());
+    };
+    for stateroot in stateroots.flatten() {
+        let Ok(deployments) = std::fs::read_dir(stateroot.path().join("deploy")) else {
+            continue;
+        };
+        for deployment in deployments.flatten() {
+            let path = deployment.path();
+            if !deployment.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let dir = std::fs::File::open(&path)
+                .with_context(|| format!("Opening {}", path.display()))?;
+            let flags = ioctl_getflags(&dir).map_err(std::io::Error::from)?;
+            if flags.contains(IFlags::IMMUTABLE) {
+                ioctl_setflags(&dir, flags - IFlags::IMMUTABLE)
+                    .map_err(std::io::Error::from)
+                    .with_context(|| format!("Making {} mutable", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The old system's boot machinery: the image brings its own (kernel,
+/// initramfs generator, GRUB, shim, OSTree), so `--layer-manual` leaves
+/// these out, whatever the machine had marked.
+const BOOT_MACHINERY: &[&str] = &[
+    "linux-image-",
+    "linux-headers-",
+    "initramfs-tools",
+    "dracut",
+    "grub-",
+    "grub2",
+    "shim-",
+    "systemd-boot",
+    "ostree",
+    "apt-ostree",
+    "libostree",
+];
+
+/// The packages of `manual` that `--layer-manual` layers, and those it
+/// leaves out as boot machinery.
+pub fn layerable(manual: &[String]) -> (Vec<String>, Vec<String>) {
+    manual
+        .iter()
+        .cloned()
+        .partition(|name| !BOOT_MACHINERY.iter().any(|p| name.starts_with(p)))
+}
+
 /// Packages marked manually installed on this machine (`apt-mark
 /// showmanual`) that the deployment at `deployment` does not have.
 pub fn manual_packages_missing(root: &Path, deployment: &Path) -> Result<Vec<String>> {
@@ -142,4 +209,36 @@ pub fn manual_packages_missing(root: &Path, deployment: &Path) -> Result<Vec<Str
         .filter(|n| !n.is_empty() && !image.contains(*n))
         .map(str::to_string)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_manual_leaves_the_old_boot_machinery_out() {
+        let manual: Vec<String> = [
+            "sudo",
+            "linux-image-amd64",
+            "initramfs-tools",
+            "grub-efi-amd64",
+            "shim-signed",
+            "htop",
+            "ostree-boot",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (layered, left) = layerable(&manual);
+        assert_eq!(layered, ["sudo", "htop"]);
+        assert_eq!(
+            left,
+            [
+                "linux-image-amd64",
+                "initramfs-tools",
+                "grub-efi-amd64",
+                "shim-signed",
+                "ostree-boot"
+            ]
+        );
+    }
 }

@@ -143,6 +143,7 @@ pub fn undo(root: &Path) -> Result<()> {
     var_back(root)?;
     let ostree = root.join("ostree");
     if ostree.exists() {
+        super::unlock_deployments(root)?;
         std::fs::remove_dir_all(&ostree).context("Removing /ostree")?;
     }
     nix::unistd::sync();

@@ -1,9 +1,12 @@
 #!/bin/sh
 # The install-os phases of the VM suite (issue 31), one per boot:
 #   30  a Debian machine installed the usual way (tests/vm/plain-disk.sh):
-#       refusals change nothing; --dry-run; the conversion; reboot
-#   31  the converted machine: what made it its own is there, the old root
-#       is under /sysroot; upgrade to the host's next base; reboot
+#       refusals change nothing; --dry-run; the conversion, with
+#       --layer-manual (the packages installed by hand, from Debian's
+#       archive); reboot
+#   31  the converted machine: what made it its own is there, sudo is
+#       layered, the image alone is the rollback, the old root is under
+#       /sysroot; upgrade to the host's next base; reboot
 #   32  the upgrade booted; cleanup --old-root removes the old system, not
 #       the machine's data
 #   33  (another plain machine, a second empty disk) the disk is laid out as
@@ -82,7 +85,7 @@ install_os() { apt-ostree install-os to-existing-root --karg $KARG "$@"; }
 convert() { # the conversion, and what it must have done before the reboot
     started=$(date +%s)
     converted=0
-    install_os --no-gpg-verify --ref "$REF" "$SOURCE" > $STATE/convert.log 2>&1 || converted=$?
+    install_os --layer-manual --no-gpg-verify --ref "$REF" "$SOURCE" > $STATE/convert.log 2>&1 || converted=$?
     sed 's/^/VMTEST   /' $STATE/convert.log > /dev/ttyS0
     [ $converted = 0 ] || fail "install-os to-existing-root: exit $converted"
     say "  ok: install-os to-existing-root"
@@ -91,6 +94,10 @@ convert() { # the conversion, and what it must have done before the reboot
     check "the old kernels are set aside" sh -c 'ls /boot/old-root/vmlinuz-* && ! ls /boot/vmlinuz-* 2>/dev/null'
     check "/home is in /var, linked" sh -c '[ -L /home ] && [ -f /var/home/alice/notes.txt ]'
     check "the new boot entry has the --karg" sh -c "grep -q $KARG /boot/loader/entries/*.conf"
+    check "--layer-manual layered sudo, left the old boot machinery out" sh -c \
+        "grep -q '^Layered (installed by hand, not in the image):.* sudo' $STATE/convert.log &&
+         grep -q '^Not layered (the image brings its own boot machinery):.* initramfs-tools' $STATE/convert.log"
+    check "two boot entries: the layered deployment, the image alone" sh -c '[ $(ls /boot/loader/entries/*.conf | wc -l) = 2 ]'
 }
 prepare_target() { # an ESP, /boot, and LVM on LUKS for the root, mounted at $TARGET
     printf 'label: gpt\nsize=200MiB, type=U\nsize=800MiB, type=L\ntype=L\n' |
@@ -182,6 +189,9 @@ case $PHASE in
         check "$key is as before" test "$now" = "$value"
     done < $STATE/facts
     check "alice is still in sudo" sh -c 'id -nG alice | grep -qw sudo'
+    check "sudo, installed by hand, is layered and works" sh -c \
+        'apt-ostree status --booted | grep LayeredPackages | grep -qw sudo && sudo -u alice true && dpkg -s sudo >/dev/null'
+    check "the rollback is the image alone" sh -c 'apt-ostree status | grep -c LayeredPackages | grep -qx 1'
     check "the network configuration came along (10.0.2.99)" sh -c 'ip -4 addr | grep -q "10.0.2.99/24"'
     check "fstab's other mounts came along" sh -c 'findmnt -n -o FSTYPE /mnt/scratch | grep -q tmpfs'
     check "the old root is readable under /sysroot" sh -c 'test -f /sysroot/etc/debian_version && test -x /sysroot/usr/bin/apt-get'

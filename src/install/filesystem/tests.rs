@@ -121,3 +121,19 @@ fn clearing_a_failed_installation_leaves_it_empty_and_lost_and_found_whole() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn clearing_removes_a_deployment_that_libostree_made_immutable() {
+    use rustix::fs::{ioctl_getflags, ioctl_setflags, IFlags};
+    // On a file system with the attribute (ext4 under /var/tmp; tmpfs may lack it).
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let deployment = dir.path().join("ostree/deploy/debian/deploy/abc.0");
+    std::fs::create_dir_all(deployment.join("etc")).unwrap();
+    let fd = std::fs::File::open(&deployment).unwrap();
+    let flags = ioctl_getflags(&fd).unwrap();
+    ioctl_setflags(&fd, flags | IFlags::IMMUTABLE).expect("setting the immutable attribute");
+    drop(fd);
+    assert!(std::fs::remove_dir_all(dir.path().join("ostree")).is_err());
+    clear(dir.path()).unwrap();
+    assert!(!dir.path().join("ostree").exists());
+}
