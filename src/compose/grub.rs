@@ -54,6 +54,9 @@ pub(crate) fn install_bios(deployment: &Path, sysroot: &Path, disk: &Path) -> Re
 /// the boot entries libostree wrote into /boot/loader/grub.cfg, and the
 /// environment block beside it.
 pub(crate) fn write_menu(deployment: &Path, sysroot: &Path) -> Result<()> {
+    // Debian's 05_debian_theme stops grub-mkconfig, saying nothing, when
+    // there is no /boot/grub (a new /boot file system).
+    std::fs::create_dir_all(sysroot.join("boot/grub"))?;
     in_deployment(
         deployment,
         sysroot,
