@@ -98,7 +98,9 @@ fn image_ref(digest: &str) -> String {
     format!("apt-ostree/image/{}", digest.replace(':', "/"))
 }
 
-fn remote_image(registry: &Registry, digest: String) -> Result<RemoteImage> {
+/// What the image with manifest `digest` says of itself (its config), read
+/// through an open `registry`.
+pub(crate) fn remote_image(registry: &Registry, digest: String) -> Result<RemoteImage> {
     let config = registry.config()?;
     let labels = config
         .config()

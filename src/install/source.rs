@@ -98,7 +98,7 @@ impl Source {
                 let registry = crate::container::Registry::open(reference)?;
                 let manifest = registry.manifest()?;
                 let compressed: u64 = manifest.manifest.layers().iter().map(|l| l.size()).sum();
-                let image = crate::container::inspect(reference)?;
+                let image = crate::container::remote_image(&registry, manifest.digest.clone())?;
                 Ok(Probe {
                     revision: manifest.digest,
                     version: image.version,

@@ -248,7 +248,7 @@ case $PHASE in
     check "the kernel arguments open LUKS, then LVM" sh -c \
         "grep -q 'rd.luks.uuid=$luks' /proc/cmdline && grep -q 'rd.lvm.lv=$VG/root' /proc/cmdline && grep -q vmtest.tofs=1 /proc/cmdline"
     check "the root is the volume on LUKS" sh -c \
-        "lsblk --inverse --noheadings --output TYPE \$(findmnt -n -o SOURCE /sysroot) | tr -d ' ' | tr '\n' ' ' | grep -q '^lvm crypt part disk'"
+        "lsblk --inverse --list --noheadings --output TYPE \$(findmnt -n -o SOURCE /sysroot) | tr -d ' ' | tr '\n' ' ' | grep -q '^lvm crypt part disk'"
     check "the root file system is the one made" sh -c "[ \"\$(findmnt -n -o UUID /sysroot)\" = $root ]"
     check "/boot is mounted from its partition" sh -c "findmnt -n -o SOURCE /boot | grep -q vda2"
     check "root's authorized keys came from the flag" grep -q alice@laptop /root/.ssh/authorized_keys
