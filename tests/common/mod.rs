@@ -445,6 +445,32 @@ impl ActivatedDaemon {
             .unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let socket = dir.path().join("org.aptostree.Sysroot");
+        ActivatedDaemon::listen(sysroot, idle_timeout, env, socket, dir)
+    }
+
+    /// Listening on `socket` (e.g. the system's path, for a client that
+    /// knows no other), which must not exist yet; removed when dropped.
+    pub fn start_at(sysroot: &Path, idle_timeout: u64, socket: &Path) -> ActivatedDaemon {
+        assert!(
+            !socket.exists(),
+            "{} exists: another apt-ostreed listens there",
+            socket.display()
+        );
+        fs::create_dir_all(socket.parent().unwrap()).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("apt-ostreed")
+            .tempdir()
+            .unwrap();
+        ActivatedDaemon::listen(sysroot, idle_timeout, &[], socket.to_path_buf(), dir)
+    }
+
+    fn listen(
+        sysroot: &Path,
+        idle_timeout: u64,
+        env: &[&str],
+        socket: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> ActivatedDaemon {
         let child = Command::new("systemd-socket-activate")
             .arg("-l")
             .arg(&socket)
@@ -498,6 +524,7 @@ impl Drop for ActivatedDaemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = fs::remove_file(&self.socket);
     }
 }
 

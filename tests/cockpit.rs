@@ -1,0 +1,356 @@
+//! The Cockpit page (cockpit/) in a real browser: Debian's cockpit-ws on
+//! 127.0.0.1, local test accounts, headless Chromium driven by Selenium
+//! (tests/cockpit/browser.py), and apt-ostreed socket-activated on a test
+//! sysroot at the system's socket path, which the page knows. Each click's
+//! effect is checked in the sysroot. Screenshots go to
+//! target/cockpit-screenshots.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{run, wait_until, ActivatedDaemon, TestSysroot};
+
+const SOCKET: &str = "/run/apt-ostree/org.aptostree.Sysroot";
+
+/// The methods and parameter names of interfaces/org.aptostree.Sysroot.varlink.
+fn idl_methods() -> BTreeMap<String, Vec<String>> {
+    let idl = std::fs::read_to_string("interfaces/org.aptostree.Sysroot.varlink").unwrap();
+    let mut methods = BTreeMap::new();
+    let mut rest = idl.as_str();
+    while let Some(at) = rest.find("\nmethod ") {
+        rest = &rest[at + "\nmethod ".len()..];
+        let name: String = rest.chars().take_while(|c| c.is_alphanumeric()).collect();
+        let open = rest.find('(').unwrap();
+        // Up to the closing parenthesis, comments (which have their own) aside.
+        let mut params = Vec::new();
+        for line in rest[open + 1..].lines().map(str::trim) {
+            if line.starts_with('#') {
+                continue;
+            }
+            let (fields, closed) = match line.find(')') {
+                Some(at) => (&line[..at], true),
+                None => (line, false),
+            };
+            params.extend(
+                fields
+                    .split(',')
+                    .filter_map(|p| p.split_once(':').map(|(n, _)| n.trim().to_string())),
+            );
+            if closed {
+                break;
+            }
+        }
+        methods.insert(name, params);
+    }
+    methods
+}
+
+/// The METHODS table of cockpit/varlink.js: what the page calls, with what.
+fn page_methods() -> BTreeMap<String, Vec<String>> {
+    let js = std::fs::read_to_string("cockpit/varlink.js").unwrap();
+    let table = js.split("const METHODS = {").nth(1).unwrap();
+    let table = &table[..table.find("};").unwrap()];
+    table
+        .lines()
+        .filter_map(|l| l.trim().split_once(": ["))
+        .map(|(name, params)| {
+            let params = params.trim_end_matches("],").trim_end_matches(']');
+            (
+                name.to_string(),
+                params
+                    .split(',')
+                    .map(|p| p.trim().trim_matches('"').to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_page_calls_only_methods_and_parameters_the_interface_has() {
+    let idl = idl_methods();
+    let page = page_methods();
+    assert!(page.len() >= 8, "the table was not read: {page:?}");
+    assert!(idl.contains_key("GetStatus") && idl["Upgrade"].contains(&"preview".into()));
+    for (method, params) in &page {
+        let known = idl
+            .get(method)
+            .unwrap_or_else(|| panic!("the page calls {method}, which the interface lacks"));
+        for p in params {
+            assert!(
+                known.contains(p),
+                "{method} has no parameter {p}: {known:?}"
+            );
+        }
+    }
+}
+
+/// A local account for the browser to log in as; removed when dropped.
+struct Account {
+    name: String,
+    password: String,
+}
+
+impl Account {
+    fn new(name: &str, admin: bool) -> Account {
+        let _ = Command::new("userdel").args(["-r", name]).output();
+        let mut useradd = Command::new("useradd");
+        useradd.args(["--create-home", "--shell", "/bin/bash"]);
+        if admin {
+            useradd.args(["--groups", "sudo"]);
+            std::fs::write(
+                format!("/etc/sudoers.d/{name}"),
+                format!("{name} ALL=(ALL) NOPASSWD: ALL\n"),
+            )
+            .unwrap();
+        }
+        run(useradd.arg(name));
+        let password = format!("Pw-{}-{}", name, std::process::id());
+        let mut chpasswd = Command::new("chpasswd")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        chpasswd
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{name}:{password}\n").as_bytes())
+            .unwrap();
+        assert!(chpasswd.wait().unwrap().success());
+        // The page, as the package installs it, in the account's own
+        // Cockpit packages (~/.local/share/cockpit): the machine's
+        // /usr/share/cockpit stays as it is.
+        let pages = PathBuf::from(format!("/home/{name}/.local/share/cockpit/apt-ostree"));
+        std::fs::create_dir_all(&pages).unwrap();
+        for entry in std::fs::read_dir("cockpit").unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), pages.join(entry.file_name())).unwrap();
+        }
+        run(Command::new("chown")
+            .arg("-R")
+            .arg(format!("{name}:{name}"))
+            .arg(format!("/home/{name}/.local")));
+        Account {
+            name: name.to_string(),
+            password,
+        }
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        // A login leaves the user's session bus and bridge running.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-u", &self.name])
+            .status();
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = Command::new("userdel").args(["-r", &self.name]).output();
+        let _ = std::fs::remove_file(format!("/etc/sudoers.d/{}", self.name));
+    }
+}
+
+/// cockpit-ws on 127.0.0.1, without TLS (as behind a local proxy).
+struct CockpitWs {
+    child: Child,
+    port: u16,
+}
+
+impl CockpitWs {
+    fn start() -> CockpitWs {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("/usr/lib/cockpit/cockpit-ws")
+            .args(["--no-tls", "--address", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cockpit-ws (package cockpit-ws; scripts/setup installs it)");
+        assert!(wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }));
+        CockpitWs { child, port }
+    }
+}
+
+impl Drop for CockpitWs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Play `scenario` in the browser as `account`; what the page showed.
+fn browse(ws: &CockpitWs, account: &Account, scenario: &str) -> serde_json::Value {
+    browse_with(ws, account, scenario, "")
+}
+
+fn browse_with(
+    ws: &CockpitWs,
+    account: &Account,
+    scenario: &str,
+    argument: &str,
+) -> serde_json::Value {
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../cockpit-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new("/usr/bin/python3")
+        .arg("tests/cockpit/browser.py")
+        .arg(format!(
+            "http://127.0.0.1:{}/cockpit/@localhost/apt-ostree/index.html",
+            ws.port
+        ))
+        .args([&account.name, &account.password, scenario])
+        .arg(shots.join(format!("{scenario}.png")))
+        .arg(argument)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{scenario}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn checksums(shown: &serde_json::Value) -> Vec<String> {
+    shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["checksum"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn sysroot_order(s: &TestSysroot) -> Vec<String> {
+    s.deployments().into_iter().map(|(c, _)| c).collect()
+}
+
+#[test]
+fn in_a_browser_the_page_shows_the_deployments_and_changes_only_what_the_user_may() {
+    let ws = CockpitWs::start();
+    let admin = Account::new("aotest-admin", true);
+    let user = Account::new("aotest-user", false);
+    permissions_and_rollback(&ws, &admin, &user);
+    updates_rebase_and_cleanup(&ws, &admin);
+    a_running_transaction_is_attached_and_cancelled(&ws, &admin);
+}
+
+fn permissions_and_rollback(ws: &CockpitWs, admin: &Account, user: &Account) {
+    let sysroot = TestSysroot::with_two_deployments();
+    let _daemon = ActivatedDaemon::start_at(&sysroot.path, 120, Path::new(SOCKET));
+    let order = sysroot_order(&sysroot);
+    assert_eq!(order.len(), 2);
+
+    // Without administrative access: the deployments, read-only; a change
+    // reads as "not allowed", and nothing changes.
+    let shown = browse(ws, user, "user-rollback");
+    assert_eq!(checksums(&shown["before"]), order, "{shown}");
+    let error = shown["error"]["text"].as_str().unwrap();
+    assert!(error.starts_with("Not allowed"), "{shown}");
+    assert_eq!(
+        shown["error"]["name"], "org.varlink.service.PermissionDenied",
+        "{shown}"
+    );
+    assert_eq!(sysroot_order(&sysroot), order);
+
+    // With it: rollback swaps the two, in the sysroot and on the page.
+    let shown = browse(ws, admin, "admin-rollback");
+    assert_eq!(checksums(&shown["before"]), order, "{shown}");
+    assert_eq!(shown["before"][1]["badges"][0], "rollback", "{shown}");
+    let swapped: Vec<String> = order.iter().rev().cloned().collect();
+    assert_eq!(sysroot_order(&sysroot), swapped);
+    assert_eq!(checksums(&shown["after"]), swapped, "{shown}");
+    assert_eq!(shown["error"]["shown"], false, "{shown}");
+    eprintln!(
+        "deployments shown {} ms after the page started",
+        shown["page_ms"]
+    );
+
+    // An unreachable remote: the check fails with the interface's error name.
+    sysroot.set_remote("http://127.0.0.1:9/repo", &[]);
+    let shown = browse(ws, admin, "admin-check");
+    assert_eq!(shown["error"]["shown"], true, "{shown}");
+    let name = shown["error"]["name"].as_str().unwrap();
+    assert!(name.starts_with("org.aptostree.Sysroot."), "{shown}");
+    assert_eq!(sysroot_order(&sysroot), swapped);
+}
+
+/// Check (with the update's package diff), update, rebase, clean up.
+fn updates_rebase_and_cleanup(ws: &CockpitWs, admin: &Account) {
+    let base = common::base_repo();
+    let sysroot = TestSysroot::at_v1();
+    let _daemon = ActivatedDaemon::start_at(&sysroot.path, 120, Path::new(SOCKET));
+    let rebase_to = format!("{}:{}", common::REMOTE, common::NEXT_REF);
+    let shown = browse_with(ws, admin, "admin-changes", &rebase_to);
+    assert_eq!(shown["error"]["shown"], false, "{shown}");
+    assert_eq!(shown["update"]["shown"], true, "{shown}");
+    assert!(
+        shown["update"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("Version 12.2"),
+        "{shown}"
+    );
+    let changes = shown["update"]["changes"].to_string();
+    assert!(changes.contains("demo-base 1.0 → 1.1"), "{shown}");
+    assert_eq!(checksums(&shown["after_update"])[0], base.v2, "{shown}");
+    let after_rebase = checksums(&shown["after_rebase"]);
+    assert_eq!(after_rebase[0], base.next, "{shown}");
+    assert!(shown["after_rebase"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains(common::NEXT_REF));
+    assert_eq!(sysroot_order(&sysroot)[0], base.next);
+    assert!(
+        !shown["cleanup_notice"].as_str().unwrap().is_empty(),
+        "{shown}"
+    );
+}
+
+/// A transaction the CLI started (a pull from a slow server) shows on
+/// opening the page, with its progress; Cancel stops it, and nothing changed.
+fn a_running_transaction_is_attached_and_cancelled(ws: &CockpitWs, admin: &Account) {
+    let sysroot = TestSysroot::at_v1();
+    // Trickled: the pull takes minutes unless cancelled.
+    let server = common::HttpServer::start(&common::base_repo().path, Some(2000));
+    sysroot.set_remote(&server.url(), &[]);
+    let _daemon = ActivatedDaemon::start_at(&sysroot.path, 120, Path::new(SOCKET));
+    let before = sysroot_order(&sysroot);
+    let mut cli = Command::new(common::cli())
+        .args(["upgrade"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Open the page once the pull runs.
+    use std::io::BufRead;
+    let mut progress = std::io::BufReader::new(cli.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("Pulling") {
+        line.clear();
+        assert!(
+            progress.read_line(&mut line).unwrap() > 0,
+            "the upgrade ended"
+        );
+    }
+    let shown = browse(ws, admin, "admin-attach");
+    let status = cli.wait().unwrap();
+    assert!(
+        shown["attached_title"]
+            .as_str()
+            .unwrap()
+            .contains("started elsewhere"),
+        "{shown}"
+    );
+    assert!(!status.success(), "the CLI's upgrade was not cancelled");
+    assert_eq!(sysroot_order(&sysroot), before);
+}

@@ -1,0 +1,143 @@
+#!/usr/bin/python3
+"""One scenario of apt-ostree's Cockpit page in headless Chromium.
+
+    browser.py URL USER PASSWORD SCENARIO SCREENSHOT
+
+Logs into Cockpit at URL as USER (with administrative access when
+SCENARIO starts with "admin"), opens the page, plays SCENARIO and prints
+what the page showed as one JSON object; tests/cockpit.rs compares it with
+the sysroot. Debian's /usr/bin/python3 (python3-selenium), not another.
+
+Scenarios:
+  admin-rollback  the deployments, then "Roll back", then the deployments
+  user-rollback   the deployments, then "Roll back" as a user without
+                  administrative access
+  admin-check     "Check for updates" (the test made the remote unreachable)
+  admin-changes   "Check for updates" (the update's package diff), "Update",
+                  "Rebase to" ARG, "Clean up"
+  admin-attach    a transaction the CLI started shows on opening the page,
+                  with its progress; "Cancel"
+"""
+
+import json
+import sys
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--disable-gpu", "--window-size=1280,1000"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def login(driver, wait, url, user, password, admin):
+    driver.get(url)
+    wait.until(EC.visibility_of_element_located((By.ID, "login-user-input"))).send_keys(user)
+    if admin:
+        # The login page asks for administrative access (sudo) when this is set.
+        driver.execute_script("localStorage.setItem(arguments[0], 'any')", "superuser:" + user)
+    driver.find_element(By.ID, "login-password-input").send_keys(password)
+    driver.find_element(By.ID, "login-button").click()
+
+
+def loaded(driver, wait):
+    """Waits for the page's first status; the milliseconds it took."""
+    started = time.monotonic()
+    wait.until(lambda d: d.execute_script(
+        "return document.body && document.body.dataset.loaded") in ("true", "error"))
+    return round((time.monotonic() - started) * 1000)
+
+
+def deployments(driver):
+    return [
+        {
+            "checksum": item.get_attribute("data-checksum"),
+            "badges": [b.get_attribute("data-badge")
+                       for b in item.find_elements(By.CSS_SELECTOR, "[data-badge]")],
+            "text": item.text,
+        }
+        for item in driver.find_elements(By.CSS_SELECTOR, "#deployments > li.deployment")
+    ]
+
+
+def click_and_wait(driver, wait, button):
+    driver.find_element(By.ID, button).click()
+    wait.until(lambda d: d.execute_script(
+        "return document.body.dataset.transaction") == "done")
+    # The page reloads the status after a transaction.
+    wait.until(lambda d: d.execute_script("return document.body.dataset.loaded") == "true")
+
+
+def changes(driver, wait, rebase_to, report):
+    click_and_wait(driver, wait, "check-button")
+    box = driver.find_element(By.ID, "update-available")
+    report["update"] = {"shown": box.is_displayed(), "summary": box.text,
+                        "changes": [li.text for li in box.find_elements(By.CSS_SELECTOR, "li.change")]}
+    click_and_wait(driver, wait, "update-button")
+    report["after_update"] = deployments(driver)
+    driver.find_element(By.ID, "rebase-input").send_keys(rebase_to)
+    click_and_wait(driver, wait, "rebase-button")
+    report["after_rebase"] = deployments(driver)
+    click_and_wait(driver, wait, "cleanup-button")
+    report["cleanup_notice"] = driver.find_element(By.ID, "notice").text
+
+
+def attach(driver, wait, report):
+    # The page found the transaction and follows it.
+    wait.until(lambda d: d.find_element(By.ID, "transaction").is_displayed())
+    report["attached_title"] = driver.find_element(By.ID, "transaction-title").text
+    wait.until(lambda d: d.find_element(By.ID, "transaction-task").text
+               or d.find_element(By.ID, "transaction-log").text)
+    report["attached_task"] = driver.find_element(By.ID, "transaction-task").text
+    driver.find_element(By.ID, "cancel-button").click()
+    wait.until(lambda d: d.execute_script(
+        "return document.body.dataset.transaction") == "done")
+
+
+def error_text(driver):
+    box = driver.find_element(By.ID, "error")
+    return {"shown": box.is_displayed(), "text": box.text,
+            "name": box.get_attribute("data-error")}
+
+
+def main():
+    url, user, password, scenario, screenshot = sys.argv[1:6]
+    argument = sys.argv[6] if len(sys.argv) > 6 else ""
+    driver = browser()
+    wait = WebDriverWait(driver, 60)
+    report = {}
+    try:
+        login(driver, wait, url, user, password, scenario.startswith("admin"))
+        report["load_ms"] = loaded(driver, wait)
+        # From the page's own start to the deployments shown (one GetStatus).
+        report["page_ms"] = driver.execute_script("return Number(document.body.dataset.shownMs)")
+        report["before"] = deployments(driver)
+        if scenario.endswith("rollback"):
+            click_and_wait(driver, wait, "rollback-button")
+            report["after"] = deployments(driver)
+        elif scenario == "admin-check":
+            click_and_wait(driver, wait, "check-button")
+        elif scenario == "admin-changes":
+            changes(driver, wait, argument, report)
+        elif scenario == "admin-attach":
+            attach(driver, wait, report)
+        report["error"] = error_text(driver)
+        report["log"] = driver.find_element(By.ID, "transaction-log").text
+        report["notice"] = driver.find_element(By.ID, "notice").text
+    finally:
+        driver.save_screenshot(screenshot)
+        driver.quit()
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
