@@ -154,7 +154,7 @@ function showTransaction(title) {
     $("transaction-progress").hidden = true;
     $("cancel-button").disabled = false;
     document.body.dataset.transaction = "running";
-    for (const button of document.querySelectorAll(".actions button, form button, .uninstall-button"))
+    for (const button of document.querySelectorAll(".actions button, form button, .uninstall-button, .install-result"))
         button.disabled = true;
 }
 
@@ -268,6 +268,35 @@ async function check() {
         notice("No update available.");
 }
 
+/* ---------- Search ---------- */
+
+async function search(words) {
+    clearMessages();
+    const list = $("search-results");
+    list.replaceChildren();
+    document.body.dataset.search = "running";
+    try {
+        const reply = await call("Search", { words });
+        list.replaceChildren(...reply.packages.slice(0, 200).map(p => element("li", {
+            class: "result", "data-package": p.name,
+        },
+        element("strong", {}, p.name),
+        ` ${p.version} ${p.architecture} `,
+        element("span", { class: "muted" }, p.summary),
+        p.installed
+            ? element("span", { class: "badge" }, "Installed")
+            : element("button", {
+                type: "button", class: "link install-result", "data-package": p.name,
+                onclick: () => run("Install", { packages: [p.name] }, `Install ${p.name}`),
+            }, "Install"))));
+        if (reply.packages.length === 0)
+            notice("No package matches.");
+    } catch (e) {
+        showError(e);
+    }
+    document.body.dataset.search = "done";
+}
+
 /* ---------- Wiring ---------- */
 
 function words(text) {
@@ -285,6 +314,12 @@ function init() {
     $("cleanup-button").addEventListener("click",
         () => run("Cleanup", { base: true, metadata: true }, "Cleaning up"));
     $("cancel-button").addEventListener("click", cancel);
+    $("search-form").addEventListener("submit", (event) => {
+        event.preventDefault();
+        const list = words($("search-input").value);
+        if (list.length)
+            search(list);
+    });
     $("install-form").addEventListener("submit", (event) => {
         event.preventDefault();
         const packages = words($("install-input").value);

@@ -24,6 +24,7 @@ const AptOstreeVarlink = (() => {
         Rebase: ["refspec", "allowInteractiveAuthentication"],
         Install: ["packages", "allowInteractiveAuthentication"],
         Uninstall: ["packages", "allowInteractiveAuthentication"],
+        Search: ["words"],
         Watch: [],
         Cancel: ["transaction", "allowInteractiveAuthentication"],
     };

@@ -77,6 +77,8 @@ pub enum Error {
     InvalidPackageName { name: String, reason: String },
     #[error("packages not found: {}", packages.join(", "))]
     PackageNotFound { packages: Vec<String> },
+    #[error("{reason}")]
+    NoPackageLists { reason: String },
     #[error("already requested: {} (use --idempotent to accept that)", packages.join(", "))]
     PackageAlreadyRequested { packages: Vec<String> },
     #[error("already in the base image: {}", packages.join(", "))]

@@ -241,6 +241,7 @@ fn in_a_browser_the_page_shows_the_deployments_and_changes_only_what_the_user_ma
     let user = Account::new("aotest-user", false);
     permissions_and_rollback(&ws, &admin, &user);
     updates_rebase_and_cleanup(&ws, &admin);
+    packages_searched_installed_and_uninstalled(&ws, &admin);
     a_running_transaction_is_attached_and_cancelled(&ws, &admin);
 }
 
@@ -353,4 +354,47 @@ fn a_running_transaction_is_attached_and_cancelled(ws: &CockpitWs, admin: &Accou
     );
     assert!(!status.success(), "the CLI's upgrade was not cancelled");
     assert_eq!(sysroot_order(&sysroot), before);
+}
+
+/// Search the test apt repository, install the first result, uninstall it.
+fn packages_searched_installed_and_uninstalled(ws: &CockpitWs, admin: &Account) {
+    let sysroot = TestSysroot::at_v1();
+    let repo = tempfile::tempdir().unwrap();
+    common::debs::apt_repository(
+        repo.path(),
+        &[
+            common::debs::Deb::new("demo-tool", "1.0").file("/usr/bin/demo-tool", "#!/bin/sh\n"),
+            common::debs::Deb::new("other-thing", "2.0"),
+        ],
+    );
+    let http = common::HttpServer::start(repo.path(), None);
+    let (checksum, serial) = sysroot.deployments()[0].clone();
+    std::fs::write(
+        sysroot
+            .deployment_dir(&checksum, serial)
+            .join("etc/apt/sources.list.d/test.list"),
+        format!("deb [trusted=yes] {}/ ./\n", http.url()),
+    )
+    .unwrap();
+    let _daemon = ActivatedDaemon::start_at(&sysroot.path, 120, Path::new(SOCKET));
+    run(Command::new(common::cli()).arg("refresh-md"));
+    let shown = browse_with(ws, admin, "admin-packages", "demo tool");
+    assert_eq!(shown["error"]["shown"], false, "{shown}");
+    assert_eq!(shown["found"], serde_json::json!(["demo-tool"]), "{shown}");
+    let layered = sysroot.status()["deployments"][0]["requestedPackages"].clone();
+    assert_eq!(layered, serde_json::json!([]), "uninstalled again");
+    assert!(
+        shown["after_install"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("demo-tool"),
+        "{shown}"
+    );
+    assert!(
+        !shown["after_uninstall"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("demo-tool"),
+        "{shown}"
+    );
 }

@@ -1014,3 +1014,50 @@ fn packages_under_opt_live_in_usr_and_follow_upgrades() {
         .join("usr/lib/opt/vendor-app")
         .exists());
 }
+
+#[test]
+fn search_finds_packages_by_name_and_description_once_the_lists_are_fetched() {
+    let env = layering_env();
+    let s = &env.s;
+    // Before any refresh: a typed error that says what to do.
+    let (rc, _, err) = code(s.cli().args(["search", "demo"]));
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("refresh-md"), "{err}");
+    // Nonsense words are refused before anything is read.
+    for bad in ["", "a\tb"] {
+        let (rc, _, err) = code(s.cli().args(["search", bad]));
+        assert_ne!(rc, 0, "{bad:?}: {err}");
+        assert!(err.contains("words"), "{bad:?}: {err}");
+    }
+    run(s.cli().arg("refresh-md"));
+    let found = |words: &[&str]| -> Vec<(String, bool)> {
+        let mut c = s.cli();
+        c.arg("search").args(words).arg("--json");
+        let list: serde_json::Value = serde_json::from_str(&stdout(&mut c)).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["installed"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // By name; by description, every word, any case; names first.
+    assert_eq!(found(&["demo-lib"]), [("demo-lib".to_string(), false)]);
+    let by_description = found(&["TEST", "package", "app"]);
+    assert_eq!(by_description[0], ("demo-app".to_string(), false));
+    assert!(by_description.iter().all(|(n, _)| n.starts_with("demo-")));
+    assert!(found(&["no-such-thing-anywhere"]).is_empty());
+    // Once layered, it shows as installed.
+    run(s.cli().args(["install", "demo-app"]));
+    assert!(found(&["demo-app"]).contains(&("demo-app".to_string(), true)));
+    // The text output, as `apt search` prints it.
+    let text = stdout(s.cli().args(["search", "demo-lib"]));
+    assert!(
+        text.starts_with("demo-lib/1.0 all [installed]\n  test package demo-lib"),
+        "{text}"
+    );
+}

@@ -5,10 +5,11 @@
 //! commit being layered on, and apt-ostree's own lists and archive cache (so a
 //! re-layering after an upgrade downloads nothing it already has). It never
 //! touches the host's apt state. libapt's configuration is process-global, so
-//! only one transaction at a time may use this (which transactions guarantee).
+//! one user at a time: a transaction, or a search ([`lock`]).
 
 mod names;
 mod resolve;
+mod search;
 
 use std::path::{Path, PathBuf};
 
@@ -21,9 +22,17 @@ pub use names::{validate_package_name, verify_deb};
 use resolve::{
     base_packages, dependency_order, explain_broken, plan_of_changes, requested_packages,
 };
+pub use search::{search_word, Found};
 
 use crate::error::Error;
 use crate::progress::{Event, Sink};
+
+/// libapt's configuration and caches are the process's: held by each use
+/// (a transaction's resolve and fetch, a search from the daemon's reader).
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    APT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Where apt finds its inputs and keeps its state, for one layering run.
 pub struct AptRoot {
@@ -230,6 +239,7 @@ impl AptRoot {
         if fresh {
             return Ok(());
         }
+        let _apt = lock();
         self.update(sink)?;
         std::fs::write(&stamp, fingerprint).context("Writing the lists stamp")
     }
@@ -242,6 +252,7 @@ impl AptRoot {
 
     /// Resolve `request` against the base's package set, without downloading.
     pub fn plan(&self, request: &Request) -> Result<Plan> {
+        let _apt = lock();
         let cache = self.open(&request.local)?;
         self.resolve(&cache, request)
     }
@@ -259,6 +270,7 @@ impl AptRoot {
         sink: &Sink,
         before_fetch: impl FnOnce(),
     ) -> Result<(Plan, Vec<PathBuf>)> {
+        let _apt = lock();
         let cache = self.open(&request.local)?;
         let plan = sink.task("Resolving dependencies", || self.resolve(&cache, request));
         before_fetch();

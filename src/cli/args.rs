@@ -202,6 +202,16 @@ pub enum Command {
         #[command(subcommand)]
         command: bootloader::BootloaderCommand,
     },
+    /// Search the packages the apt sources offer (names and descriptions,
+    /// as `apt search`), from the lists of the last refresh.
+    Search {
+        /// Words that must each be in a package's name or description.
+        #[arg(required = true, value_name = "WORD")]
+        words: Vec<String>,
+        /// Print the daemon's reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Query the package databases of commits.
     Db {
         #[command(subcommand)]

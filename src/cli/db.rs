@@ -140,6 +140,29 @@ pub fn run(client: &Client, command: DbCommand) -> Result<u8> {
     Ok(0)
 }
 
+/// `apt-ostree search WORDS`: as `apt search` prints it.
+pub fn search(client: &Client, words: Vec<String>, json: bool) -> Result<u8> {
+    let reply = client.sysroot().search(words).call()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reply.packages)?);
+        return Ok(0);
+    }
+    for p in &reply.packages {
+        println!(
+            "{}/{} {}{}",
+            p.name,
+            p.version,
+            p.architecture,
+            if p.installed { " [installed]" } else { "" }
+        );
+        println!("  {}\n", p.summary);
+    }
+    if reply.packages.is_empty() {
+        eprintln!("No package matches.");
+    }
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::matches;

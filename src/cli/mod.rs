@@ -122,6 +122,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Status(args) => status::run(&client, &args),
         Command::Kargs(args) => kargs::run(&client, args),
         Command::Db { command } => db::run(&client, command),
+        Command::Search { words, json } => db::search(&client, words, json),
         Command::Bootloader { command } => bootloader::run(&client, command),
         Command::Cancel => cancel(&client),
         Command::Reload => {

@@ -81,6 +81,16 @@ pub fn package(p: &dpkg::Package) -> idl::Package {
     }
 }
 
+pub fn search_match(m: &crate::operations::SearchMatch) -> idl::SearchMatch {
+    idl::SearchMatch {
+        name: m.found.name.clone(),
+        version: m.found.version.clone(),
+        architecture: m.found.architecture.clone(),
+        summary: m.found.summary.clone(),
+        installed: m.installed,
+    }
+}
+
 pub fn package_diff(d: &dpkg::PackageDiff) -> idl::PackageDiff {
     let change = |c: &dpkg::PackageChange| idl::PackageChange {
         name: c.name.clone(),

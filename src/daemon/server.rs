@@ -99,6 +99,23 @@ impl VarlinkInterface for SysrootInterface {
         }
     }
 
+    fn search(&self, call: &mut dyn Call_Search, words: Vec<String>) -> varlink::Result<()> {
+        let words: std::result::Result<Vec<String>, String> =
+            words.iter().map(|w| crate::apt::search_word(w)).collect();
+        let words = match words {
+            Ok(w) if !w.is_empty() => w,
+            _ => return call.reply_invalid_parameter("words".into()),
+        };
+        match self
+            .daemon
+            .reader
+            .query(move |s| operations::search(s, &words))
+        {
+            Ok(found) => call.reply(found.iter().map(convert::search_match).collect()),
+            Err(e) => errors::reply(call, &e),
+        }
+    }
+
     fn diff_packages(
         &self,
         call: &mut dyn Call_DiffPackages,

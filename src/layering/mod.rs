@@ -124,7 +124,7 @@ impl Drop for Workdir {
 }
 
 /// Inputs for resolving packages against `base` for `origin`.
-fn apt_root(sysroot: &Sysroot, base: &str) -> Result<AptRoot> {
+pub(crate) fn apt_root(sysroot: &Sysroot, base: &str) -> Result<AptRoot> {
     let merge = sysroot.merge_deployment()?;
     let deployment = sysroot
         .path()

@@ -14,6 +14,7 @@ mod live;
 mod offline;
 mod outcome;
 mod packages;
+mod search;
 mod steps;
 mod update;
 
@@ -28,6 +29,7 @@ pub use packages::{
     change_packages, reset, set_initramfs, LocalPackage, PackageChange, PackageRequest,
     ResetOptions,
 };
+pub use search::{search, SearchMatch};
 pub use steps::{cached_update, UpgradeOptions};
 pub use update::{deploy_revision, rebase, refresh_metadata, upgrade, versions, ImageVersion};
 

@@ -17,6 +17,8 @@ Scenarios:
                   "Rebase to" ARG, "Clean up"
   admin-attach    a transaction the CLI started shows on opening the page,
                   with its progress; "Cancel"
+  admin-packages  "Search packages" ARG; "Install" the first result;
+                  "Uninstall" it
 """
 
 import json
@@ -103,6 +105,25 @@ def attach(driver, wait, report):
         "return document.body.dataset.transaction") == "done")
 
 
+def packages(driver, wait, words, report):
+    driver.find_element(By.ID, "search-input").send_keys(words)
+    driver.find_element(By.ID, "search-button").click()
+    wait.until(lambda d: d.execute_script("return document.body.dataset.search") == "done")
+    results = driver.find_elements(By.CSS_SELECTOR, "#search-results li.result")
+    report["found"] = [r.get_attribute("data-package") for r in results]
+    first = report["found"][0]
+    driver.find_element(By.CSS_SELECTOR, f'button.install-result[data-package="{first}"]').click()
+    wait.until(lambda d: d.execute_script("return document.body.dataset.transaction") == "done")
+    wait.until(lambda d: d.execute_script("return document.body.dataset.loaded") == "true")
+    report["after_install"] = deployments(driver)
+    driver.find_element(By.CSS_SELECTOR, f'button.uninstall-button[data-package="{first}"]').click()
+    # A second transaction: wait for it to start, then to end.
+    wait.until(lambda d: d.find_element(By.ID, "transaction-title").text.startswith("Uninstall"))
+    wait.until(lambda d: d.execute_script("return document.body.dataset.transaction") == "done")
+    wait.until(lambda d: d.execute_script("return document.body.dataset.loaded") == "true")
+    report["after_uninstall"] = deployments(driver)
+
+
 def error_text(driver):
     box = driver.find_element(By.ID, "error")
     return {"shown": box.is_displayed(), "text": box.text,
@@ -130,6 +151,8 @@ def main():
             changes(driver, wait, argument, report)
         elif scenario == "admin-attach":
             attach(driver, wait, report)
+        elif scenario == "admin-packages":
+            packages(driver, wait, argument, report)
         report["error"] = error_text(driver)
         report["log"] = driver.find_element(By.ID, "transaction-log").text
         report["notice"] = driver.find_element(By.ID, "notice").text
