@@ -153,6 +153,7 @@ function showTransaction(title) {
     $("transaction-log").hidden = true;
     $("transaction-progress").hidden = true;
     $("cancel-button").disabled = false;
+    $("cancel-button").hidden = false;
     document.body.dataset.transaction = "running";
     for (const button of document.querySelectorAll(".actions button, form button, .uninstall-button, .install-result"))
         button.disabled = true;
@@ -181,7 +182,9 @@ function onProgress(reply) {
 function endTransaction(result) {
     running = null;
     document.body.dataset.transaction = "done";
-    $("cancel-button").disabled = true;
+    $("cancel-button").hidden = true;
+    $("transaction-task").textContent = result ? "(done)" : "(ended)";
+    $("transaction-progress").hidden = true;
     for (const button of document.querySelectorAll(".actions button, form button"))
         button.disabled = false;
     if (result && result.message)
