@@ -142,18 +142,10 @@ impl VarlinkInterface for SysrootInterface {
     }
 
     fn get_kernel_arguments(&self, call: &mut dyn Call_GetKernelArguments) -> varlink::Result<()> {
-        let result = self.daemon.reader.query(|s| {
-            let status = s.status()?;
-            let default =
-                status
-                    .deployments
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| Error::NoDeployment {
-                        reason: "the sysroot has no deployments".into(),
-                    })?;
-            Ok(default.kernel_arguments)
-        });
+        let result = self
+            .daemon
+            .reader
+            .query(|s| Ok(s.status()?.into_default()?.kernel_arguments));
         match result {
             Ok(args) => call.reply(args),
             Err(e) => errors::reply(call, &e),

@@ -110,21 +110,9 @@ fn prepare(plan: &Plan, machine: &Machine, sink: &Sink) -> Result<Report> {
         &image_kargs(&repo, &commit)?,
         &plan.extra_kargs,
     );
-    let argv: Vec<&str> = kargs.iter().map(String::as_str).collect();
-    let deployment = sink.task("Deploying", || {
-        sysroot.deploy_tree(
-            Some(STATEROOT),
-            &commit,
-            Some(&origin),
-            None,
-            &argv,
-            gio::Cancellable::NONE,
-        )
+    let (deployment, dir) = sink.task("Deploying", || {
+        deploy_tree(&sysroot, &commit, &origin, &kargs)
     })?;
-    let dir = sysroot
-        .deployment_directory(&deployment)
-        .path()
-        .context("the deployment has no local path")?;
     let carried = sink.task("Carrying over the machine's own files", || {
         carry::carry(&root.join("etc"), &dir.join("etc"))
     })?;
@@ -185,6 +173,30 @@ fn prepare(plan: &Plan, machine: &Machine, sink: &Sink) -> Result<Report> {
         moved,
         bootchain,
     })
+}
+
+/// Deploy `commit` into the stateroot (not yet written as a boot entry);
+/// the deployment and its directory.
+pub(super) fn deploy_tree(
+    sysroot: &ostree::Sysroot,
+    commit: &str,
+    origin: &glib::KeyFile,
+    kargs: &[String],
+) -> Result<(ostree::Deployment, PathBuf)> {
+    let argv: Vec<&str> = kargs.iter().map(String::as_str).collect();
+    let deployment = sysroot.deploy_tree(
+        Some(STATEROOT),
+        commit,
+        Some(origin),
+        None,
+        &argv,
+        gio::Cancellable::NONE,
+    )?;
+    let dir = sysroot
+        .deployment_directory(&deployment)
+        .path()
+        .context("the deployment has no local path")?;
+    Ok((deployment, dir))
 }
 
 /// `--layer-manual`: `packages` layered on `base` as `apt-ostree install`

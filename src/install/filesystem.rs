@@ -275,30 +275,18 @@ fn deploy(plan: &Plan, sink: &Sink) -> Result<Report> {
         &super::convert::image_kargs(&repo, &commit)?,
         &plan.extra_kargs,
     );
-    let argv: Vec<&str> = kargs.iter().map(String::as_str).collect();
     let origin = plan.source.origin().to_keyfile();
-    let deployment = sink.task("Deploying", || {
-        let d = sysroot.deploy_tree(
-            Some(STATEROOT),
-            &commit,
-            Some(&origin),
-            None,
-            &argv,
-            gio::Cancellable::NONE,
-        )?;
+    let deployment_dir = sink.task("Deploying", || {
+        let (deployment, dir) = super::convert::deploy_tree(&sysroot, &commit, &origin, &kargs)?;
         sysroot.simple_write_deployment(
             Some(STATEROOT),
-            &d,
+            &deployment,
             None,
             ostree::SysrootSimpleWriteDeploymentFlags::NONE,
             gio::Cancellable::NONE,
         )?;
-        Ok::<_, anyhow::Error>(d)
+        Ok::<_, anyhow::Error>(dir)
     })?;
-    let deployment_dir = sysroot
-        .deployment_directory(&deployment)
-        .path()
-        .context("the deployment has no local path")?;
     write_fstab(&deployment_dir, plan.target.boot.as_ref())?;
     if let Some(keys) = &plan.authorized_keys {
         write_authorized_keys(dir, keys)?;

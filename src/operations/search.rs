@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 
 use crate::apt::Found;
-use crate::error::Error;
 use crate::sysroot::Sysroot;
 
 /// A package found, and whether the default deployment has it.
@@ -19,14 +18,7 @@ pub struct SearchMatch {
 /// Search for packages holding every one of `words` (checked by the caller:
 /// lowercase, not empty).
 pub fn search(sysroot: &mut Sysroot, words: &[String]) -> Result<Vec<SearchMatch>> {
-    let default = sysroot
-        .status()?
-        .deployments
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::NoDeployment {
-            reason: "the sysroot has no deployments".into(),
-        })?;
+    let default = sysroot.status()?.into_default()?;
     let base = default
         .base_checksum
         .clone()

@@ -75,6 +75,18 @@ pub struct SysrootStatus {
     pub deployments: Vec<DeploymentStatus>,
 }
 
+impl SysrootStatus {
+    /// The default deployment (the next boot's); NoDeployment when there is none.
+    pub fn into_default(self) -> Result<DeploymentStatus> {
+        self.deployments.into_iter().next().ok_or_else(|| {
+            crate::error::Error::NoDeployment {
+                reason: "the sysroot has no deployments".into(),
+            }
+            .into()
+        })
+    }
+}
+
 impl Sysroot {
     /// Index of the deployment `rollback` would make the default, if any.
     ///
