@@ -16,6 +16,9 @@ pub struct Found {
     pub summary: String,
 }
 
+/// At most this many packages are returned.
+pub const MAX_FOUND: usize = 500;
+
 /// Whether every word is in the name or the description (any case).
 fn matches(words: &[String], name: &str, description: &str) -> bool {
     let (name, description) = (name.to_lowercase(), description.to_lowercase());
@@ -67,6 +70,9 @@ impl AptRoot {
         drop(cache);
         order(words, &mut found);
         found.dedup_by(|a, b| a.name == b.name && a.architecture == b.architecture);
+        // A word like "a" matches most of an archive: the reply stays small
+        // (names holding a word came first).
+        found.truncate(MAX_FOUND);
         Ok(found)
     }
 }
