@@ -196,7 +196,7 @@ function endTransaction(result) {
 async function run(method, parameters, title) {
     clearMessages();
     // What a check found is stale once anything else ran.
-    if (!parameters.preview)
+    if (!parameters.preview && !parameters.downloadOnly)
         $("update-available").hidden = true;
     running = { id: null, method };
     showTransaction(title);
@@ -308,6 +308,8 @@ function words(text) {
 
 function init() {
     $("check-button").addEventListener("click", check);
+    $("download-button").addEventListener("click",
+        () => run("Upgrade", { downloadOnly: true }, "Downloading the update"));
     $("update-button").addEventListener("click", () => run("Upgrade", {}, "Updating"));
     $("reboot-button").addEventListener("click", () => {
         if (window.confirm("Update, then restart the machine?"))

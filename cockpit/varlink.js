@@ -18,7 +18,7 @@ const AptOstreeVarlink = (() => {
      * (tests/cockpit.rs) checks them against interfaces/. */
     const METHODS = {
         GetStatus: [],
-        Upgrade: ["check", "preview", "reboot", "allowInteractiveAuthentication"],
+        Upgrade: ["check", "preview", "downloadOnly", "reboot", "allowInteractiveAuthentication"],
         Rollback: ["reboot", "allowInteractiveAuthentication"],
         Cleanup: ["pending", "rollback", "base", "metadata", "bootFailures", "allowInteractiveAuthentication"],
         Rebase: ["refspec", "allowInteractiveAuthentication"],

@@ -303,6 +303,16 @@ fn updates_rebase_and_cleanup(ws: &CockpitWs, admin: &Account) {
     );
     let changes = shown["update"]["changes"].to_string();
     assert!(changes.contains("demo-base 1.0 → 1.1"), "{shown}");
+    // Download fetches the update and deploys nothing.
+    assert_eq!(
+        checksums(&shown["after_download"]),
+        [base.v1.clone()],
+        "{shown}"
+    );
+    assert!(
+        !shown["download_notice"].as_str().unwrap().is_empty(),
+        "{shown}"
+    );
     assert_eq!(checksums(&shown["after_update"])[0], base.v2, "{shown}");
     let after_rebase = checksums(&shown["after_rebase"]);
     assert_eq!(after_rebase[0], base.next, "{shown}");

@@ -13,7 +13,8 @@ Scenarios:
   user-rollback   the deployments, then "Roll back" as a user without
                   administrative access
   admin-check     "Check for updates" (the test made the remote unreachable)
-  admin-changes   "Check for updates" (the update's package diff), "Update",
+  admin-changes   "Check for updates" (the update's package diff), "Download",
+                  "Update",
                   "Rebase to" ARG, "Clean up"
   admin-attach    a transaction the CLI started shows on opening the page,
                   with its progress; "Cancel"
@@ -60,15 +61,16 @@ def loaded(driver, wait):
 
 
 def deployments(driver):
-    return [
-        {
-            "checksum": item.get_attribute("data-checksum"),
-            "badges": [b.get_attribute("data-badge")
-                       for b in item.find_elements(By.CSS_SELECTOR, "[data-badge]")],
-            "text": item.text,
-        }
-        for item in driver.find_elements(By.CSS_SELECTOR, "#deployments > li.deployment")
-    ]
+    # Read in one script, once the page shows its status: the page may
+    # redraw the list (or Cockpit reload the page) between two reads.
+    return WebDriverWait(driver, 30).until(lambda d: d.execute_script("""
+        if (document.body.dataset.loaded !== "true")
+            return null;
+        return { list: Array.from(document.querySelectorAll("#deployments > li.deployment")).map(item => ({
+            checksum: item.dataset.checksum,
+            badges: Array.from(item.querySelectorAll("[data-badge]")).map(b => b.dataset.badge),
+            text: item.innerText,
+        })) };"""))["list"]
 
 
 def click_and_wait(driver, wait, button):
@@ -84,6 +86,9 @@ def changes(driver, wait, rebase_to, report):
     box = driver.find_element(By.ID, "update-available")
     report["update"] = {"shown": box.is_displayed(), "summary": box.text,
                         "changes": [li.text for li in box.find_elements(By.CSS_SELECTOR, "li.change")]}
+    click_and_wait(driver, wait, "download-button")
+    report["after_download"] = deployments(driver)
+    report["download_notice"] = driver.find_element(By.ID, "notice").text
     click_and_wait(driver, wait, "update-button")
     report["after_update"] = deployments(driver)
     driver.find_element(By.ID, "rebase-input").send_keys(rebase_to)
@@ -125,9 +130,10 @@ def packages(driver, wait, words, report):
 
 
 def error_text(driver):
-    box = driver.find_element(By.ID, "error")
-    return {"shown": box.is_displayed(), "text": box.text,
-            "name": box.get_attribute("data-error")}
+    return driver.execute_script("""
+        const box = document.getElementById("error");
+        return { shown: !box.hidden, text: box.hidden ? "" : box.innerText,
+                 name: box.dataset.error || "" };""")
 
 
 def main():
