@@ -306,7 +306,7 @@ fn updates_rebase_and_cleanup(ws: &CockpitWs, admin: &Account) {
     // Download fetches the update and deploys nothing.
     assert_eq!(
         checksums(&shown["after_download"]),
-        [base.v1.clone()],
+        std::slice::from_ref(&base.v1),
         "{shown}"
     );
     assert!(
