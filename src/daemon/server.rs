@@ -106,11 +106,13 @@ impl VarlinkInterface for SysrootInterface {
             Ok(w) if !w.is_empty() => w,
             _ => return call.reply_invalid_parameter("words".into()),
         };
-        match self
+        // The scope from the reader; the search on this connection's thread.
+        let found = self
             .daemon
             .reader
-            .query(move |s| operations::search(s, &words))
-        {
+            .query(operations::search_scope)
+            .and_then(|scope| scope.search(&words).map_err(Error::classify));
+        match found {
             Ok(found) => call.reply(found.iter().map(convert::search_match).collect()),
             Err(e) => errors::reply(call, &e),
         }

@@ -29,7 +29,7 @@ pub use packages::{
     change_packages, reset, set_initramfs, LocalPackage, PackageChange, PackageRequest,
     ResetOptions,
 };
-pub use search::{search, SearchMatch};
+pub use search::{search_scope, SearchMatch, SearchScope};
 pub use steps::{cached_update, UpgradeOptions};
 pub use update::{deploy_revision, rebase, refresh_metadata, upgrade, versions, ImageVersion};
 
