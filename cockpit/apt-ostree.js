@@ -102,7 +102,15 @@ function deploymentItem(d) {
     element("div", { class: "deployment-head" },
         element("strong", { class: "origin" }, origin(d)),
         element("span", { class: "version" }, d.version ? `Version ${d.version}` : ""),
-        badges(d)),
+        badges(d),
+        // A staged deployment is written at shutdown: there is nothing to pin yet.
+        d.staged
+            ? null
+            : element("button", {
+                type: "button", class: "link pin-button", "data-id": d.id,
+                onclick: () => run("PinDeployment", { id: d.id, unpin: d.pinned },
+                    `${d.pinned ? "Unpin" : "Pin"} ${d.version || d.checksum.slice(0, 12)}`),
+            }, d.pinned ? "Unpin" : "Pin")),
     element("div", { class: "muted" },
         `Commit ${d.checksum.slice(0, 12)}`,
         d.baseChecksum ? ` on base ${d.baseChecksum.slice(0, 12)}` : "",
@@ -155,7 +163,7 @@ function showTransaction(title) {
     $("cancel-button").disabled = false;
     $("cancel-button").hidden = false;
     document.body.dataset.transaction = "running";
-    for (const button of document.querySelectorAll(".actions button, form button, .uninstall-button, .install-result"))
+    for (const button of document.querySelectorAll(".actions button, form button, .uninstall-button, .install-result, .pin-button"))
         button.disabled = true;
 }
 
@@ -271,6 +279,37 @@ async function check() {
         notice("No update available.");
 }
 
+/* Update, then restart through Cockpit's restart dialog, where the
+ * administrator picks when and tells the logged-in users. */
+async function updateAndRestart() {
+    const result = await run("Upgrade", {}, "Updating");
+    if (result && result.changed) {
+        $("restart-reason").textContent = "The update is deployed; it is used from the next boot.";
+        $("restart-error").hidden = true;
+        $("restart-dialog").showModal();
+    } else if (result) {
+        notice("No update available: nothing to restart for.");
+    }
+}
+
+async function restart() {
+    const when = $("restart-delay").value;
+    const message = $("restart-message").value;
+    $("restart-confirm").disabled = true;
+    try {
+        // As Cockpit's dialog: the shell then expects the disconnection.
+        cockpit.hint("restart");
+        await cockpit.spawn(["shutdown", "--reboot", when, message],
+            { superuser: "require", err: "message" });
+        $("restart-dialog").close();
+        notice(when === "now" ? "Restarting…" : `Restart scheduled (${when} min).`);
+    } catch (e) {
+        $("restart-error").textContent = String(e.message || e);
+        $("restart-error").hidden = false;
+    }
+    $("restart-confirm").disabled = false;
+}
+
 /* ---------- Search ---------- */
 
 async function search(words) {
@@ -311,10 +350,9 @@ function init() {
     $("download-button").addEventListener("click",
         () => run("Upgrade", { downloadOnly: true }, "Downloading the update"));
     $("update-button").addEventListener("click", () => run("Upgrade", {}, "Updating"));
-    $("reboot-button").addEventListener("click", () => {
-        if (window.confirm("Update, then restart the machine?"))
-            run("Upgrade", { reboot: true }, "Updating, then restarting");
-    });
+    $("reboot-button").addEventListener("click", updateAndRestart);
+    $("restart-confirm").addEventListener("click", restart);
+    $("restart-cancel").addEventListener("click", () => $("restart-dialog").close());
     $("rollback-button").addEventListener("click", () => run("Rollback", {}, "Rolling back"));
     $("cleanup-button").addEventListener("click",
         () => run("Cleanup", { base: true, metadata: true }, "Cleaning up"));

@@ -18,8 +18,9 @@ const AptOstreeVarlink = (() => {
      * (tests/cockpit.rs) checks them against interfaces/. */
     const METHODS = {
         GetStatus: [],
-        Upgrade: ["check", "preview", "downloadOnly", "reboot", "allowInteractiveAuthentication"],
+        Upgrade: ["check", "preview", "downloadOnly", "allowInteractiveAuthentication"],
         Rollback: ["reboot", "allowInteractiveAuthentication"],
+        PinDeployment: ["id", "unpin", "allowInteractiveAuthentication"],
         Cleanup: ["pending", "rollback", "base", "metadata", "bootFailures", "allowInteractiveAuthentication"],
         Rebase: ["refspec", "allowInteractiveAuthentication"],
         Install: ["packages", "allowInteractiveAuthentication"],

@@ -96,6 +96,12 @@ struct Account {
     password: String,
 }
 
+/// Where an administrator's `shutdown` is: a stand-in that records its
+/// arguments, first in sudo's PATH, since the test must not restart the machine.
+fn shutdown_stand_in(name: &str) -> PathBuf {
+    PathBuf::from(format!("/home/{name}/.aotest-bin"))
+}
+
 impl Account {
     fn new(name: &str, admin: bool) -> Account {
         let _ = Command::new("userdel").args(["-r", name]).output();
@@ -103,9 +109,14 @@ impl Account {
         useradd.args(["--create-home", "--shell", "/bin/bash"]);
         if admin {
             useradd.args(["--groups", "sudo"]);
+            let bin = shutdown_stand_in(name);
             std::fs::write(
                 format!("/etc/sudoers.d/{name}"),
-                format!("{name} ALL=(ALL) NOPASSWD: ALL\n"),
+                format!(
+                    "Defaults:{name} secure_path=\"{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n\
+                     {name} ALL=(ALL) NOPASSWD: ALL\n",
+                    bin.display()
+                ),
             )
             .unwrap();
         }
@@ -136,6 +147,21 @@ impl Account {
             .arg("-R")
             .arg(format!("{name}:{name}"))
             .arg(format!("/home/{name}/.local")));
+        if admin {
+            use std::os::unix::fs::PermissionsExt;
+            let bin = shutdown_stand_in(name);
+            std::fs::create_dir_all(&bin).unwrap();
+            let script = bin.join("shutdown");
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\nprintf '%s\\n' \"$(id -u)\" \"$@\" > {}/shutdown.args\n",
+                    bin.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         Account {
             name: name.to_string(),
             password,
@@ -271,6 +297,29 @@ fn permissions_and_rollback(ws: &CockpitWs, admin: &Account, user: &Account) {
     assert_eq!(sysroot_order(&sysroot), swapped);
     assert_eq!(checksums(&shown["after"]), swapped, "{shown}");
     assert_eq!(shown["error"]["shown"], false, "{shown}");
+    // Pin the second, pin and unpin the first: badges on the page, the
+    // pins in the sysroot.
+    let pinned_badges = |list: &serde_json::Value| -> Vec<bool> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["badges"].to_string().contains("pinned"))
+            .collect()
+    };
+    let steps: Vec<Vec<bool>> = shown["pinned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(pinned_badges)
+        .collect();
+    assert_eq!(
+        steps,
+        [vec![false, true], vec![true, true], vec![false, true]],
+        "{shown}"
+    );
+    let status = sysroot.status();
+    assert_eq!(status["deployments"][0]["pinned"], false);
+    assert_eq!(status["deployments"][1]["pinned"], true);
     eprintln!(
         "deployments shown {} ms after the page started",
         shown["page_ms"]
@@ -314,6 +363,19 @@ fn updates_rebase_and_cleanup(ws: &CockpitWs, admin: &Account) {
         "{shown}"
     );
     assert_eq!(checksums(&shown["after_update"])[0], base.v2, "{shown}");
+    // "Update and reboot": Cockpit's restart dialog ran `shutdown` as root
+    // with the delay and message chosen.
+    assert_eq!(shown["restart"]["error"], "", "{shown}");
+    let args = std::fs::read_to_string(shutdown_stand_in(&admin.name).join("shutdown.args"))
+        .unwrap_or_else(|e| panic!("shutdown did not run ({e}): {shown}"));
+    assert_eq!(args, "0\n--reboot\n+5\napt-ostree update\n", "{shown}");
+    assert!(
+        shown["update_notice"]
+            .as_str()
+            .unwrap()
+            .contains("No upgrade available"),
+        "{shown}"
+    );
     let after_rebase = checksums(&shown["after_rebase"]);
     assert_eq!(after_rebase[0], base.next, "{shown}");
     assert!(shown["after_rebase"][0]["text"]

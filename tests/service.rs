@@ -410,6 +410,8 @@ fn unprivileged_callers_may_read_but_not_change() {
         vec!["rebase", "demo:other"],
         vec!["deploy", "12.1"],
         vec!["rollback"],
+        vec!["pin", "1"],
+        vec!["pin", "--unpin", "0"],
         vec!["cleanup", "-r"],
         vec!["install", "htop"],
         vec!["uninstall", "htop"],

@@ -425,6 +425,66 @@ fn cleanup_removes_the_rollback_deployment() {
     assert!(out.contains("Nothing to clean up"), "{out}");
 }
 
+/// A pinned deployment survives what would remove it (a cleanup, a new
+/// deployment); nonsense names change nothing, through the CLI and through a
+/// client we did not write.
+#[test]
+fn pin_keeps_a_deployment_through_cleanup_and_new_deployments() {
+    let s = TestSysroot::with_two_deployments();
+    let base = base_repo();
+    let (rc, out, err) = code(s.cli().args(["pin", "1"]));
+    assert_eq!(rc, 0, "{out}{err}");
+    let status = s.status();
+    let d = &status["deployments"];
+    assert_eq!(
+        (d[0]["pinned"].clone(), d[1]["pinned"].clone()),
+        (false.into(), true.into())
+    );
+    assert!(stdout(s.cli().arg("status")).contains("pinned"));
+    let (rc, out, _) = code(s.cli().args(["pin", "1"]));
+    assert_eq!(rc, 0);
+    assert!(out.contains("already pinned"), "{out}");
+    // Neither a cleanup nor a new deployment removes it.
+    run(s.cli().args(["cleanup", "-r"]));
+    run(s.cli().args(["kargs", "--append=pin.test=1"]));
+    let after = s.deployments();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(after[2].0, base.v1);
+    // Unpinned by id, it goes with the next cleanup.
+    let id = s.status()["deployments"][2]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (rc, out, err) = code(s.cli().args(["pin", "--unpin", &id]));
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("unpinned"), "{out}");
+    run(s.cli().args(["cleanup", "-r"]));
+    assert!(s.deployments().iter().all(|d| d.0 != base.v1));
+    // Nonsense: an index past the end, an id of nothing, a missing argument.
+    let before = s.status();
+    let (rc, _, err) = code(s.cli().args(["pin", "7"]));
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("no deployment 7"), "{err}");
+    let (rc, _, err) = code(s.cli().args(["pin", "debian-0000.0"]));
+    assert_eq!(rc, 1, "{err}");
+    assert!(
+        err.contains("NoDeployment") || err.contains("no deployment"),
+        "{err}"
+    );
+    let (rc, _, _) = code(s.cli().arg("pin"));
+    assert_eq!(rc, 2);
+    let d = ActivatedDaemon::start(&s.path, 60);
+    let address = format!("{}/org.aptostree.Sysroot.PinDeployment", d.address());
+    for params in [r#"{"id": ""}"#, r#"{"id": "x\u0001/../y"}"#] {
+        let reply = python_varlink(&["call", &address, params]);
+        assert!(reply.contains("NoDeployment"), "{params}: {reply}");
+    }
+    let reply = python_varlink(&["call", &address, r#"{"id": 3}"#]);
+    assert!(reply.contains("InvalidParameter"), "{reply}");
+    assert_eq!(s.status(), before);
+    s.assert_fsck_clean();
+}
+
 #[test]
 fn unsigned_commits_are_refused_on_a_verifying_remote() {
     let s = TestSysroot::at_v1();

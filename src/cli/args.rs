@@ -121,6 +121,14 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Pin a deployment so that no update or cleanup removes it, or unpin it.
+    Pin {
+        /// The deployment: its index in status (0 is the default) or its id.
+        deployment: String,
+        /// Unpin instead.
+        #[arg(long)]
+        unpin: bool,
+    },
     /// Remove deployments and cached data.
     Cleanup {
         /// Remove the pending deployment.

@@ -57,6 +57,22 @@ fn some(flag: bool) -> Option<bool> {
     flag.then_some(true)
 }
 
+/// A deployment given as its index in status (as `ostree admin pin` takes
+/// it), or as its id, which is passed on as it is.
+fn deployment_id(client: &Client, given: &str) -> Result<String> {
+    let Ok(index) = given.parse::<usize>() else {
+        return Ok(given.to_string());
+    };
+    let status = client.sysroot().get_status().call()?;
+    let count = status.deployments.len();
+    status
+        .deployments
+        .into_iter()
+        .nth(index)
+        .map(|d| d.id)
+        .ok_or_else(|| anyhow::anyhow!("There is no deployment {index}: status lists {count}"))
+}
+
 fn container_lint(rootfs: &std::path::Path) -> u8 {
     use crate::container::lint::{lint, Severity};
     let findings = lint(rootfs);
@@ -266,6 +282,15 @@ fn change_deployments(client: &Client, command: Command) -> Result<u8> {
                 some(base),
                 some(repomd),
                 some(boot_failures),
+                interactive,
+            ),
+            false,
+        ),
+        Command::Pin { deployment, unpin } => transact(
+            client,
+            api.pin_deployment(
+                deployment_id(client, &deployment)?,
+                some(unpin),
                 interactive,
             ),
             false,

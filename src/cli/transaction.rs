@@ -33,6 +33,7 @@ transaction_replies!(
     Rebase_Reply,
     Deploy_Reply,
     Rollback_Reply,
+    PinDeployment_Reply,
     Cleanup_Reply,
     Install_Reply,
     Uninstall_Reply,

@@ -273,6 +273,17 @@ impl VarlinkInterface for SysrootInterface {
         self.run(call, Request::Rollback, reboot, interactive)
     }
 
+    fn pin_deployment(
+        &self,
+        call: &mut dyn Call_PinDeployment,
+        id: String,
+        unpin: Option<bool>,
+        interactive: Option<bool>,
+    ) -> varlink::Result<()> {
+        let pinned = !unpin.unwrap_or(false);
+        self.run(call, Request::Pin { id, pinned }, None, interactive)
+    }
+
     fn cleanup(
         &self,
         call: &mut dyn Call_Cleanup,

@@ -1,4 +1,4 @@
-//! Changing the set of deployments without fetching: rollback, cleanup, kargs.
+//! Changing the set of deployments without fetching: rollback, pin, cleanup, kargs.
 
 use anyhow::{Context, Result};
 use ostree::gio;
@@ -58,6 +58,50 @@ pub fn rollback(sysroot: &mut Sysroot, sink: &Sink) -> Result<Outcome> {
         // Only a running system reboots into the change.
         reboot_required: sysroot.is_booted() && !default.as_ref().is_some_and(|d| d.booted),
         deployment: default,
+        ..Default::default()
+    })
+}
+
+/// `pin [--unpin]`: keep a deployment through updates and cleanups
+/// (libostree's pin, in its origin file), or no longer. `id` is its
+/// identifier in status, which unlike an index names the same deployment
+/// however the list changed since it was read.
+pub fn set_pinned(sysroot: &mut Sysroot, sink: &Sink, id: &str, pinned: bool) -> Result<Outcome> {
+    let deployments = sysroot.ostree().deployments();
+    let deployment = deployments
+        .iter()
+        .find(|d| crate::sysroot::deployment_id(d) == id)
+        .ok_or_else(|| Error::NoDeployment {
+            reason: format!("there is no deployment {id:?} (status lists their identifiers)"),
+        })?;
+    if deployment.is_pinned() == pinned {
+        let state = if pinned { "pinned" } else { "not pinned" };
+        return Ok(Outcome::unchanged(format!(
+            "Deployment {id} is already {state}."
+        )));
+    }
+    if deployment.is_staged() {
+        return Err(Error::NotSupported {
+            reason: format!(
+                "deployment {id} is staged: it is written at shutdown and can be pinned once booted"
+            ),
+        }
+        .into());
+    }
+    sink.check_cancelled()?;
+    let verb = if pinned { "Pinning" } else { "Unpinning" };
+    sink.task_begin(verb);
+    sysroot
+        .ostree()
+        .deployment_set_pinned(deployment, pinned)
+        .with_context(|| format!("{verb} deployment {id}"))?;
+    sysroot.reload(true)?;
+    sink.task_end(verb);
+    tracing::info!(APT_OSTREE_TRANSACTION = sink.id(), "{verb} deployment {id}");
+    let state = if pinned { "pinned" } else { "unpinned" };
+    Ok(Outcome {
+        changed: true,
+        message: format!("Deployment {id} is now {state}."),
         ..Default::default()
     })
 }

@@ -22,7 +22,7 @@ use anyhow::Result;
 
 pub use crate::kargs::KargsChange;
 pub use bootloader::{bootloader_status, update_bootloader};
-pub use lifecycle::{change_kernel_arguments, cleanup, rollback, CleanupOptions};
+pub use lifecycle::{change_kernel_arguments, cleanup, rollback, set_pinned, CleanupOptions};
 pub use live::{apply_live, usroverlay, LiveOptions};
 pub use outcome::{Outcome, UpdateInfo};
 pub use packages::{

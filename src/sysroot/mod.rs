@@ -249,6 +249,11 @@ pub fn deployment_name(d: &ostree::Deployment) -> String {
     format!("{}.{}", d.csum(), d.deployserial())
 }
 
+/// The deployment's identifier in status: "OSNAME-CHECKSUM.SERIAL".
+pub fn deployment_id(d: &ostree::Deployment) -> String {
+    format!("{}-{}", d.osname(), deployment_name(d))
+}
+
 pub(crate) fn same(d: &ostree::Deployment) -> ostree::Deployment {
     Clone::clone(d)
 }

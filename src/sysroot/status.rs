@@ -141,7 +141,7 @@ impl Sysroot {
                 .then(|| crate::live::read_state(&super::deployment_name(&d)))
                 .flatten();
             deployments.push(DeploymentStatus {
-                id: format!("{}-{}.{}", d.osname(), checksum, d.deployserial()),
+                id: super::deployment_id(&d),
                 osname: d.osname().to_string(),
                 base_checksum: info.base_checksum.clone(),
                 serial: d.deployserial(),

@@ -39,6 +39,11 @@ pub enum Request {
         from: Option<std::path::PathBuf>,
     },
     Rollback,
+    /// Pin (or unpin) the deployment with this status identifier.
+    Pin {
+        id: String,
+        pinned: bool,
+    },
     Cleanup(CleanupOptions),
     KernelArguments(KargsChange),
     RefreshMetadata {
@@ -73,6 +78,7 @@ impl Request {
             Request::Rebase { .. } => "Rebase",
             Request::Deploy { .. } => "Deploy",
             Request::Rollback => "Rollback",
+            Request::Pin { .. } => "PinDeployment",
             Request::Cleanup(_) => "Cleanup",
             Request::KernelArguments(_) => "ChangeKernelArguments",
             Request::RefreshMetadata { .. } => "RefreshMetadata",
@@ -96,6 +102,8 @@ impl Request {
             Request::Rebase { refspec, .. } => format!("rebase {refspec}"),
             Request::Deploy { revision, .. } => format!("deploy {revision}"),
             Request::Rollback => "rollback".into(),
+            Request::Pin { id, pinned: true } => format!("pin {id}"),
+            Request::Pin { id, pinned: false } => format!("pin --unpin {id}"),
             Request::Cleanup(_) => "cleanup".into(),
             Request::KernelArguments(_) => "kargs".into(),
             Request::RefreshMetadata { .. } => "refresh-md".into(),

@@ -71,6 +71,7 @@ fn dispatch(sysroot: &mut Sysroot, job: &Job, sink: &Sink) -> Result<Outcome> {
             operations::deploy_revision(sysroot, sink, revision, *allow_downgrade, from.as_deref())
         }
         Request::Rollback => operations::rollback(sysroot, sink),
+        Request::Pin { id, pinned } => operations::set_pinned(sysroot, sink, id, *pinned),
         Request::Cleanup(opts) => operations::cleanup(sysroot, sink, opts),
         Request::KernelArguments(change) => {
             operations::change_kernel_arguments(sysroot, sink, change)

@@ -9,13 +9,15 @@ what the page showed as one JSON object; tests/cockpit.rs compares it with
 the sysroot. Debian's /usr/bin/python3 (python3-selenium), not another.
 
 Scenarios:
-  admin-rollback  the deployments, then "Roll back", then the deployments
+  admin-rollback  the deployments, then "Roll back", then the deployments;
+                  "Pin" the second, "Pin" the first and "Unpin" it again
   user-rollback   the deployments, then "Roll back" as a user without
                   administrative access
   admin-check     "Check for updates" (the test made the remote unreachable)
   admin-changes   "Check for updates" (the update's package diff), "Download",
-                  "Update",
-                  "Rebase to" ARG, "Clean up"
+                  "Update and reboot" (Cockpit's restart dialog: 5 minutes,
+                  a message, "Restart"), "Rebase to" ARG, "Update" (nothing
+                  new), "Clean up"
   admin-attach    a transaction the CLI started shows on opening the page,
                   with its progress; "Cancel"
   admin-packages  "Search packages" ARG; "Install" the first result;
@@ -30,7 +32,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 
 def browser():
@@ -89,13 +91,39 @@ def changes(driver, wait, rebase_to, report):
     click_and_wait(driver, wait, "download-button")
     report["after_download"] = deployments(driver)
     report["download_notice"] = driver.find_element(By.ID, "notice").text
-    click_and_wait(driver, wait, "update-button")
+    click_and_wait(driver, wait, "reboot-button")
     report["after_update"] = deployments(driver)
+    report["restart"] = restart_dialog(driver, wait)
     driver.find_element(By.ID, "rebase-input").send_keys(rebase_to)
     click_and_wait(driver, wait, "rebase-button")
     report["after_rebase"] = deployments(driver)
+    click_and_wait(driver, wait, "update-button")
+    report["update_notice"] = driver.find_element(By.ID, "notice").text
     click_and_wait(driver, wait, "cleanup-button")
     report["cleanup_notice"] = driver.find_element(By.ID, "notice").text
+
+
+def restart_dialog(driver, wait):
+    wait.until(lambda d: d.execute_script("return document.getElementById('restart-dialog').open"))
+    shown = driver.find_element(By.ID, "restart-dialog").text
+    Select(driver.find_element(By.ID, "restart-delay")).select_by_value("+5")
+    driver.find_element(By.ID, "restart-message").send_keys("apt-ostree update")
+    driver.find_element(By.ID, "restart-confirm").click()
+    wait.until(lambda d: d.execute_script("""
+        return !document.getElementById('restart-dialog').open
+            || !document.getElementById('restart-error').hidden"""))
+    return {"text": shown, "error": driver.find_element(By.ID, "restart-error").text,
+            "notice": driver.find_element(By.ID, "notice").text}
+
+
+def pin(driver, wait, index):
+    """Clicks the Pin (or Unpin) button of the deployment at INDEX."""
+    driver.execute_script("document.body.dataset.transaction = ''")
+    driver.find_element(
+        By.CSS_SELECTOR, f'li.deployment[data-index="{index}"] button.pin-button').click()
+    wait.until(lambda d: d.execute_script("return document.body.dataset.transaction") == "done")
+    wait.until(lambda d: d.execute_script("return document.body.dataset.loaded") == "true")
+    return deployments(driver)
 
 
 def attach(driver, wait, report):
@@ -151,6 +179,8 @@ def main():
         if scenario.endswith("rollback"):
             click_and_wait(driver, wait, "rollback-button")
             report["after"] = deployments(driver)
+            if scenario == "admin-rollback":
+                report["pinned"] = [pin(driver, wait, 1), pin(driver, wait, 0), pin(driver, wait, 0)]
         elif scenario == "admin-check":
             click_and_wait(driver, wait, "check-button")
         elif scenario == "admin-changes":
