@@ -1,6 +1,7 @@
 //! `scripts/bench`: each figure next to its baseline, measured in the same run
 //! on the same sysroot. Not a test: it asserts nothing, it reports.
 
+mod cockpit_page;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod containers;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use apt_ostree::protocol::sysroot::{VarlinkClient, VarlinkClientInterface};
 use common::*;
 
-struct Stats {
+pub(crate) struct Stats {
     median: Duration,
     p99: Duration,
     min: Duration,
@@ -66,7 +67,8 @@ fn rss_kib(pid: u32, key: &str) -> u64 {
 }
 
 /// Whether to run section `name`: all of them, unless APT_OSTREE_BENCH
-/// names some (status, limits, upgrade, layering, compose, minbase, containers).
+/// names some (status, limits, upgrade, layering, compose, minbase, containers,
+/// cockpit).
 fn wanted(name: &str) -> bool {
     std::env::var("APT_OSTREE_BENCH").map_or(true, |v| v.split(',').any(|s| s.trim() == name))
 }
@@ -91,6 +93,9 @@ fn main() {
     }
     if wanted("containers") {
         containers::bench();
+    }
+    if wanted("cockpit") {
+        cockpit_page::bench();
     }
 }
 

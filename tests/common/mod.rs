@@ -2,6 +2,7 @@
 //! real binaries, real socket activation. Nothing here is a mock.
 #![allow(dead_code)]
 
+pub mod cockpit;
 pub mod debs;
 pub mod images;
 pub mod oci;
