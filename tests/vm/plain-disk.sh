@@ -9,7 +9,9 @@
 #
 # GUEST_DIR holds the test driver (convert-guest.sh, vmtest-convert.service);
 # the files of SETTINGS_DIR (the source to convert from) go to
-# /usr/local/etc/vmtest.
+# /usr/local/etc/vmtest. With DEB and GUEST_DIR "none" (the boot
+# benchmark, scripts/bench-boot), the machine has neither apt-ostree nor the
+# driver, and PLAIN_PACKAGES replaces the package list.
 # The packages are kept as a tarball in CACHE for a week (keyed by the
 # package list); the disk is made from it in a minute. The build host needs
 # no FAT driver: the ESP is written with mtools, as Debian's grub-install
@@ -21,14 +23,20 @@ PKGS=$PKGS,grub-efi-amd64,grub-efi-amd64-signed,shim-signed,mokutil,openssh-serv
 PKGS=$PKGS,sudo,iproute2,kmod,e2fsprogs,ca-certificates,less,polkitd,ostree-boot,skopeo
 # What an administrator prepares a disk with for install-os to-filesystem.
 PKGS=$PKGS,fdisk,dosfstools,cryptsetup-bin,lvm2
+PKGS=${PLAIN_PACKAGES:-$PKGS}
 # apt-ostree's dependencies, so that its package installs with no network.
-DEPS=$(dpkg-deb -f "$DEB" Depends | sed 's/([^)]*)//g; s/|[^,]*//g; s/ //g')
+DEPS=
+if [ "$DEB" != none ]; then
+    DEPS=$(dpkg-deb -f "$DEB" Depends | sed 's/([^)]*)//g; s/|[^,]*//g; s/ //g')
+fi
 KEY=$(echo "$SUITE $PKGS $DEPS" | sha256sum | cut -c1-12)
-TAR=$CACHE/plain-$SUITE-$KEY.tar
+# The benchmark's package set is kept beside the conversion's.
+FLAVOUR=plain${PLAIN_PACKAGES:+-bench}
+TAR=$CACHE/$FLAVOUR-$SUITE-$KEY.tar
 if [ ! -s "$TAR" ] || [ -n "$(find "$TAR" -mtime +7)" ]; then
-    rm -f "$CACHE"/plain-"$SUITE"-*.tar
+    rm -f "$CACHE/$FLAVOUR-$SUITE"-*.tar
     mmdebstrap --quiet --mode=root --format=tar --variant=minbase --components=main \
-        --include="$PKGS,$DEPS" "$SUITE" "$TAR.tmp" http://deb.debian.org/debian
+        --include="$PKGS${DEPS:+,$DEPS}" "$SUITE" "$TAR.tmp" http://deb.debian.org/debian
     mv "$TAR.tmp" "$TAR"
 fi
 
@@ -93,19 +101,23 @@ echo "alice's notes" > "$M/home/alice/notes.txt"
 chroot "$M" chown -R alice:alice /home/alice
 mkdir -p "$M/var/lib/vmtest-db"
 echo "rows=42" > "$M/var/lib/vmtest-db/table"
-cp "$DEB" "$M/tmp/apt-ostree.deb"
-chroot "$M" dpkg -i /tmp/apt-ostree.deb >/dev/null
-rm "$M/tmp/apt-ostree.deb"
+if [ "$DEB" != none ]; then
+    cp "$DEB" "$M/tmp/apt-ostree.deb"
+    chroot "$M" dpkg -i /tmp/apt-ostree.deb >/dev/null
+    rm "$M/tmp/apt-ostree.deb"
+fi
 # The test driver, as an administrator adds a program and a unit, under
 # /usr/local: the conversion moves it into /var, where the new system finds
 # it too (the image it converts to starts it).
-install -Dm755 "$GUEST/convert-guest.sh" "$M/usr/local/sbin/vmtest-convert"
-install -Dm644 -t "$M/usr/local/etc/vmtest" "$SETTINGS"/*
-install -Dm644 "$GUEST/vmtest-convert.service" "$M/usr/local/lib/systemd/system/vmtest-convert.service"
-mkdir -p "$M/etc/systemd/system/multi-user.target.wants"
-ln -s /usr/local/lib/systemd/system/vmtest-convert.service "$M/etc/systemd/system/multi-user.target.wants/"
-mkdir -p "$M/var/lib/vmtest"
-cat "$SETTINGS/first-phase" 2>/dev/null > "$M/var/lib/vmtest/phase" || echo 30 > "$M/var/lib/vmtest/phase"
+if [ "$GUEST" != none ]; then
+    install -Dm755 "$GUEST/convert-guest.sh" "$M/usr/local/sbin/vmtest-convert"
+    install -Dm644 -t "$M/usr/local/etc/vmtest" "$SETTINGS"/*
+    install -Dm644 "$GUEST/vmtest-convert.service" "$M/usr/local/lib/systemd/system/vmtest-convert.service"
+    mkdir -p "$M/etc/systemd/system/multi-user.target.wants"
+    ln -s /usr/local/lib/systemd/system/vmtest-convert.service "$M/etc/systemd/system/multi-user.target.wants/"
+    mkdir -p "$M/var/lib/vmtest"
+    cat "$SETTINGS/first-phase" 2>/dev/null > "$M/var/lib/vmtest/phase" || echo 30 > "$M/var/lib/vmtest/phase"
+fi
 
 # GRUB as Debian's installer leaves it on a UEFI machine with Secure Boot:
 # shim and the signed GRUB in EFI/debian and as the removable loader, a

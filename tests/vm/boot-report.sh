@@ -1,0 +1,19 @@
+#!/bin/sh
+# The boot benchmark's guest side (scripts/test-vm --boot-time): once the
+# boot is finished, print on the console the uptime (the host's clock then
+# knows when the kernel started), systemd-analyze's phases, the initramfs'
+# size and where the time went, then power off.
+set -u
+# "Bootup is not yet finished" until every job of the boot is done.
+until systemd-analyze time >/dev/null 2>&1; do sleep 0.2; done
+{
+    echo "BOOTBENCH uptime $(cut -d' ' -f1 /proc/uptime)"
+    systemd-analyze time | sed 's/^/BOOTBENCH analyze /'
+    for f in "/usr/lib/modules/$(uname -r)/initramfs.img" "/boot/initrd.img-$(uname -r)"; do
+        [ -f "$f" ] && echo "BOOTBENCH initramfs $(stat -c %s "$f") $f"
+    done
+    systemd-analyze blame --no-pager | head -n 15 | sed 's/^ */BOOTBENCH blame /'
+    systemd-analyze critical-chain --no-pager multi-user.target | sed 's/^/BOOTBENCH chain /'
+    echo "BOOTBENCH end"
+} > /dev/console 2>&1
+systemctl --no-block poweroff
