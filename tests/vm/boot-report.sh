@@ -14,6 +14,16 @@ until systemd-analyze time >/dev/null 2>&1; do sleep 0.2; done
     done
     systemd-analyze blame --no-pager | head -n 15 | sed 's/^ */BOOTBENCH blame /'
     systemd-analyze critical-chain --no-pager multi-user.target | sed 's/^/BOOTBENCH chain /'
+    # Under emulation the CPU is the bottleneck: who used it during the boot.
+    systemctl show --property=Id,CPUUsageNSec '*' 2>/dev/null |
+        awk 'BEGIN { RS = ""; FS = "\n" }
+             { id = ""; cpu = 0
+               for (i = 1; i <= NF; i++) { split($i, kv, "=")
+                   if (kv[1] == "Id") id = kv[2]
+                   if (kv[1] == "CPUUsageNSec" && kv[2] ~ /^[0-9]+$/) cpu = kv[2] }
+               if (cpu > 200000000) printf "%d %s\n", cpu / 1000000, id }' |
+        sort -rn | head -n 12 | sed 's/^/BOOTBENCH cpu ms /'
+    echo "BOOTBENCH cpu total $(awk '/^cpu / {print "user", $2+$3, "system", $4, "idle", $5, "iowait", $6, "irq+softirq", $7+$8}' /proc/stat) (ticks)"
     echo "BOOTBENCH end"
 } > /dev/console 2>&1
 systemctl --no-block poweroff

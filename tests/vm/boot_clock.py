@@ -140,7 +140,7 @@ def summarize(limit, paths):
         last = [b for b in boots if b["name"] == name][-1]
         print(f"where {name}'s last boot went (systemd-analyze):")
         for line in last["lines"]:
-            if line.startswith(("analyze", "blame", "initramfs")):
+            if line.startswith(("analyze", "blame", "initramfs", "cpu")):
                 print("  " + line)
     ratio = rows["image"] / rows["plain"]
     print(f"ratio image/plain {ratio:.2f}x (limit {limit}x)")
