@@ -23,6 +23,14 @@ until systemd-analyze time >/dev/null 2>&1; do sleep 0.2; done
                    if (kv[1] == "CPUUsageNSec" && kv[2] ~ /^[0-9]+$/) cpu = kv[2] }
                if (cpu > 200000000) printf "%d %s\n", cpu / 1000000, id }' |
         sort -rn | head -n 12 | sed 's/^/BOOTBENCH cpu ms /'
+    # ... and which processes, kernel threads included (utime + stime, in
+    # clock ticks; the name is between the first "(" and the last ")").
+    for stat in /proc/[0-9]*/stat; do
+        read -r line < "$stat" 2>/dev/null || continue
+        name=${line#*(}; name=${name%)*}; rest=${line##*) }
+        set -- $rest
+        echo "$(( ${12} + ${13} )) $name"
+    done | sort -rn | head -n 12 | sed 's/^/BOOTBENCH cpu ticks /'
     echo "BOOTBENCH cpu total $(awk '/^cpu / {print "user", $2+$3, "system", $4, "idle", $5, "iowait", $6, "irq+softirq", $7+$8}' /proc/stat) (ticks)"
     echo "BOOTBENCH end"
 } > /dev/console 2>&1
