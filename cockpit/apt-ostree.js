@@ -187,9 +187,8 @@ function onProgress(reply) {
     }
 }
 
-function endTransaction(result) {
+async function endTransaction(result) {
     running = null;
-    document.body.dataset.transaction = "done";
     $("cancel-button").hidden = true;
     $("transaction-task").textContent = result ? "(done)" : "(ended)";
     $("transaction-progress").hidden = true;
@@ -197,7 +196,11 @@ function endTransaction(result) {
         button.disabled = false;
     if (result && result.message)
         notice(result.message + (result.rebootRequired ? " Reboot to use it." : ""));
-    return refresh();
+    await refresh();
+    // "done" once the deployments show what it left (unless the refresh
+    // found another transaction and follows that one now).
+    if (!running)
+        document.body.dataset.transaction = "done";
 }
 
 /* Start METHOD as a transaction and follow it to its end. */
