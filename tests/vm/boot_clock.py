@@ -112,7 +112,6 @@ def summarize(limit, paths):
         # The first boot of a disk does its first-boot work (machine-id,
         # SSH host keys): shown, but not in the median.
         later = mine[1:] or mine
-        rows[name] = later
 
         def median(key, sub=None):
             values = [(b.get(sub) or {}).get(key) if sub else b.get(key) for b in later]
