@@ -26,8 +26,8 @@ use anyhow::{bail, Context, Result};
 use crate::bootcount::grub::{grub_config, grub_fallback_entry, refresh_grub_config};
 use crate::bootcount::grubenv::Env;
 use crate::bootcount::{
-    self, failures, update_key, BootFailure, Counter, FailureKind, COUNTED, FAILED, GOOD, GRUBENV,
-    LEFT, REFUSED,
+    self, failures, update_key, BootFailure, Counter, FailureKind, CHAIN, COUNTED, FAILED, GOOD,
+    GRUBENV, LEFT, REFUSED,
 };
 use crate::config::Config;
 use crate::logging::message_id;
@@ -59,9 +59,11 @@ pub fn forget_failures(sysroot: &Sysroot, forget: impl Fn(&BootFailure) -> bool)
 /// Early in boot: when GRUB fell back from a default that used up its
 /// tries, make the booted deployment the default again, record the
 /// failure and log it. Also creates the environment block where it is
-/// missing, so that GRUB can count on machines made without one.
-pub fn check(sysroot: &mut Sysroot) -> Result<()> {
-    let path = sysroot.path().join(GRUBENV);
+/// missing, so that GRUB can count on machines made without one. Most
+/// boots fell back from nothing: GRUB's block says so, and only a fallback
+/// opens the sysroot (libostree reads every deployment: time at every boot).
+pub fn check(root: &Path) -> Result<()> {
+    let path = root.join(GRUBENV);
     if !path.parent().is_some_and(Path::exists) {
         tracing::info!(
             "No {}: not booted by GRUB, no boot counting",
@@ -69,7 +71,7 @@ pub fn check(sysroot: &mut Sysroot) -> Result<()> {
         );
         return Ok(());
     }
-    refresh_grub_config(sysroot.path())?;
+    refresh_grub_config(root)?;
     let existed = path.exists();
     let mut env = Env::read(&path)?;
     let Some(failed) = env.get(FAILED).map(str::to_string) else {
@@ -79,6 +81,18 @@ pub fn check(sysroot: &mut Sysroot) -> Result<()> {
         }
         return Ok(());
     };
+    let mut sysroot = Sysroot::open(root)?;
+    sysroot.ostree().lock().context("Locking the sysroot")?;
+    let result = roll_back_from(&mut sysroot, &mut env, &failed);
+    sysroot.ostree().unlock();
+    result
+}
+
+/// GRUB fell back from `failed`: the booted deployment becomes the default
+/// again and GRUB's block (`env`) is cleared.
+fn roll_back_from(sysroot: &mut Sysroot, env: &mut Env, failed: &str) -> Result<()> {
+    let path = sysroot.path().join(GRUBENV);
+    let failed = failed.to_string();
     let booted = sysroot
         .ostree()
         .booted_deployment()
@@ -150,8 +164,11 @@ pub fn assess(sysroot: &Sysroot, config: &Config, good: bool) -> Result<()> {
     let mut env = Env::read(&path)?;
     let counter = Counter::from_env(&env);
     if good {
-        // First, so that a failed write below cannot leave it to reboot a good boot.
-        stop_deadline();
+        // First, so that a failed write below cannot leave it to reboot a
+        // good boot. It only waits on a deployment on trial.
+        if counter.on_trial(&id) {
+            stop_deadline();
+        }
         if path.exists() && counter.good.as_deref() != Some(id.as_str()) {
             env.set(GOOD, &id);
             if counter.counted.as_deref() == Some(id.as_str()) {
@@ -164,7 +181,15 @@ pub fn assess(sysroot: &Sysroot, config: &Config, good: bool) -> Result<()> {
                 "Boot of {id} is good: boot-complete.target was reached"
             );
         }
-        update_boot_chain(sysroot, &booted);
+        // Once per deployment (mounting the ESP costs every boot): again
+        // on the next good boot when it failed or a power cut stopped it.
+        if env.get(CHAIN) != Some(id.as_str())
+            && update_boot_chain(sysroot, &booted)
+            && path.exists()
+        {
+            env.set(CHAIN, &id);
+            env.write(&path)?;
+        }
         return Ok(());
     }
     if counter.on_trial(&id) && sysroot.rollback_index().is_some() {
@@ -188,10 +213,12 @@ pub fn assess(sysroot: &Sysroot, config: &Config, good: bool) -> Result<()> {
 /// before): only a deployment that booted well may change what every
 /// deployment boots through (bootupd's rule). A failure is logged and
 /// changes nothing: the machine keeps booting through the chain it has.
-fn update_boot_chain(sysroot: &Sysroot, booted: &ostree::Deployment) {
+/// Returns whether the ESP holds the deployment's chain now (or the
+/// deployment has none).
+fn update_boot_chain(sysroot: &Sysroot, booted: &ostree::Deployment) -> bool {
     let tree = sysroot.ostree().deployment_directory(booted);
     let Some(tree) = ostree::gio::prelude::FileExt::path(&tree) else {
-        return;
+        return false;
     };
     let boot = sysroot.path().join("boot");
     let result = crate::bootchain::system::report(&boot, &tree).and_then(|report| {
@@ -207,8 +234,12 @@ fn update_boot_chain(sysroot: &Sysroot, booted: &ostree::Deployment) {
             "Updated the boot chain on the ESP to the booted deployment's: {changes:?}"
         ),
         Ok(None) => {}
-        Err(e) => tracing::warn!("The boot chain on the ESP stays as it is: {e:#}"),
+        Err(e) => {
+            tracing::warn!("The boot chain on the ESP stays as it is: {e:#}");
+            return false;
+        }
     }
+    true
 }
 
 /// The deadline has nothing left to watch once the boot is assessed.
@@ -279,14 +310,11 @@ pub fn helper_main(step: &str, config_path: &Path) -> Result<()> {
     }
     let config = Config::load(config_path)?;
     match step {
-        "check" => {
-            let mut sysroot = Sysroot::open(root)?;
-            sysroot.ostree().lock().context("Locking the sysroot")?;
-            let result = check(&mut sysroot);
-            sysroot.ostree().unlock();
-            result
-        }
+        "check" => check(root),
         "assess" => assess(&Sysroot::open(root)?, &config, boot_complete()),
+        // On most boots nothing is on trial, which GRUB's block says
+        // without opening the sysroot.
+        "deadline" if config.boot_deadline == 0 || Counter::read(root).counted.is_none() => Ok(()),
         "deadline" => deadline(&Sysroot::open(root)?, &config),
         other => {
             bail!(

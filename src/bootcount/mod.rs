@@ -28,6 +28,9 @@ pub(crate) const LEFT: &str = "aot_left";
 pub(crate) const FAILED: &str = "aot_failed";
 /// Set by GRUB, with [`FAILED`], when the default's kernel did not start.
 pub(crate) const REFUSED: &str = "aot_refused";
+/// The id of the last deployment whose boot chain was brought onto the ESP
+/// (or found there) after a good boot.
+pub(crate) const CHAIN: &str = "aot_chain";
 
 /// What GRUB's environment block says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -123,21 +123,25 @@ fn next_version(previous: Option<&str>) -> String {
     format!("{today}.{n}")
 }
 
-/// The `.deb` files `local-packages` names: files, and the `.deb`s of directories.
+/// The `.deb` files `local-packages` names: files, the `.deb`s of
+/// directories, and patterns such as `debs/apt-ostree_*.deb` (a `*` in the
+/// file name) for one package out of a build directory that holds more.
 fn local_debs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut debs = Vec::new();
     for path in paths {
-        if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("local-packages: reading {}", path.display()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "deb"))
-                .collect();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let Some(pattern) = name.filter(|n| n.contains('*')) {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let found = debs_in(dir, |file| matches_pattern(&pattern, file))?;
+            if found.is_empty() {
+                bail!("local-packages: no file matches {}", path.display());
+            }
+            debs.extend(found);
+        } else if path.is_dir() {
+            let found = debs_in(path, |_| true)?;
             if found.is_empty() {
                 bail!("local-packages: {} holds no .deb file", path.display());
             }
-            found.sort();
             debs.extend(found);
         } else if path.extension().is_some_and(|e| e == "deb") && path.is_file() {
             debs.push(path.clone());
@@ -149,6 +153,40 @@ fn local_debs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(debs)
+}
+
+/// The `.deb` files of `dir` whose names `wanted` accepts, sorted.
+fn debs_in(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("local-packages: reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .filter(|p| p.file_name().is_some_and(|n| wanted(&n.to_string_lossy())))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// Whether `name` matches `pattern`, where each `*` stands for any run of
+/// characters (and nothing else is special).
+fn matches_pattern(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i == parts.len() - 1 {
+            return rest.len() >= part.len() && rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 fn build_rootfs(t: &Treefile, dest: &Path, scratch: &Path, sink: &Sink) -> Result<()> {
@@ -499,4 +537,40 @@ pub fn compose_tree(path: &Path, opts: &ComposeOptions, sink: &Sink) -> Result<C
         convert_time,
         commit_time,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_pick_one_package_out_of_a_build_directory() {
+        assert!(matches_pattern(
+            "apt-ostree_*.deb",
+            "apt-ostree_0.1.0+deb13_amd64.deb"
+        ));
+        assert!(!matches_pattern(
+            "apt-ostree_*.deb",
+            "cockpit-apt-ostree_0.1.0+deb13_all.deb"
+        ));
+        assert!(!matches_pattern("apt-ostree_*.deb", "apt-ostree_0.1.0.dsc"));
+        assert!(matches_pattern("a*b*c", "axxbyyc"));
+        assert!(!matches_pattern("a*b*c", "axxcyyb"));
+        assert!(matches_pattern("*", "anything"));
+        assert!(!matches_pattern("ab*ba", "aba"));
+
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "apt-ostree_1_amd64.deb",
+            "cockpit-apt-ostree_1_all.deb",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let picked = local_debs(&[dir.path().join("apt-ostree_*.deb")]).unwrap();
+        assert_eq!(picked, vec![dir.path().join("apt-ostree_1_amd64.deb")]);
+        assert_eq!(local_debs(&[dir.path().to_path_buf()]).unwrap().len(), 2);
+        let none = local_debs(&[dir.path().join("grub_*.deb")]).unwrap_err();
+        assert!(none.to_string().contains("no file matches"), "{none}");
+    }
 }

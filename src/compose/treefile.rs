@@ -15,7 +15,7 @@
 //! # rootfs = "path/to/tree"          # an existing root file system instead
 //! variant = "minbase"                # mmdebstrap variant
 //! packages = ["systemd", "linux-image-amd64"]
-//! local-packages = ["debs/"]         # .deb files, or directories of them
+//! local-packages = ["debs/"]         # .deb files, directories of them, or debs/name_*.deb
 //! kargs = ["console=ttyS0"]          # default kernel arguments of installed systems
 //! placeholder-kernel = false         # true: no kernel needed (not booted on hardware)
 //! postprocess = "postprocess.sh"     # run in the sandbox, the tree as /
@@ -286,7 +286,7 @@ mod tests {
         assert_eq!(
             t.local_packages,
             [Path::new(
-                "/src/examples/treefiles/../../target/debian/trixie"
+                "/src/examples/treefiles/../../target/debian/trixie/apt-ostree_*.deb"
             )]
         );
         assert!(t.kargs.contains(&"console=ttyS0,115200n8".to_string()));

@@ -9,15 +9,20 @@
 # later boots, and fails when the image takes more than
 # APT_OSTREE_BOOT_LIMIT (default 1.1) times the plain Debian's time.
 
-# The treefile's packages, with Debian's initramfs generator instead of
-# dracut and without what only an OSTree system has.
+# The treefile's packages and those its local packages (apt-ostree) depend
+# on, with Debian's initramfs generator instead of dracut and without what
+# only an OSTree system has.
 plain_packages() {
-    python3 - "$TREEFILE" <<'PYEOF'
-import sys, tomllib
+    deps=$(dpkg-deb -f "target/debian/$SUITE"/apt-ostree_*.deb Depends)
+    python3 - "$TREEFILE" "$deps" <<'PYEOF2'
+import re, sys, tomllib
 packages = tomllib.load(open(sys.argv[1], "rb"))["packages"]
+# "libfoo (>= 1), bar | baz": the first of each alternative, no versions.
+packages += [re.split(r"[ (|]", d.strip())[0] for d in sys.argv[2].split(",")]
 skip = {"dracut", "ostree", "ostree-boot"}
-print(",".join([p for p in packages if p not in skip] + ["initramfs-tools", "grub-efi-amd64"]))
-PYEOF
+wanted = list(dict.fromkeys(p for p in packages if p not in skip))
+print(",".join(wanted + ["initramfs-tools", "grub-efi-amd64"]))
+PYEOF2
 }
 
 # Add the report unit to a root (ROOT: the file system's root, ETC: its /etc).
