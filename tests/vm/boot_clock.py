@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The boot benchmark's clock (scripts/bench-boot).
+"""The boot benchmark's clock (scripts/test-vm --boot-time).
 
     boot_clock.py record SOCKET LOG NAME > BOOT.json
     boot_clock.py summarize LIMIT BOOT.json...
