@@ -284,6 +284,19 @@ pub fn deadline(sysroot: &Sysroot, config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Whether an earlier boot of the booted deployment was good and brought
+/// its chain onto the ESP: every boot after a deployment's first then has
+/// nothing to assess, which GRUB's block says without opening the sysroot.
+fn assessed_before(root: &Path) -> bool {
+    let Some(id) = crate::sysroot::booted_name(root) else {
+        return false;
+    };
+    let Ok(env) = Env::read(&root.join(GRUBENV)) else {
+        return false;
+    };
+    env.get(GOOD) == Some(id.as_str()) && env.get(CHAIN) == Some(id.as_str())
+}
+
 /// `apt-ostreed --boot STEP`: the boot units' entry point.
 pub fn helper_main(step: &str, config_path: &Path) -> Result<()> {
     let root = Path::new("/");
@@ -311,7 +324,13 @@ pub fn helper_main(step: &str, config_path: &Path) -> Result<()> {
     let config = Config::load(config_path)?;
     match step {
         "check" => check(root),
-        "assess" => assess(&Sysroot::open(root)?, &config, boot_complete()),
+        "assess" => {
+            let good = boot_complete();
+            if good && assessed_before(root) {
+                return Ok(());
+            }
+            assess(&Sysroot::open(root)?, &config, good)
+        }
         // On most boots nothing is on trial, which GRUB's block says
         // without opening the sysroot.
         "deadline" if config.boot_deadline == 0 || Counter::read(root).counted.is_none() => Ok(()),

@@ -243,6 +243,30 @@ pub fn is_signed(repo: &ostree::Repo, commit: &str) -> Result<bool> {
         .is_some_and(|m| ostree::glib::VariantDict::new(Some(&m)).contains("ostree.gpgsigs")))
 }
 
+/// The booted deployment's directory name (`CHECKSUM.SERIAL`), found as
+/// libostree finds it, without loading the sysroot: the deployment
+/// directory under `root`'s `/sysroot` with the device and inode of `root`.
+/// None when `root` is not a deployment.
+pub fn booted_name(root: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let booted = std::fs::metadata(root).ok()?;
+    let stateroots = std::fs::read_dir(root.join("sysroot/ostree/deploy")).ok()?;
+    for stateroot in stateroots.flatten() {
+        let Ok(deployments) = std::fs::read_dir(stateroot.path().join("deploy")) else {
+            continue;
+        };
+        for deployment in deployments.flatten() {
+            let Ok(meta) = std::fs::metadata(deployment.path()) else {
+                continue;
+            };
+            if meta.is_dir() && meta.dev() == booted.dev() && meta.ino() == booted.ino() {
+                return Some(deployment.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    None
+}
+
 /// A deployment's directory name, `CHECKSUM.SERIAL`: how GRUB's counter, live
 /// changes and messages name it.
 pub fn deployment_name(d: &ostree::Deployment) -> String {
@@ -256,4 +280,26 @@ pub fn deployment_id(d: &ostree::Deployment) -> String {
 
 pub(crate) fn same(d: &ostree::Deployment) -> ostree::Deployment {
     Clone::clone(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::booted_name;
+
+    #[test]
+    fn the_booted_deployment_is_the_one_that_is_root() {
+        let top = tempfile::tempdir().unwrap();
+        let deploy = top.path().join("ostree/deploy/debian/deploy");
+        for name in ["aaaa.0", "bbbb.1"] {
+            std::fs::create_dir_all(deploy.join(name)).unwrap();
+        }
+        std::fs::write(deploy.join("aaaa.0.origin"), "").unwrap();
+        // As ostree-prepare-root leaves it: the physical root at /sysroot.
+        let booted = deploy.join("bbbb.1");
+        std::os::unix::fs::symlink(top.path(), booted.join("sysroot")).unwrap();
+        assert_eq!(booted_name(&booted).as_deref(), Some("bbbb.1"));
+        // Not booted from a deployment: no /sysroot, or none is root.
+        assert_eq!(booted_name(top.path()), None);
+        assert_eq!(booted_name(&deploy.join("aaaa.0")), None);
+    }
 }
