@@ -256,7 +256,8 @@ pub fn booted_name(root: &Path) -> Option<String> {
             continue;
         };
         for deployment in deployments.flatten() {
-            let Ok(meta) = std::fs::metadata(deployment.path()) else {
+            // A link is never a deployment (and could point anywhere).
+            let Ok(meta) = std::fs::symlink_metadata(deployment.path()) else {
                 continue;
             };
             if meta.is_dir() && meta.dev() == booted.dev() && meta.ino() == booted.ino() {
@@ -298,6 +299,13 @@ mod tests {
         let booted = deploy.join("bbbb.1");
         std::os::unix::fs::symlink(top.path(), booted.join("sysroot")).unwrap();
         assert_eq!(booted_name(&booted).as_deref(), Some("bbbb.1"));
+        // A link in the deployments' directory is not a deployment, even
+        // one to the root.
+        let elsewhere = top.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(top.path(), elsewhere.join("sysroot")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, deploy.join("cccc.2")).unwrap();
+        assert_eq!(booted_name(&elsewhere), None);
         // Not booted from a deployment: no /sysroot, or none is root.
         assert_eq!(booted_name(top.path()), None);
         assert_eq!(booted_name(&deploy.join("aaaa.0")), None);
