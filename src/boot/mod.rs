@@ -83,16 +83,15 @@ pub fn check(root: &Path) -> Result<()> {
     };
     let mut sysroot = Sysroot::open(root)?;
     sysroot.ostree().lock().context("Locking the sysroot")?;
-    let result = roll_back_from(&mut sysroot, &mut env, &failed);
+    let result = roll_back_from(&mut sysroot, &mut env, failed);
     sysroot.ostree().unlock();
     result
 }
 
 /// GRUB fell back from `failed`: the booted deployment becomes the default
 /// again and GRUB's block (`env`) is cleared.
-fn roll_back_from(sysroot: &mut Sysroot, env: &mut Env, failed: &str) -> Result<()> {
+fn roll_back_from(sysroot: &mut Sysroot, env: &mut Env, failed: String) -> Result<()> {
     let path = sysroot.path().join(GRUBENV);
-    let failed = failed.to_string();
     let booted = sysroot
         .ostree()
         .booted_deployment()

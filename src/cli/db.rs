@@ -33,17 +33,8 @@ pub enum DbCommand {
 
 /// `*` and `?` patterns; anything else matches as a prefix.
 fn matches(pattern: &str, name: &str) -> bool {
-    fn glob(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => glob(&p[1..], n) || (!n.is_empty() && glob(p, &n[1..])),
-            (Some(b'?'), Some(_)) => glob(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => glob(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
     if pattern.contains(['*', '?']) {
-        glob(pattern.as_bytes(), name.as_bytes())
+        crate::fsutil::glob_matches(pattern, name)
     } else {
         name.starts_with(pattern)
     }

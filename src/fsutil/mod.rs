@@ -1,5 +1,6 @@
-//! File writes that a crash cannot leave half done, and [`Beneath`], the
-//! one way to touch a tree that came from an image or a package.
+//! File writes that a crash cannot leave half done, [`Beneath`], the one
+//! way to touch a tree that came from an image or a package, and
+//! [`glob_matches`] for names.
 //!
 //! A file is written under a temporary name beside its final one, synced,
 //! renamed over the final name, and the directory is synced, so that after a
@@ -81,6 +82,21 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("Syncing {}", dir.display()))
 }
 
+/// Whether `name` matches `pattern`, where `*` stands for any run of
+/// characters and `?` for one (nothing else is special).
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    fn glob(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => glob(&p[1..], n) || (!n.is_empty() && glob(p, &n[1..])),
+            (Some(b'?'), Some(_)) => glob(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => glob(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    glob(pattern.as_bytes(), name.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +116,24 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o644);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 2, "a temporary file was left behind");
+    }
+
+    #[test]
+    fn globs_match_whole_names() {
+        assert!(glob_matches(
+            "apt-ostree_*.deb",
+            "apt-ostree_0.1.0+deb13_amd64.deb"
+        ));
+        assert!(!glob_matches(
+            "apt-ostree_*.deb",
+            "cockpit-apt-ostree_0.1.0+deb13_all.deb"
+        ));
+        assert!(!glob_matches("apt-ostree_*.deb", "apt-ostree_0.1.0.dsc"));
+        assert!(glob_matches("a*b*c", "axxbyyc"));
+        assert!(!glob_matches("a*b*c", "axxcyyb"));
+        assert!(glob_matches("*", "anything"));
+        assert!(!glob_matches("ab*ba", "aba"));
+        assert!(glob_matches("lib?.so", "libc.so"));
+        assert!(!glob_matches("lib?.so", "lib.so"));
     }
 }
