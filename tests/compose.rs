@@ -412,6 +412,7 @@ fn compose_image_refuses_bad_input_and_leaves_nothing_behind() {
         "usr/bin",
         "usr/lib/grub/x86_64-efi",
         "usr/lib/dracut/modules.d/98ostree",
+        "usr/lib/ostree",
         "usr/etc",
     ] {
         fs::create_dir_all(tree.join(d)).unwrap();
@@ -428,11 +429,30 @@ fn compose_image_refuses_bad_input_and_leaves_nothing_behind() {
         .arg("init")
         .arg(format!("--repo={}", repo.display()))
         .arg("--mode=archive"));
-    run(ostree()
-        .arg("commit")
-        .arg(format!("--repo={}", repo.display()))
-        .args(["--branch=test/bootable", "--tree"])
-        .arg(format!("dir={}", tree.display())));
+    let commit = |branch: &str| {
+        run(ostree()
+            .arg("commit")
+            .arg(format!("--repo={}", repo.display()))
+            .args([&format!("--branch={branch}"), "--tree"])
+            .arg(format!("dir={}", tree.display())))
+    };
+    // dracut's module without ostree-prepare-root (ostree-boot) itself: its
+    // initramfs could not mount the deployment.
+    commit("test/no-prepare-root");
+    let (rc, _, err) = code(&mut image(
+        &repo,
+        "test/no-prepare-root",
+        &["--no-secure-boot"],
+    ));
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("initramfs cannot mount a deployment"), "{err}");
+    assert!(!output.exists());
+    fs::write(
+        tree.join("usr/lib/ostree/ostree-prepare-root"),
+        "#!/bin/sh\n",
+    )
+    .unwrap();
+    commit("test/bootable");
     // Without shim and the signed GRUB, the disk would not boot with Secure
     // Boot on: refused, naming the packages, unless asked for.
     let (rc, _, err) = code(&mut image(&repo, "test/bootable", &[]));

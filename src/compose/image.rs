@@ -32,6 +32,10 @@ use super::disk::{
 use super::grub;
 use crate::fsutil::Mounted;
 use crate::process::run;
+
+/// apt-ostree's initramfs-tools hook (debian/rules), which brings
+/// ostree-prepare-root into an initramfs-tools initramfs.
+const INITRAMFS_TOOLS_HOOK: &str = "usr/share/initramfs-tools/hooks/apt-ostree";
 use crate::progress::Sink;
 use crate::sysroot::keys;
 
@@ -197,9 +201,14 @@ fn inspect_commit(repo: &ostree::Repo, reference: &str, secure_boot: bool) -> Re
             missing.join(", ")
         );
     }
-    if !has("usr/lib/dracut/modules.d/98ostree") {
+    // ostree-prepare-root, and what puts it in the initramfs: apt-ostree's
+    // initramfs-tools hook or ostree-boot's dracut module.
+    let mounts_deployment = has("usr/lib/ostree/ostree-prepare-root")
+        && (has(INITRAMFS_TOOLS_HOOK) || has("usr/lib/dracut/modules.d/98ostree"));
+    if !mounts_deployment {
         bail!(
-            "{reference}: the commit has no ostree-boot (its initramfs cannot mount a deployment)"
+            "{reference}: the commit's initramfs cannot mount a deployment: add ostree-boot \
+             and apt-ostree (with initramfs-tools) or dracut to its packages"
         );
     }
     let content = tree_size(&root)?;

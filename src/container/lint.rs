@@ -111,7 +111,7 @@ pub fn lint(root: &Path) -> Vec<Finding> {
         error("no kernel: the image cannot boot; install a linux-image package (its /boot/vmlinuz-KVER or /usr/lib/modules/KVER/vmlinuz is what boots)".into());
     }
     for (kver, _) in kernels.iter().filter(|(_, initramfs)| !*initramfs) {
-        error(format!("kernel {kver} has no initramfs (/boot/initrd.img-{kver} or /usr/lib/modules/{kver}/initramfs.img): install dracut and ostree-boot, or run dracut for it"));
+        error(format!("kernel {kver} has no initramfs (/boot/initrd.img-{kver} or /usr/lib/modules/{kver}/initramfs.img): install ostree-boot and initramfs-tools (with apt-ostree's hook) or dracut, or run update-initramfs or dracut for it"));
     }
     if root.join("usr/etc").exists() {
         error("/usr/etc exists: keep configuration in /etc; deployment moves /etc to /usr/etc itself, and refuses a tree with both".into());

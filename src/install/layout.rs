@@ -1,6 +1,7 @@
 //! What holds a root file system, from lsblk: the device types from it
 //! down to the disks, and the kernel arguments an initramfs needs to find
-//! and open it (`root=`, `rd.luks.uuid=`, `rd.lvm.lv=`, `rd.md.uuid=`).
+//! and open it (`root=`, `rd.luks.uuid=` with `cryptopts=`, `rd.lvm.lv=`,
+//! `rd.md.uuid=`).
 //! A pure function of lsblk's JSON, so that each layout has a test without
 //! its devices.
 
@@ -37,7 +38,8 @@ pub struct Layout {
     /// along the first of each device's holders (`lvm`, `crypt`, `part`, `disk`).
     pub stack: Vec<String>,
     /// What the initramfs must open before the root can be mounted, in
-    /// the order it opens them: `rd.md.uuid=`, `rd.luks.uuid=`, `rd.lvm.lv=`.
+    /// the order it opens them: `rd.md.uuid=`, `rd.luks.uuid=` and
+    /// `cryptopts=`, `rd.lvm.lv=`.
     pub open_kargs: Vec<String>,
     /// The disks (e.g. `/dev/vdb`) at the bottom of it.
     pub disks: Vec<String>,
@@ -91,43 +93,58 @@ impl Layout {
             open_kargs: Vec::new(),
             disks: Vec::new(),
         };
-        layout.walk(&top);
+        let mut opened = Vec::new();
+        layout.walk(&top, &mut opened);
         // The initramfs assembles arrays, then opens LUKS, then activates
         // volumes: the walk met them top down.
-        layout.open_kargs.reverse();
+        layout.open_kargs = opened.into_iter().rev().flatten().collect();
         Ok(layout)
     }
 
-    fn walk(&mut self, node: &Node) {
-        let karg = match node.kind.as_str() {
-            "lvm" => lvm_names(&node.name).map(|(vg, lv)| format!("rd.lvm.lv={vg}/{lv}")),
+    /// Collect into `opened` what opens each device under `node` (one
+    /// group of arguments per device, top down), and the disks.
+    fn walk(&mut self, node: &Node, opened: &mut Vec<Vec<String>>) {
+        let kargs = match node.kind.as_str() {
+            "lvm" => lvm_names(&node.name)
+                .map(|(vg, lv)| vec![format!("rd.lvm.lv={vg}/{lv}")])
+                .unwrap_or_default(),
+            // A dracut initramfs reads rd.luks.uuid=, an initramfs-tools
+            // one cryptopts= (cryptsetup-initramfs, when the initramfs has
+            // no crypttab); both name the mapping as systemd does.
             "crypt" => node
                 .children
                 .iter()
                 .find(|c| c.fstype.as_deref() == Some("crypto_LUKS"))
                 .and_then(|c| c.uuid.as_ref())
-                .map(|uuid| format!("rd.luks.uuid={uuid}")),
+                .map(|uuid| {
+                    vec![
+                        format!("rd.luks.uuid={uuid}"),
+                        format!("cryptopts=target=luks-{uuid},source=UUID={uuid},luks"),
+                    ]
+                })
+                .unwrap_or_default(),
             kind if kind.starts_with("raid") => node
                 .children
                 .iter()
                 .find(|c| c.fstype.as_deref() == Some("linux_raid_member"))
                 .and_then(|c| c.uuid.as_ref())
-                .map(|uuid| format!("rd.md.uuid={uuid}")),
+                .map(|uuid| vec![format!("rd.md.uuid={uuid}")])
+                .unwrap_or_default(),
             // A loop device with partitions is a disk as well.
             "disk" | "loop" => {
                 let disk = format!("/dev/{}", node.name);
                 if !self.disks.contains(&disk) {
                     self.disks.push(disk);
                 }
-                None
+                Vec::new()
             }
-            _ => None,
+            _ => Vec::new(),
         };
-        if let Some(karg) = karg.filter(|k| !self.open_kargs.contains(k)) {
-            self.open_kargs.push(karg);
+        if !kargs.is_empty() && !opened.contains(&kargs) {
+            opened.push(kargs);
         }
         for child in &node.children {
-            self.walk(child);
+            self.walk(child, opened);
         }
     }
 

@@ -10,8 +10,8 @@
 # APT_OSTREE_BOOT_LIMIT (default 1.1) times the plain Debian's time.
 
 # The treefile's packages and those its local packages (apt-ostree) depend
-# on, with Debian's initramfs generator instead of dracut and without what
-# only an OSTree system has.
+# on, with Debian's initramfs generator (instead of dracut, where a treefile
+# has it) and without what only an OSTree system has.
 plain_packages() {
     deps=$(dpkg-deb -f "target/debian/$SUITE"/apt-ostree_*.deb Depends)
     python3 - "$TREEFILE" "$deps" <<'PYEOF2'

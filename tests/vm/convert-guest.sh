@@ -214,7 +214,7 @@ case $PHASE in
     to_filesystem --dry-run $TARGET "$SOURCE" > $STATE/tofs-dry.log 2>&1 || fail "the dry run: exit $?"
     sed 's/^/VMTEST   /' $STATE/tofs-dry.log > /dev/ttyS0
     check "the dry run finds the kernel arguments from the devices" \
-        grep -q "Kernel arguments: rd.luks.uuid=$luks rd.lvm.lv=$VG/root root=UUID=$root " $STATE/tofs-dry.log
+        grep -q "Kernel arguments: rd.luks.uuid=$luks cryptopts=target=luks-$luks,source=UUID=$luks,luks rd.lvm.lv=$VG/root root=UUID=$root " $STATE/tofs-dry.log
     check "the dry run changed nothing" target_empty
     started=$(date +%s)
     status=0
@@ -246,10 +246,15 @@ case $PHASE in
     check "an OSTree deployment booted" test -e /run/ostree-booted
     check "Secure Boot is on" sh -c 'mokutil --sb-state | grep -q "SecureBoot enabled"'
     check "the kernel arguments open LUKS, then LVM" sh -c \
-        "grep -q 'rd.luks.uuid=$luks' /proc/cmdline && grep -q 'rd.lvm.lv=$VG/root' /proc/cmdline && grep -q vmtest.tofs=1 /proc/cmdline"
+        "grep -q 'rd.luks.uuid=$luks cryptopts=target=luks-$luks,source=UUID=$luks,luks rd.lvm.lv=$VG/root' /proc/cmdline && grep -q vmtest.tofs=1 /proc/cmdline"
+    check "the initramfs opened the container under the name the arguments give" \
+        test -b /dev/mapper/luks-$luks
     check "the root is the volume on LUKS" sh -c \
         "lsblk --inverse --list --noheadings --output TYPE \$(findmnt -n -o SOURCE /sysroot) | tr -d ' ' | tr '\n' ' ' | grep -q '^lvm crypt part disk'"
     check "the root file system is the one made" sh -c "[ \"\$(findmnt -n -o UUID /sysroot)\" = $root ]"
+    if [ -x /usr/sbin/update-initramfs ]; then
+        check "the initramfs checked it before mounting it" test -e /run/initramfs/fsck-root
+    fi
     check "/boot is mounted from its partition" sh -c "findmnt -n -o SOURCE /boot | grep -q vda2"
     check "root's authorized keys came from the flag" grep -q alice@laptop /root/.ssh/authorized_keys
     check "status shows the installed system" sh -c "apt-ostree status | tee /dev/stderr | grep -q 'debian:$REF'"

@@ -93,6 +93,11 @@ after_cut() {
         # Nothing reaches the bootloader before finalization.
         check "a cut before finalization boots the old deployment" test "$which" = old
     fi
+    if [ -x /usr/sbin/update-initramfs ]; then
+        # The root was not unmounted: checked (and its journal replayed)
+        # before it was mounted, and found clean enough to boot.
+        check "the initramfs checked the root after the cut" test -e /run/initramfs/fsck-root
+    fi
     check "status works" apt-ostree status
     check "nothing is left staged" test -z "$(staged_checksum)"
     check "ostree fsck" ostree fsck
@@ -151,6 +156,10 @@ case $PHASE in
     check "root's password came from the credential" \
         sh -c '[ "$(getent shadow root | cut -d: -f2 | cut -c1-3)" = "\$6\$" ]'
     check "status marks a booted deployment" sh -c 'apt-ostree status --json | grep -q "\"booted\": true"'
+    if [ -x /usr/sbin/update-initramfs ]; then
+        # initramfs-tools' stamp: systemd-fsck-root then leaves it alone.
+        check "the initramfs checked the root before mounting it" test -e /run/initramfs/fsck-root
+    fi
     check "ostree agrees" sh -c 'ostree admin status | grep -q "^\* debian"'
     if command -v varlinkctl >/dev/null; then
         check "varlinkctl introspect" sh -c "varlinkctl introspect $SOCKET org.aptostree.Sysroot | grep -q 'method GetStatus'"
@@ -175,6 +184,11 @@ case $PHASE in
     check "install vmtest-opt (a vendor package under /opt)" apt-ostree install vmtest-opt
     check "the install is pending" sh -c 'apt-ostree status --json | grep -q vmtest-hello'
     check "kargs --append" apt-ostree kargs --append=vmtest.marker=1
+    # The initramfs made on the machine (update-initramfs in the new
+    # deployment, with apt-ostree's hook) is the one phase 2 boots.
+    if [ -x /usr/sbin/update-initramfs ]; then
+        check "initramfs --enable" apt-ostree initramfs --enable
+    fi
     # The signed chain compose image wrote, as bootloader status reads it.
     check "bootloader status: Secure Boot on, the chain in EFI/debian and EFI/BOOT" sh -c \
         'apt-ostree bootloader status > /tmp/bl && cat /tmp/bl > /dev/ttyS0 &&
@@ -187,6 +201,20 @@ case $PHASE in
     ;;
 2)
     check "the karg reached the kernel" grep -q "vmtest.marker=1" /proc/cmdline
+    if [ -x /usr/sbin/update-initramfs ]; then
+        initramfs=/usr/lib/modules/$(uname -r)/initramfs.img
+        # Phase 1's deployment, the image's own, is the rollback one.
+        image=$(for d in /ostree/deploy/debian/deploy/*.[0-9]; do [ "$d" -ef / ] || echo "$d"; done | head -n 1)
+        check "booted the initramfs made on the machine, not the image's" sh -c \
+            "apt-ostree status --booted | grep -q 'Initramfs: *regenerate' &&
+             test -f $image$initramfs && ! cmp -s $image$initramfs $initramfs"
+        check "it has apt-ostree's hook and script" sh -c \
+            "lsinitramfs $initramfs > /tmp/initramfs.list &&
+             grep -q 'lib/ostree/ostree-prepare-root\$' /tmp/initramfs.list &&
+             grep -q 'scripts/local-bottom/apt-ostree\$' /tmp/initramfs.list"
+        check "initramfs --disable (the image's again from the next deployment)" \
+            apt-ostree initramfs --disable
+    fi
     check "the image's kernel arguments stayed" sh -c 'grep -q "root=UUID=" /proc/cmdline && grep -qw quiet /proc/cmdline'
     check "the layered program runs" sh -c 'vmtest-hello | grep -q "hello from a layered package"'
     check "postinst ran at layering" test -f /usr/share/vmtest-hello/postinst-ran

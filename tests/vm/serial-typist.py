@@ -6,10 +6,12 @@
 Connects to QEMU's serial port (a Unix socket chardev, server=on,wait=on:
 the machine starts once this is connected), appends everything the guest
 prints to LOG, as `-serial file:LOG` would, and types ANSWER and Enter each
-time PROMPT appears (at most three times: a wrong answer is asked again).
-Used for the passphrase of a LUKS root, asked by the initramfs.
+time PROMPT (a regular expression) appears (at most three times: a wrong
+answer is asked again). Used for the passphrase of a LUKS root, asked by the
+initramfs.
 """
 
+import re
 import socket
 import sys
 import time
@@ -17,6 +19,7 @@ import time
 
 def main():
     sock_path, log_path, prompt, answer = sys.argv[1:5]
+    prompt = re.compile(prompt.encode())
     conn = socket.socket(socket.AF_UNIX)
     for _ in range(300):
         try:
@@ -35,7 +38,7 @@ def main():
                 break
             log.write(data)
             seen = (seen + data)[-4096:]
-            if prompt.encode() in seen and answered < 3:
+            if prompt.search(seen) and answered < 3:
                 # The prompt is printed before the terminal is read.
                 time.sleep(1)
                 conn.sendall(answer.encode() + b"\r")

@@ -30,6 +30,9 @@ fn lvm_on_luks_is_opened_then_activated_then_mounted() {
         root_kargs(&layout, "8e1c0a4e-7b1f-4f7e-9c57-0d7d3a1b2c3d", None),
         [
             "rd.luks.uuid=5f3a9d2e-1111-4222-8333-944455556666",
+            // The same container for initramfs-tools' cryptroot.
+            "cryptopts=target=luks-5f3a9d2e-1111-4222-8333-944455556666,\
+             source=UUID=5f3a9d2e-1111-4222-8333-944455556666,luks",
             // The volume group "vg-os": LVM doubles the dash in the dm name.
             "rd.lvm.lv=vg-os/root",
             "root=UUID=8e1c0a4e-7b1f-4f7e-9c57-0d7d3a1b2c3d",
