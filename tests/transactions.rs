@@ -898,6 +898,40 @@ fn on_a_booted_system_kargs_on_top_of_a_staged_change_keep_the_booted_arguments(
     assert_eq!(pending["checksum"], base_repo().v2.as_str());
 }
 
+/// Regression (seen on a real boot): a change staged on top of `kargs`
+/// took the booted deployment's arguments, dropping the ones just staged.
+#[test]
+fn on_a_booted_system_a_change_after_kargs_keeps_the_staged_arguments() {
+    let (s, _http) = served_v1();
+    let (booted, serial) = s.deployments()[0].clone();
+    let bindir = std::path::Path::new(cli()).parent().unwrap().to_path_buf();
+    let out = stdout(
+        Command::new(fixtures().join("enter-deployment.sh"))
+            .arg(&s.path)
+            .arg(s.deployment_dir(&booted, serial))
+            .arg(&bindir)
+            .args([
+                "/bin/sh",
+                "-ec",
+                "/run/bin/apt-ostree --sysroot / kargs --append quiet >&2
+                 /run/bin/apt-ostree --sysroot / upgrade >&2
+                 /run/bin/apt-ostree --sysroot / status --json",
+            ])
+            .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments"),
+    );
+    let status: Value = serde_json::from_str(&out).unwrap();
+    let pending = &status["deployments"][0];
+    assert_eq!(pending["staged"], true, "{status}");
+    assert_eq!(pending["checksum"], base_repo().v2.as_str());
+    assert!(
+        pending["kernelArguments"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("quiet")),
+        "{status}"
+    );
+}
+
 /// Interrupt a running `apt-ostree upgrade` with SIGINT, as Ctrl-C does.
 fn interrupt_upgrade(cmd: &mut Command) -> (Option<i32>, String) {
     let (mut child, mut err, seen) = start_upgrade_until_pulling(cmd);

@@ -60,7 +60,8 @@ impl Sysroot {
     }
 
     /// Deploy `commit` with `origin` as the new default and return its status.
-    /// `kargs` replaces the kernel arguments; `None` keeps the merge deployment's.
+    /// `kargs` replaces the kernel arguments; `None` keeps the default
+    /// deployment's, the one the next boot would have started.
     pub fn deploy_commit(
         &mut self,
         sink: &Sink,
@@ -79,6 +80,14 @@ impl Sysroot {
         };
         sink.task_begin(title);
         let keyfile = origin.to_keyfile();
+        // libostree would take the merge deployment's arguments, which is
+        // the booted one: a change staged on top of `kargs` would drop
+        // the arguments that `kargs` had staged.
+        let pending = match kargs {
+            Some(_) => Vec::new(),
+            None => self.kernel_arguments_of(&self.default_deployment()?),
+        };
+        let kargs = kargs.or((!pending.is_empty()).then_some(pending.as_slice()));
         let argv: Option<Vec<&str>> = kargs.map(|k| k.iter().map(String::as_str).collect());
         let opts = ostree::SysrootDeployTreeOpts {
             override_kernel_argv: argv.as_deref(),
