@@ -32,12 +32,12 @@ use super::disk::{
 use super::grub;
 use crate::fsutil::Mounted;
 use crate::process::run;
+use crate::progress::Sink;
+use crate::sysroot::keys;
 
 /// apt-ostree's initramfs-tools hook (debian/rules), which brings
 /// ostree-prepare-root into an initramfs-tools initramfs.
 const INITRAMFS_TOOLS_HOOK: &str = "usr/share/initramfs-tools/hooks/apt-ostree";
-use crate::progress::Sink;
-use crate::sysroot::keys;
 
 /// The stateroot of installed systems.
 const OSNAME: &str = "debian";
