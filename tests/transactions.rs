@@ -864,6 +864,27 @@ fn on_a_booted_system_upgrade_stages_and_finalize_keeps_later_etc_edits() {
     assert_eq!(rolled["deployments"][1]["booted"], true);
 }
 
+/// Run `commands` (apt-ostree's arguments, one string each) in `s`'s
+/// first deployment as if it were booted, then return `status --json`.
+fn status_after_booted_commands(s: &TestSysroot, commands: &[&str]) -> Value {
+    let (booted, serial) = s.deployments()[0].clone();
+    let bindir = std::path::Path::new(cli()).parent().unwrap().to_path_buf();
+    let mut script: String = commands
+        .iter()
+        .map(|c| format!("/run/bin/apt-ostree --sysroot / {c} >&2\n"))
+        .collect();
+    script.push_str("/run/bin/apt-ostree --sysroot / status --json");
+    let out = stdout(
+        Command::new(fixtures().join("enter-deployment.sh"))
+            .arg(&s.path)
+            .arg(s.deployment_dir(&booted, serial))
+            .arg(&bindir)
+            .args(["/bin/sh", "-ec", &script])
+            .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments"),
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
 /// Regression (seen on a real boot): a deployment staged without a change of
 /// kernel arguments records none, and `kargs --append` on top of it wrote
 /// only the new argument, dropping root= and console= from the next boot.
@@ -871,23 +892,7 @@ fn on_a_booted_system_upgrade_stages_and_finalize_keeps_later_etc_edits() {
 fn on_a_booted_system_kargs_on_top_of_a_staged_change_keep_the_booted_arguments() {
     let (s, _http) = served_v1();
     run(s.cli().args(["kargs", "--append", "console=ttyS0"]));
-    let (booted, serial) = s.deployments()[0].clone();
-    let bindir = std::path::Path::new(cli()).parent().unwrap().to_path_buf();
-    let out = stdout(
-        Command::new(fixtures().join("enter-deployment.sh"))
-            .arg(&s.path)
-            .arg(s.deployment_dir(&booted, serial))
-            .arg(&bindir)
-            .args([
-                "/bin/sh",
-                "-ec",
-                "/run/bin/apt-ostree --sysroot / upgrade >&2
-                 /run/bin/apt-ostree --sysroot / kargs --append quiet >&2
-                 /run/bin/apt-ostree --sysroot / status --json",
-            ])
-            .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments"),
-    );
-    let status: Value = serde_json::from_str(&out).unwrap();
+    let status = status_after_booted_commands(&s, &["upgrade", "kargs --append quiet"]);
     let pending = &status["deployments"][0];
     assert_eq!(pending["staged"], true, "{status}");
     assert_eq!(
@@ -903,23 +908,7 @@ fn on_a_booted_system_kargs_on_top_of_a_staged_change_keep_the_booted_arguments(
 #[test]
 fn on_a_booted_system_a_change_after_kargs_keeps_the_staged_arguments() {
     let (s, _http) = served_v1();
-    let (booted, serial) = s.deployments()[0].clone();
-    let bindir = std::path::Path::new(cli()).parent().unwrap().to_path_buf();
-    let out = stdout(
-        Command::new(fixtures().join("enter-deployment.sh"))
-            .arg(&s.path)
-            .arg(s.deployment_dir(&booted, serial))
-            .arg(&bindir)
-            .args([
-                "/bin/sh",
-                "-ec",
-                "/run/bin/apt-ostree --sysroot / kargs --append quiet >&2
-                 /run/bin/apt-ostree --sysroot / upgrade >&2
-                 /run/bin/apt-ostree --sysroot / status --json",
-            ])
-            .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments"),
-    );
-    let status: Value = serde_json::from_str(&out).unwrap();
+    let status = status_after_booted_commands(&s, &["kargs --append quiet", "upgrade"]);
     let pending = &status["deployments"][0];
     assert_eq!(pending["staged"], true, "{status}");
     assert_eq!(pending["checksum"], base_repo().v2.as_str());
