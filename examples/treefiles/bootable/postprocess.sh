@@ -5,15 +5,14 @@ kver=$(ls /usr/lib/modules)
 # A generic initramfs (every driver, so that it boots on any hardware) that
 # mounts the deployment, made by the generator the treefile installs:
 # initramfs-tools with apt-ostree's hook (bootable.toml), or dracut with
-# ostree-boot's module (bootable-bookworm.toml). Written where ostree takes
-# it from; the one the kernel's installation left in /boot, made before the
-# treefile's configuration was in place, would replace it.
+# ostree-boot's module (bootable-bookworm.toml). The tree is already
+# converted: it replaces the one the kernel's installation made (moved from
+# /boot to where ostree takes it), which predates the treefile's settings.
 if command -v mkinitramfs >/dev/null; then
     mkinitramfs -o "/usr/lib/modules/$kver/initramfs.img" "$kver"
 else
     dracut --force --no-hostonly --kver "$kver" "/usr/lib/modules/$kver/initramfs.img"
 fi
-rm -f "/boot/initrd.img-$kver"
 # Per-machine identity is made on first boot, never shipped.
 rm -f /etc/ssh/ssh_host_*
 : > /etc/machine-id
