@@ -226,7 +226,7 @@ pub fn plan(
         .clone()
         .with_context(|| format!("{}: its file system has no UUID", target.root.source))?;
     Ok(Plan {
-        root_kargs: root_kargs(&target.layout, &uuid, btrfs_subvol(&target.root)),
+        root_kargs: root_kargs(&target.layout, &uuid, btrfs_subvol(&target.root))?,
         target,
         source,
         probe,

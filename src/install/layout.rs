@@ -45,6 +45,41 @@ pub struct Layout {
     pub disks: Vec<String>,
 }
 
+/// What lsblk reported that cannot go on a kernel command line: a value
+/// read off a disk header is the disk's, not ours, and one with a comma,
+/// a space or an `=` would add options (`cryptopts=`, `rootflags=`) or
+/// arguments the administrator never asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error(
+        "{device}: its UUID {uuid:?} is not hex digits, dashes and colons; \
+         refusing to put it on the kernel command line"
+    )]
+    UnsafeUuid { device: String, uuid: String },
+    #[error(
+        "the btrfs subvolume {0:?} has a comma, a space or a quote, which \
+         rootflags= cannot carry; mount the root from a subvolume without them"
+    )]
+    UnsafeSubvolume(String),
+}
+
+/// `uuid`, when it is a UUID as file systems, LUKS and md write them.
+fn checked_uuid<'a>(device: &str, uuid: &'a str) -> Result<&'a str, LayoutError> {
+    let well_formed = !uuid.is_empty()
+        && uuid.len() <= 64
+        && uuid
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-' || c == ':');
+    if well_formed {
+        Ok(uuid)
+    } else {
+        Err(LayoutError::UnsafeUuid {
+            device: device.to_string(),
+            uuid: uuid.to_string(),
+        })
+    }
+}
+
 /// The `--output` lsblk is asked for.
 const COLUMNS: &str = "NAME,PATH,TYPE,FSTYPE,UUID";
 
@@ -94,7 +129,7 @@ impl Layout {
             disks: Vec::new(),
         };
         let mut opened = Vec::new();
-        layout.walk(&top, &mut opened);
+        layout.walk(&top, &mut opened)?;
         // The initramfs assembles arrays, then opens LUKS, then activates
         // volumes: the walk met them top down.
         layout.open_kargs = opened.into_iter().rev().flatten().collect();
@@ -103,7 +138,16 @@ impl Layout {
 
     /// Collect into `opened` what opens each device under `node` (one
     /// group of arguments per device, top down), and the disks.
-    fn walk(&mut self, node: &Node, opened: &mut Vec<Vec<String>>) {
+    fn walk(&mut self, node: &Node, opened: &mut Vec<Vec<String>>) -> Result<(), LayoutError> {
+        // The UUID of the holder of type `fstype` (the LUKS header, the
+        // array member), checked.
+        let holder_uuid = |fstype: &str| {
+            node.children
+                .iter()
+                .find(|c| c.fstype.as_deref() == Some(fstype))
+                .and_then(|c| c.uuid.as_deref().map(|uuid| checked_uuid(&c.name, uuid)))
+                .transpose()
+        };
         let kargs = match node.kind.as_str() {
             "lvm" => lvm_names(&node.name)
                 .map(|(vg, lv)| vec![format!("rd.lvm.lv={vg}/{lv}")])
@@ -111,11 +155,7 @@ impl Layout {
             // A dracut initramfs reads rd.luks.uuid=, an initramfs-tools
             // one cryptopts= (cryptsetup-initramfs, when the initramfs has
             // no crypttab); both name the mapping as systemd does.
-            "crypt" => node
-                .children
-                .iter()
-                .find(|c| c.fstype.as_deref() == Some("crypto_LUKS"))
-                .and_then(|c| c.uuid.as_ref())
+            "crypt" => holder_uuid("crypto_LUKS")?
                 .map(|uuid| {
                     vec![
                         format!("rd.luks.uuid={uuid}"),
@@ -123,11 +163,7 @@ impl Layout {
                     ]
                 })
                 .unwrap_or_default(),
-            kind if kind.starts_with("raid") => node
-                .children
-                .iter()
-                .find(|c| c.fstype.as_deref() == Some("linux_raid_member"))
-                .and_then(|c| c.uuid.as_ref())
+            kind if kind.starts_with("raid") => holder_uuid("linux_raid_member")?
                 .map(|uuid| vec![format!("rd.md.uuid={uuid}")])
                 .unwrap_or_default(),
             // A loop device with partitions is a disk as well.
@@ -144,8 +180,9 @@ impl Layout {
             opened.push(kargs);
         }
         for child in &node.children {
-            self.walk(child, opened);
+            self.walk(child, opened)?;
         }
+        Ok(())
     }
 
     /// Whether a LUKS device is under it (GRUB cannot read through one).
@@ -187,15 +224,22 @@ fn lvm_names(dm_name: &str) -> Option<(String, String)> {
 /// The kernel arguments that find and mount the file system `uuid` on
 /// `layout`: what opens its devices, then `root=UUID=`, and `rootflags=`
 /// for a btrfs subvolume other than the top one (`subvol` as mounted).
-pub fn root_kargs(layout: &Layout, uuid: &str, btrfs_subvol: Option<&str>) -> Vec<String> {
+pub fn root_kargs(
+    layout: &Layout,
+    uuid: &str,
+    btrfs_subvol: Option<&str>,
+) -> Result<Vec<String>, LayoutError> {
     let mut kargs = layout.open_kargs.clone();
-    kargs.push(format!("root=UUID={uuid}"));
+    kargs.push(format!("root=UUID={}", checked_uuid("the root", uuid)?));
     if let Some(subvol) = btrfs_subvol.map(|s| s.trim_start_matches('/')) {
+        if subvol.contains(|c: char| c == ',' || c == '"' || c.is_whitespace() || c.is_control()) {
+            return Err(LayoutError::UnsafeSubvolume(subvol.to_string()));
+        }
         if !subvol.is_empty() {
             kargs.push(format!("rootflags=subvol={subvol}"));
         }
     }
-    kargs
+    Ok(kargs)
 }
 
 #[cfg(test)]
