@@ -16,6 +16,10 @@
 //! - After `boot-complete.target`, [`assess`] marks a good boot (GRUB stops
 //!   counting) or, when a health check failed, reboots a deployment on trial
 //!   after a delay. [`deadline`] reboots one whose boot never completes.
+//! - First of all, [`triage`] reads GRUB's block and grub.cfg and says
+//!   which of the check and the assessment this boot needs (files their
+//!   units' conditions test): on most boots neither, and under emulation
+//!   each process a boot starts costs a third of a second (issue 33).
 
 use std::path::Path;
 use std::process::Command;
@@ -23,7 +27,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::bootcount::grub::{grub_config, grub_fallback_entry, refresh_grub_config};
+use crate::bootcount::grub::{
+    grub_config, grub_config_is_stale, grub_fallback_entry, refresh_grub_config,
+};
 use crate::bootcount::grubenv::Env;
 use crate::bootcount::{
     self, failures, update_key, BootFailure, Counter, FailureKind, CHAIN, COUNTED, FAILED, GOOD,
@@ -283,6 +289,60 @@ pub fn deadline(sysroot: &Sysroot, config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Where [`triage`] leaves its verdicts, relative to the root: one file per
+/// boot unit that must run (`check`, `assess`), tested by the units'
+/// `ConditionPathExists=`. /run is empty at every boot.
+pub const TRIAGE_DIR: &str = "run/apt-ostree-boot";
+
+/// What this boot needs beyond the deadline's own look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Triage {
+    /// GRUB fell back, its block is missing, or grub.cfg counts another
+    /// deployment than the default: [`check`] has something to do.
+    pub check: bool,
+    /// The booted deployment was never assessed good with its chain on
+    /// the ESP: [`assess`] has something to do.
+    pub assess: bool,
+}
+
+/// Early in every boot, from files alone (no sysroot, no process): which
+/// boot units have work. In doubt (a file that cannot be read), both run,
+/// as they did at every boot before.
+pub fn triage(root: &Path) -> Triage {
+    let path = root.join(GRUBENV);
+    let check = if !path.parent().is_some_and(Path::exists) {
+        false
+    } else {
+        match Env::read(&path) {
+            Ok(env) => {
+                !path.exists()
+                    || env.get(FAILED).is_some()
+                    || grub_config_is_stale(root).unwrap_or(true)
+            }
+            Err(_) => true,
+        }
+    };
+    Triage {
+        check,
+        assess: !assessed_before(root),
+    }
+}
+
+/// Leave the verdicts where the units' conditions look.
+fn record_triage(root: &Path, triage: Triage) -> Result<()> {
+    let dir = root.join(TRIAGE_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("Creating {}", dir.display()))?;
+    for (name, needed) in [("check", triage.check), ("assess", triage.assess)] {
+        let flag = dir.join(name);
+        if needed {
+            std::fs::write(&flag, b"").with_context(|| format!("Writing {}", flag.display()))?;
+        } else if flag.exists() {
+            std::fs::remove_file(&flag).with_context(|| format!("Removing {}", flag.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether an earlier boot of the booted deployment was good and brought
 /// its chain onto the ESP: every boot after a deployment's first then has
 /// nothing to assess, which GRUB's block says without opening the sysroot.
@@ -320,6 +380,15 @@ pub fn helper_main(step: &str, config_path: &Path) -> Result<()> {
         refresh_grub_config(root)?;
         return Ok(());
     }
+    if step == "deadline" {
+        // The triage comes first and cannot be stopped by a bad setting:
+        // the check and the assessment wait for it (Type=notify).
+        let verdict = triage(root);
+        tracing::debug!("boot triage: {verdict:?}");
+        let recorded = record_triage(root, verdict);
+        let _ = libsystemd::daemon::notify(false, &[libsystemd::daemon::NotifyState::Ready]);
+        recorded?;
+    }
     let config = Config::load(config_path)?;
     match step {
         "check" => check(root),
@@ -342,3 +411,6 @@ pub fn helper_main(step: &str, config_path: &Path) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -131,6 +131,49 @@ fn default_entry(root: &Path) -> Result<Option<(String, usize)>> {
     Ok(Some((id, found.len())))
 }
 
+/// A grub.cfg whose counter names another deployment than the default.
+struct StaleCounter {
+    cfg: std::path::PathBuf,
+    text: String,
+    written: String,
+    default: String,
+}
+
+/// The current grub.cfg, when its counter (`aot_default`) does not name
+/// the current default deployment.
+fn stale_counter(root: &Path) -> Result<Option<StaleCounter>> {
+    let Ok(loader) = std::fs::canonicalize(root.join("boot/loader")) else {
+        return Ok(None);
+    };
+    let cfg = loader.join("grub.cfg");
+    let Ok(text) = std::fs::read_to_string(&cfg) else {
+        return Ok(None);
+    };
+    let Some(written) = text
+        .lines()
+        .find_map(|l| l.strip_prefix("set aot_default=\""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .map(str::to_string)
+    else {
+        return Ok(None);
+    };
+    let Some((default, _)) = default_entry(root)? else {
+        return Ok(None);
+    };
+    Ok((written != default).then_some(StaleCounter {
+        cfg,
+        text,
+        written,
+        default,
+    }))
+}
+
+/// Whether [`refresh_grub_config`] would rewrite grub.cfg (a file read,
+/// for the boot's triage).
+pub fn grub_config_is_stale(root: &Path) -> Result<bool> {
+    Ok(stale_counter(root)?.is_some())
+}
+
 /// Point the current grub.cfg's counter at the current default deployment.
 ///
 /// libostree writes a new grub.cfg only when the boot entries change; when
@@ -141,26 +184,15 @@ fn default_entry(root: &Path) -> Result<Option<(String, usize)>> {
 /// over the old, so a power cut leaves one or the other). Returns whether
 /// it did.
 pub fn refresh_grub_config(root: &Path) -> Result<bool> {
-    let Ok(loader) = std::fs::canonicalize(root.join("boot/loader")) else {
-        return Ok(false);
-    };
-    let cfg = loader.join("grub.cfg");
-    let Ok(text) = std::fs::read_to_string(&cfg) else {
-        return Ok(false);
-    };
-    let Some(written) = text
-        .lines()
-        .find_map(|l| l.strip_prefix("set aot_default=\""))
-        .and_then(|rest| rest.strip_suffix('"'))
+    let Some(StaleCounter {
+        cfg,
+        text,
+        written,
+        default,
+    }) = stale_counter(root)?
     else {
         return Ok(false);
     };
-    let Some((default, _)) = default_entry(root)? else {
-        return Ok(false);
-    };
-    if written == default {
-        return Ok(false);
-    }
     // The counter's id and the fallback entry's.
     let updated = text.replace(&format!("\"{written}\""), &format!("\"{default}\""));
     crate::fsutil::write_atomic(&cfg, updated.as_bytes())?;

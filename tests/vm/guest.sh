@@ -40,6 +40,12 @@ check() { # check DESCRIPTION COMMAND...
 }
 next() { echo $((PHASE + 1)) > $STATE/phase; say "phase $PHASE: PASS"; systemctl reboot; exit 0; }
 has() { grep -q -- "$1"; }
+# triaged UNIT yes|no: this boot tested UNIT's conditions (the boot
+# triage's verdict among them) with that result.
+triaged() {
+    [ "$(systemctl show -P ConditionTimestampMonotonic "$1")" != 0 ] &&
+        [ "$(systemctl show -P ConditionResult "$1")" = "$2" ]
+}
 # The deployment booted, and the one staged (empty when none), by checksum.
 booted_checksum() { ostree admin status | sed -n 's/^\* [^ ]* \([0-9a-f]*\)\.[0-9]*.*/\1/p'; }
 staged_checksum() { ostree admin status | sed -n 's/^  [^ ]* \([0-9a-f]*\)\.[0-9]* (staged).*/\1/p'; }
@@ -246,6 +252,12 @@ case $PHASE in
     ;;
 3)
     check "booted the new base" grep -q "vmtest base 2" /usr/share/vmtest/base
+    # The boot units start only when the triage found them work.
+    check "no fallback: the boot check did not start" triaged apt-ostree-boot-check.service no
+    check "a new deployment: the triage started the assessment" triaged apt-ostree-boot-assess.service yes
+    check "which marked the boot good in GRUB's block" sh -c \
+        'id=$(ostree admin status | sed -n "s/^\* [^ ]* \([0-9a-f]*\.[0-9]*\).*/\1/p") &&
+         grub-editenv /boot/grub/grubenv list | grep -qx "aot_good=$id"'
     check "first package kept across the upgrade" sh -c 'vmtest-hello | grep -q hello'
     check "second package there" test -x /usr/bin/vmtest-extra
     check "conffile kept" grep -q "greeting=" /etc/vmtest-hello.conf
@@ -369,6 +381,7 @@ RULES
     ;;
 8)
     check "GRUB booted the previous deployment" sh -c '! grep -q "vmtest base 3" /usr/share/vmtest/base'
+    check "the triage started the boot check: GRUB fell back" triaged apt-ostree-boot-check.service yes
     check "which is the default again" sh -c \
         'apt-ostree status --json | grep -m1 "\"booted\"" | grep -q true'
     check "status says base 3 failed to boot" sh -c 'apt-ostree status | grep -q "Boot: failed: used up its tries"'
