@@ -1218,7 +1218,10 @@ fn an_update_that_failed_to_boot_is_refused_until_retried() {
         "menuentry x {\n}\nset aot_default=\"0000.0\"\nmenuentry y {\n  set aot_failed=\"0000.0\"\n}\n",
     )
     .unwrap();
+    // What the boot's triage reads to start the check, before and after.
+    assert!(apt_ostree::bootcount::grub::grub_config_is_stale(&s.path).unwrap());
     assert!(apt_ostree::bootcount::grub::refresh_grub_config(&s.path).unwrap());
+    assert!(!apt_ostree::bootcount::grub::grub_config_is_stale(&s.path).unwrap());
     let cfg = fs::read_to_string(loader.join("grub.cfg")).unwrap();
     assert!(
         cfg.contains(&format!("set aot_default=\"{csum}.{serial}\"")),

@@ -310,18 +310,13 @@ pub struct Triage {
 /// as they did at every boot before.
 pub fn triage(root: &Path) -> Triage {
     let path = root.join(GRUBENV);
-    let check = if !path.parent().is_some_and(Path::exists) {
-        false
-    } else {
-        match Env::read(&path) {
-            Ok(env) => {
-                !path.exists()
-                    || env.get(FAILED).is_some()
-                    || grub_config_is_stale(root).unwrap_or(true)
-            }
-            Err(_) => true,
-        }
-    };
+    // No GRUB directory: not booted by GRUB, nothing to check. No block
+    // in it: the check creates one.
+    let check = path.parent().is_some_and(Path::exists)
+        && (!path.exists()
+            || Env::read(&path).map_or(true, |env| {
+                env.get(FAILED).is_some() || grub_config_is_stale(root).unwrap_or(true)
+            }));
     Triage {
         check,
         assess: !assessed_before(root),
