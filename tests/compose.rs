@@ -544,6 +544,25 @@ fn compose_image_refuses_bad_input_and_leaves_nothing_behind() {
     assert!(err.contains("Installing GRUB...\nerror:"), "{err}");
     assert!(err.contains("grub-mkimage"), "{err}");
     assert_eq!(fs::read_to_string(&output).unwrap(), "precious");
+    // With Debian 13's libostree in its dpkg database, /boot is a directory
+    // of the root (three partitions, boot entries under /boot): the same
+    // failure at the same step, after that disk was made and deployed.
+    fs::create_dir_all(tree.join("usr/share/dpkg/database")).unwrap();
+    fs::write(
+        tree.join("usr/share/dpkg/database/status"),
+        "Package: libostree-1-1\nStatus: install ok installed\nArchitecture: amd64\n\
+         Version: 2025.2-1\n",
+    )
+    .unwrap();
+    commit("test/bootable");
+    let (rc, _, err) = code(&mut image(
+        &repo,
+        "test/bootable",
+        &["--size", "2G", "--force"],
+    ));
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("Installing GRUB...\nerror:"), "{err}");
+    assert_eq!(fs::read_to_string(&output).unwrap(), "precious");
 
     assert_eq!(loops_and_mounts(dir.path()), before);
     assert_eq!(before, (0, 0));

@@ -135,19 +135,38 @@ pub fn update(boot: &Path, deployment: &Path) -> Result<Vec<(&'static str, Chang
 /// The signed GRUB's first configuration for this machine: its /boot file
 /// system by UUID, and GRUB's directory there.
 fn grub_cfg_for(boot: &Path) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Mount {
+        target: PathBuf,
+        fsroot: PathBuf,
+        uuid: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Mounts {
+        filesystems: Vec<Mount>,
+    }
     let out = run(Command::new("findmnt")
-        .args(["--noheadings", "--output", "TARGET,UUID", "--target"])
+        .args(["--json", "--output", "TARGET,FSROOT,UUID", "--target"])
         .arg(boot))?;
-    let mut fields = out.split_whitespace();
-    let (target, uuid) = (fields.next(), fields.next());
-    let uuid = uuid.with_context(|| format!("{}: its file system has no UUID", boot.display()))?;
-    // /boot on a partition of its own, or a directory of the root.
-    let grub_dir = if target.map(Path::new) == Some(boot) {
-        "/grub"
-    } else {
-        "/boot/grub"
-    };
-    Ok(super::grub_cfg_stub(uuid, grub_dir))
+    let mount = serde_json::from_str::<Mounts>(&out)
+        .ok()
+        .and_then(|m| m.filesystems.into_iter().next())
+        .with_context(|| format!("findmnt said nothing of {}", boot.display()))?;
+    let uuid = mount
+        .uuid
+        .with_context(|| format!("{}: its file system has no UUID", boot.display()))?;
+    let dir = grub_dir(boot, &mount.target, &mount.fsroot);
+    Ok(super::grub_cfg_stub(&uuid, &dir))
+}
+
+/// GRUB's directory as GRUB names it on the file system holding `boot`,
+/// mounted at `target` from its directory `fsroot`: `/grub` on a /boot
+/// partition, `/boot/grub` where /boot is a directory of the root (bound
+/// there from /sysroot/boot on a deployment, by ostree-prepare-root).
+fn grub_dir(boot: &Path, target: &Path, fsroot: &Path) -> String {
+    let below = boot.strip_prefix(target).unwrap_or(Path::new(""));
+    let dir = Path::new("/").join(fsroot).join(below).join("grub");
+    dir.display().to_string()
 }
 
 /// Whether the firmware booted with Secure Boot on; none when the machine
@@ -165,6 +184,25 @@ pub fn secure_boot() -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grub_finds_its_directory_on_the_file_system_holding_boot() {
+        let dir = |boot: &str, target: &str, fsroot: &str| {
+            grub_dir(Path::new(boot), Path::new(target), Path::new(fsroot))
+        };
+        assert_eq!(dir("/boot", "/boot", "/"), "/grub", "a /boot partition");
+        assert_eq!(
+            dir("/boot", "/boot", "/boot"),
+            "/boot/grub",
+            "a deployment's /boot, bound from the root's"
+        );
+        assert_eq!(dir("/boot", "/", "/"), "/boot/grub", "a plain Debian's");
+        assert_eq!(
+            dir("/mnt/target/boot", "/mnt/target", "/@"),
+            "/@/boot/grub",
+            "install-os onto a btrfs subvolume"
+        );
+    }
 
     fn versions(grub: &str) -> Versions {
         [("shim-signed", "1.51"), ("grub-efi-amd64-signed", grub)]

@@ -14,7 +14,8 @@ use crate::process::run;
 pub(super) const MIB: u64 = 1024 * 1024;
 /// Partition sizes: GRUB's BIOS core image, the ESP (GRUB for UEFI is a few
 /// MB), and /boot (each deployment with its own kernel or initramfs adds
-/// one pair; libostree keeps up to three).
+/// one pair; libostree keeps up to three), which the root holds when /boot
+/// is one of its directories.
 const BIOS_BOOT_MIB: u64 = 1;
 const ESP_MIB: u64 = 127;
 const BOOT_MIB: u64 = 768;
@@ -133,16 +134,22 @@ pub(super) fn partition_node(disk: &Path, n: u32) -> Result<PathBuf> {
     Ok(node)
 }
 
-/// Write the GPT: BIOS boot, ESP, /boot, root (the rest of the disk).
-pub(super) fn partition(target: &Target) -> Result<()> {
+/// Write the GPT: BIOS boot, ESP, /boot when it is a partition of its own
+/// (`boot_partition`), root (the rest of the disk).
+pub(super) fn partition(target: &Target, boot_partition: bool) -> Result<()> {
     if let Target::Device(dev) = target {
         run(Command::new("wipefs").arg("--all").arg(dev))?;
     }
+    let boot = if boot_partition {
+        format!("size={BOOT_MIB}MiB, type=BC13C2FF-59E6-4262-A352-B275FD29D172, name=\"boot\"\n")
+    } else {
+        String::new()
+    };
     let layout = format!(
         "label: gpt\n\
          size={BIOS_BOOT_MIB}MiB, type=21686148-6449-6E6F-744E-656564454649, name=\"BIOS boot\"\n\
          size={ESP_MIB}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI System\"\n\
-         size={BOOT_MIB}MiB, type=BC13C2FF-59E6-4262-A352-B275FD29D172, name=\"boot\"\n\
+         {boot}\
          type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name=\"root\"\n"
     );
     crate::process::run_with_input(
@@ -155,20 +162,22 @@ pub(super) fn partition(target: &Target) -> Result<()> {
     Ok(())
 }
 
-/// FAT for the ESP, ext4 with the given UUIDs for /boot and the root.
+/// FAT for the ESP, ext4 with the given UUIDs for the root and, when it is
+/// a partition of its own, /boot.
 pub(super) fn make_filesystems(
     esp: &Path,
-    boot: &Path,
-    boot_uuid: &str,
+    boot: Option<(&Path, &str)>,
     root: &Path,
     root_uuid: &str,
 ) -> Result<()> {
     run(Command::new("mkfs.vfat")
         .args(["-F", "32", "-n", "EFI-SYSTEM"])
         .arg(esp))?;
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "boot", "-U", boot_uuid])
-        .arg(boot))?;
+    if let Some((boot, boot_uuid)) = boot {
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "boot", "-U", boot_uuid])
+            .arg(boot))?;
+    }
     run(Command::new("mkfs.ext4")
         .args(["-q", "-F", "-L", "root", "-U", root_uuid])
         .arg(root))?;

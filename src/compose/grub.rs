@@ -10,6 +10,14 @@ use anyhow::{Context, Result};
 
 use crate::process::run;
 
+/// Where GRUB for UEFI finds its menu: the file system holding /boot, by
+/// UUID, and GRUB's directory on it (`/grub` on a /boot partition,
+/// `/boot/grub` on the root file system).
+pub(super) struct BootFs<'a> {
+    pub uuid: &'a str,
+    pub grub_dir: &'a str,
+}
+
 /// Install GRUB for UEFI, and for BIOS when `bios_disk` is given, and
 /// generate its configuration in the new deployment.
 pub(super) fn install(
@@ -17,7 +25,7 @@ pub(super) fn install(
     sysroot_path: &Path,
     bios_disk: Option<&Path>,
     esp_dev: &Path,
-    boot_uuid: &str,
+    boot: &BootFs,
     secure_boot: bool,
 ) -> Result<()> {
     if let Some(disk) = bios_disk {
@@ -25,9 +33,9 @@ pub(super) fn install(
     }
     copy_grub_modules(deployment_dir, sysroot_path)?;
     if secure_boot {
-        install_signed_chain(deployment_dir, sysroot_path, esp_dev, boot_uuid)?;
+        install_signed_chain(deployment_dir, sysroot_path, esp_dev, boot)?;
     } else {
-        install_grub_efi(deployment_dir, sysroot_path, esp_dev, boot_uuid)?;
+        install_grub_efi(deployment_dir, sysroot_path, esp_dev, boot)?;
     }
     write_menu(deployment_dir, sysroot_path)?;
     link_menu(sysroot_path)
@@ -127,18 +135,18 @@ fn copy_grub_modules(deployment: &Path, sysroot: &Path) -> Result<()> {
 
 /// The signed chain (crate::bootchain) from the deployment onto the ESP,
 /// under EFI/debian and as the removable-media path EFI/BOOT. The signed
-/// GRUB's configuration there finds /boot by UUID and reads the menu
-/// libostree keeps in `grub/grub.cfg`.
+/// GRUB's configuration there finds /boot's file system by UUID and reads
+/// the menu libostree keeps in GRUB's directory.
 fn install_signed_chain(
     deployment: &Path,
     sysroot: &Path,
     esp: &Path,
-    boot_uuid: &str,
+    boot: &BootFs,
 ) -> Result<()> {
     let chain = crate::bootchain::Chain::in_tree(deployment)?
         .context("the deployment has no Secure Boot chain")?;
     let staging = sysroot.join("boot/efi-staging");
-    let stub = crate::bootchain::grub_cfg_stub(boot_uuid, "/grub");
+    let stub = crate::bootchain::grub_cfg_stub(boot.uuid, boot.grub_dir);
     for dir in [
         crate::bootchain::VENDOR_DIR,
         crate::bootchain::REMOVABLE_DIR,
@@ -162,15 +170,20 @@ fn install_signed_chain(
 /// mounted FAT file system for the ESP, which needs a FAT driver in the
 /// kernel composing the image; so the image is made with grub-mkimage (from
 /// the commit) and copied onto the ESP with mtools. Its embedded
-/// configuration finds /boot by UUID and reads `grub/grub.cfg` there, with
-/// the modules beside it, as grub-install would set it up.
-fn install_grub_efi(deployment: &Path, sysroot: &Path, esp: &Path, boot_uuid: &str) -> Result<()> {
+/// configuration finds /boot's file system by UUID and reads `grub.cfg` in
+/// GRUB's directory there, with the modules beside it, as grub-install
+/// would set it up.
+fn install_grub_efi(deployment: &Path, sysroot: &Path, esp: &Path, boot: &BootFs) -> Result<()> {
     let staging = sysroot.join("boot/efi-staging");
     std::fs::create_dir_all(&staging)?;
     std::fs::write(
         staging.join("early.cfg"),
-        format!("search --no-floppy --fs-uuid --set=root {boot_uuid}\nset prefix=($root)/grub\n"),
+        format!(
+            "search --no-floppy --fs-uuid --set=root {}\nset prefix=($root){}\n",
+            boot.uuid, boot.grub_dir
+        ),
     )?;
+    let prefix = format!("--prefix={}", boot.grub_dir);
     in_deployment(
         deployment,
         sysroot,
@@ -180,7 +193,7 @@ fn install_grub_efi(deployment: &Path, sysroot: &Path, esp: &Path, boot_uuid: &s
             "--directory=/usr/lib/grub/x86_64-efi",
             "--output=/boot/efi-staging/BOOTX64.EFI",
             "--config=/boot/efi-staging/early.cfg",
-            "--prefix=/grub",
+            &prefix,
             "part_gpt",
             "fat",
             "ext2",

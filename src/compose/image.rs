@@ -2,8 +2,12 @@
 //!
 //! The disk is GPT: a BIOS boot partition (GRUB's core image for BIOS
 //! firmware), the EFI system partition (GRUB as the removable-media loader,
-//! so that firmware finds it with no NVRAM entry), an ext4 `/boot` and an
-//! ext4 root holding the OSTree sysroot. The commit is pulled into the
+//! so that firmware finds it with no NVRAM entry) and an ext4 root holding
+//! the OSTree sysroot. /boot is a directory of the root when the commit's
+//! libostree writes boot entries for that (`sysroot.bootprefix`, Debian 13):
+//! one file system fewer to find, check and mount at every boot; for an
+//! older one (Debian 12) it is an ext4 partition of its own. The commit is
+//! pulled into the
 //! sysroot's repository and deployed as `ostree admin deploy` would, with
 //! `root=UUID=...`. GRUB comes from the commit itself (grub-install and
 //! grub-mkconfig run with the new deployment as `/`), and its configuration
@@ -108,6 +112,9 @@ struct CommitFacts {
     /// The collection the commit is bound to, for its remote.
     collection_id: Option<String>,
     bios: bool,
+    /// /boot goes on the root file system: the commit's libostree keeps its
+    /// boot entries right there.
+    boot_on_root: bool,
 }
 
 fn meta_str(md: &glib::VariantDict, key: &str) -> Option<String> {
@@ -213,6 +220,8 @@ fn inspect_commit(repo: &ostree::Repo, reference: &str, secure_boot: bool) -> Re
     }
     let content = tree_size(&root)?;
     let signed = crate::sysroot::is_signed(repo, &checksum)?;
+    let boot_on_root =
+        crate::sysroot::has_boot_prefix(&crate::sysroot::commit_packages(repo, &checksum)?);
     Ok(CommitFacts {
         signed,
         collection_id: meta_str(&md, "ostree.collection-binding"),
@@ -221,6 +230,7 @@ fn inspect_commit(repo: &ostree::Repo, reference: &str, secure_boot: bool) -> Re
         kargs,
         remote,
         bios: has("usr/lib/grub/i386-pc") && has("usr/sbin/grub-install"),
+        boot_on_root,
     })
 }
 
@@ -281,7 +291,8 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
         .tempdir()
         .context("Creating a work directory")?;
 
-    sink.task("Partitioning", || partition(&output_raw))?;
+    let boot_partition = !facts.boot_on_root;
+    sink.task("Partitioning", || partition(&output_raw, boot_partition))?;
 
     let attached = match &output_raw {
         Target::File(f) => Some(Loop::attach(f.path())?),
@@ -290,22 +301,38 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
     let disk = attached
         .as_ref()
         .map_or_else(|| output_raw.path().to_path_buf(), |l| l.0.clone());
-    let (esp_dev, boot_dev, root_dev) = (
-        partition_node(&disk, 2)?,
-        partition_node(&disk, 3)?,
-        partition_node(&disk, 4)?,
-    );
-    let (boot_uuid, root_uuid) = (
-        glib::uuid_string_random().to_string(),
-        glib::uuid_string_random().to_string(),
-    );
+    let esp_dev = partition_node(&disk, 2)?;
+    let boot_dev = boot_partition
+        .then(|| partition_node(&disk, 3))
+        .transpose()?;
+    let root_dev = partition_node(&disk, if boot_partition { 4 } else { 3 })?;
+    let root_uuid = glib::uuid_string_random().to_string();
+    let boot_uuid = boot_partition.then(|| glib::uuid_string_random().to_string());
+    let boot_fs = match &boot_uuid {
+        Some(uuid) => grub::BootFs {
+            uuid,
+            grub_dir: "/grub",
+        },
+        None => grub::BootFs {
+            uuid: &root_uuid,
+            grub_dir: "/boot/grub",
+        },
+    };
     sink.task("Making file systems", || {
-        make_filesystems(&esp_dev, &boot_dev, &boot_uuid, &root_dev, &root_uuid)
+        make_filesystems(
+            &esp_dev,
+            boot_dev.as_deref().zip(boot_uuid.as_deref()),
+            &root_dev,
+            &root_uuid,
+        )
     })?;
 
     let sysroot_path = work.path().join("sysroot");
     let root_mount = Mounted::new(&root_dev, &sysroot_path, "ext4", "")?;
-    let boot_mount = Mounted::new(&boot_dev, &sysroot_path.join("boot"), "ext4", "")?;
+    let boot_mount = boot_dev
+        .as_ref()
+        .map(|dev| Mounted::new(dev, &sysroot_path.join("boot"), "ext4", ""))
+        .transpose()?;
 
     let refspec = match &remote {
         Some((name, _, _)) => format!("{name}:{}", opts.reference),
@@ -323,7 +350,7 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
             remote.as_ref(),
             &refspec,
             &kargs,
-            &boot_uuid,
+            boot_uuid.as_deref(),
         )
     })?;
 
@@ -333,7 +360,7 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
             &sysroot_path,
             facts.bios.then_some(disk.as_path()),
             &esp_dev,
-            &boot_uuid,
+            &boot_fs,
             opts.secure_boot,
         )
     })?;
@@ -401,10 +428,13 @@ fn deploy_commit(
     remote: Option<&(String, String, bool)>,
     refspec: &str,
     kargs: &[String],
-    boot_uuid: &str,
+    boot_uuid: Option<&str>,
 ) -> Result<PathBuf> {
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(sysroot_path)));
     sysroot.ensure_initialized(gio::Cancellable::NONE)?;
+    if boot_uuid.is_none() {
+        crate::sysroot::enable_boot_prefix(sysroot_path)?;
+    }
     sysroot.load(gio::Cancellable::NONE)?;
     sysroot.init_osname(OSNAME, gio::Cancellable::NONE)?;
     let repo = sysroot.repo();
@@ -466,12 +496,18 @@ fn deploy_commit(
         .deployment_directory(&deployment)
         .path()
         .expect("a local path");
-    // /boot is a partition of its own: the installed system mounts it.
+    let fstab = match boot_uuid {
+        // A partition of its own: the installed system mounts it.
+        Some(uuid) => format!("UUID={uuid} /boot ext4 defaults 1 2\n"),
+        None => {
+            // This host's libostree may predate the prefix the image's has.
+            crate::sysroot::prefix_boot_entries(sysroot_path)?;
+            "# / and /boot: the root file system, root= on the kernel command line.\n".into()
+        }
+    };
     std::fs::write(
         dir.join("etc/fstab"),
-        format!(
-            "# Written by apt-ostree compose image.\nUUID={boot_uuid} /boot ext4 defaults 1 2\n"
-        ),
+        format!("# Written by apt-ostree compose image.\n{fstab}"),
     )?;
     Ok(dir)
 }

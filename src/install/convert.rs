@@ -94,10 +94,10 @@ fn prepare(plan: &Plan, machine: &Machine, sink: &Sink) -> Result<Report> {
     configured.open(gio::Cancellable::NONE)?;
     let config = configured.copy_config();
     config.set_string("sysroot", "bootloader", "none");
-    if machine.boot.is_none() {
-        config.set_boolean("sysroot", "bootprefix", true);
-    }
     configured.write_config(&config)?;
+    if machine.boot.is_none() {
+        crate::sysroot::enable_boot_prefix(root)?;
+    }
     sysroot.load(gio::Cancellable::NONE)?;
     let repo = sysroot.repo();
     sysroot.init_osname(STATEROOT, gio::Cancellable::NONE)?;

@@ -258,11 +258,7 @@ fn deploy(plan: &Plan, sink: &Sink) -> Result<Report> {
     if plan.target.boot.is_none() {
         // Read once, when the sysroot loads: the boot entries name
         // /boot/ostree/..., as GRUB finds them on the root.
-        let repo = ostree::Repo::new(&gio::File::for_path(dir.join("ostree/repo")));
-        repo.open(gio::Cancellable::NONE)?;
-        let config = repo.copy_config();
-        config.set_boolean("sysroot", "bootprefix", true);
-        repo.write_config(&config)?;
+        crate::sysroot::enable_boot_prefix(dir)?;
     }
     sysroot.load(gio::Cancellable::NONE)?;
     sysroot.init_osname(STATEROOT, gio::Cancellable::NONE)?;

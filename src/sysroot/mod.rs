@@ -7,6 +7,7 @@
 //! status and db, reloaded only when the sysroot changed on disk) and opens a
 //! fresh one on each transaction's worker thread.
 
+mod boot_prefix;
 mod commit;
 mod deploy;
 mod pull;
@@ -19,6 +20,7 @@ use anyhow::{Context, Result};
 use ostree::gio;
 use ostree::gio::prelude::*;
 
+pub use boot_prefix::{enable_boot_prefix, has_boot_prefix, prefix_boot_entries};
 pub use commit::{
     commit_changes, commit_directory, commit_tree, in_transaction, keys, tree_entry, write_commit,
     CommitInfo, NewCommit, TreeEntry,
@@ -183,36 +185,7 @@ impl Sysroot {
 
     /// The contents of a file in a commit, or None if it has no such file.
     pub fn try_read_commit_file(&self, checksum: &str, path: &str) -> Result<Option<Vec<u8>>> {
-        use std::io::Read;
-        let (root, _) = self
-            .repo()
-            .read_commit(checksum, gio::Cancellable::NONE)
-            .with_context(|| format!("Reading commit {checksum}"))?;
-        // Through the repository: a repository file is not a plain GFile
-        // (no GFileInputStream), so read the content object by checksum.
-        let file = match root
-            .resolve_relative_path(path)
-            .downcast::<ostree::RepoFile>()
-            .map_err(|_| anyhow::anyhow!("{path} is not a repository file"))?
-        {
-            f if f.ensure_resolved().is_ok() => f,
-            _ => return Ok(None),
-        };
-        let repo = self.repo();
-        let (stream, _, _) = match repo.load_file(&file.checksum(), gio::Cancellable::NONE) {
-            Ok(loaded) => loaded,
-            Err(e) if e.matches(gio::IOErrorEnum::NotFound) => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("Reading {path} of {checksum}")),
-        };
-        let Some(stream) = stream else {
-            return Ok(None); // a symlink or directory: no content
-        };
-        let mut bytes = Vec::new();
-        stream
-            .into_read()
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("Reading {path} of {checksum}"))?;
-        Ok(Some(bytes))
+        try_read_commit_file(&self.repo(), checksum, path)
     }
 
     /// The contents of a file in a commit.
@@ -223,19 +196,56 @@ impl Sysroot {
 
     /// The Debian packages recorded in a commit's dpkg database.
     pub fn packages(&self, checksum: &str) -> Result<Vec<Package>> {
-        for dir in [dpkg::DATABASE_DIR, dpkg::LEGACY_DATABASE_DIR] {
-            if let Some(bytes) = self.try_read_commit_file(checksum, &format!("{dir}/status"))? {
-                return Ok(dpkg::parse_status(&String::from_utf8_lossy(&bytes)));
-            }
-        }
-        Ok(Vec::new())
+        commit_packages(&self.repo(), checksum)
     }
 }
 
-/// Another reference to the same deployment object. libostree tells the booted
-/// deployment apart by pointer, and `ostree::Deployment::clone` (an inherent
-/// method, which wins over `Clone::clone`) makes a new object: never use it
-/// for lists handed back to libostree.
+/// The contents of a file in a commit of `repo`, or None if it has no such file.
+pub fn try_read_commit_file(
+    repo: &ostree::Repo,
+    checksum: &str,
+    path: &str,
+) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let (root, _) = repo
+        .read_commit(checksum, gio::Cancellable::NONE)
+        .with_context(|| format!("Reading commit {checksum}"))?;
+    // Through the repository: a repository file is not a plain GFile
+    // (no GFileInputStream), so read the content object by checksum.
+    let file = match root
+        .resolve_relative_path(path)
+        .downcast::<ostree::RepoFile>()
+        .map_err(|_| anyhow::anyhow!("{path} is not a repository file"))?
+    {
+        f if f.ensure_resolved().is_ok() => f,
+        _ => return Ok(None),
+    };
+    let (stream, _, _) = match repo.load_file(&file.checksum(), gio::Cancellable::NONE) {
+        Ok(loaded) => loaded,
+        Err(e) if e.matches(gio::IOErrorEnum::NotFound) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("Reading {path} of {checksum}")),
+    };
+    let Some(stream) = stream else {
+        return Ok(None); // a symlink or directory: no content
+    };
+    let mut bytes = Vec::new();
+    stream
+        .into_read()
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("Reading {path} of {checksum}"))?;
+    Ok(Some(bytes))
+}
+
+/// The Debian packages recorded in the dpkg database of a commit of `repo`.
+pub fn commit_packages(repo: &ostree::Repo, checksum: &str) -> Result<Vec<Package>> {
+    for dir in [dpkg::DATABASE_DIR, dpkg::LEGACY_DATABASE_DIR] {
+        if let Some(bytes) = try_read_commit_file(repo, checksum, &format!("{dir}/status"))? {
+            return Ok(dpkg::parse_status(&String::from_utf8_lossy(&bytes)));
+        }
+    }
+    Ok(Vec::new())
+}
+
 /// Whether `commit` carries GPG signatures (detached metadata).
 pub fn is_signed(repo: &ostree::Repo, commit: &str) -> Result<bool> {
     Ok(repo
@@ -279,6 +289,10 @@ pub fn deployment_id(d: &ostree::Deployment) -> String {
     format!("{}-{}", d.osname(), deployment_name(d))
 }
 
+/// Another reference to the same deployment object. libostree tells the booted
+/// deployment apart by pointer, and `ostree::Deployment::clone` (an inherent
+/// method, which wins over `Clone::clone`) makes a new object: never use it
+/// for lists handed back to libostree.
 pub(crate) fn same(d: &ostree::Deployment) -> ostree::Deployment {
     Clone::clone(d)
 }

@@ -37,10 +37,9 @@ boot_time_disks() {
     stamp "Making the image's disk (compose image)"
     ./target/release/apt-ostree compose image --repo "$CACHE/repo" --ref "$REF" \
         --output "$WORK/image.img"
-    LOOP=$(losetup --find --show --partscan "$WORK/image.img")
-    [ -e "${LOOP}p4" ] || partx --add "$LOOP"
+    attach_disk "$WORK/image.img"
     mkdir -p "$WORK/mnt"
-    mount "${LOOP}p4" "$WORK/mnt"
+    mount "$ROOT_PART" "$WORK/mnt"
     add_report "$(echo "$WORK"/mnt/ostree/deploy/debian/deploy/*.0/etc)"
     umount "$WORK/mnt"
     losetup --detach "$LOOP"

@@ -109,6 +109,13 @@ after_cut() {
     check "ostree fsck" ostree fsck
 }
 
+# Every boot entry names its kernel and initramfs under /boot/ostree/: GRUB
+# reads them off the root file system (/boot on the root, Debian 13).
+entries_under_boot() {
+    grep -q "^linux /boot/ostree/" /boot/loader/entries/*.conf &&
+        ! grep -h "^linux \|^initrd " /boot/loader/entries/*.conf | grep -v -q " /boot/ostree/"
+}
+
 # Every UEFI boot runs with Secure Boot enforced (the harness's firmware has
 # Microsoft's keys enrolled): shim, Debian's signed GRUB and signed kernel
 # started this one. BIOS boots have no EFI at all.
@@ -167,6 +174,22 @@ case $PHASE in
         check "the initramfs checked the root before mounting it" test -e /run/initramfs/fsck-root
     fi
     check "ostree agrees" sh -c 'ostree admin status | grep -q "^\* debian"'
+    # /boot: a directory of the root where the image's libostree writes boot
+    # entries under /boot (Debian 13), a partition of its own on Debian 12.
+    if [ "$(. /etc/os-release && echo "$VERSION_ID")" = 12 ]; then
+        check "/boot is a partition of its own" sh -c '[ "$(findmnt -no FSROOT /boot)" = / ]'
+    else
+        check "/boot is the root file system's, bound by ostree-prepare-root" sh -c \
+            '[ "$(findmnt -no FSROOT /boot)" = /boot ] &&
+             [ "$(findmnt -no UUID /boot)" = "$(findmnt -no UUID /sysroot)" ]'
+        check "no partition is named boot" sh -c '! lsblk -lno PARTLABEL | grep -qx boot'
+        check "the boot entries compose image wrote name /boot/ostree/..." entries_under_boot
+        check "the signed GRUB on the ESP reads /boot/grub of the root" sh -c \
+            'esp=$(lsblk -lnpo NAME,PARTTYPE | awk "\$2 == \"c12a7328-f81f-11d2-ba4b-00a0c93ec93b\" { print \$1 }") &&
+             mount -o ro $esp /mnt && cat /mnt/EFI/debian/grub.cfg > /tmp/esp-grub.cfg; umount /mnt;
+             grep -q "^search .*--fs-uuid --set=root $(findmnt -no UUID /sysroot)\$" /tmp/esp-grub.cfg &&
+             grep -q "^set prefix=(\$root)/boot/grub\$" /tmp/esp-grub.cfg'
+    fi
     if command -v varlinkctl >/dev/null; then
         check "varlinkctl introspect" sh -c "varlinkctl introspect $SOCKET org.aptostree.Sysroot | grep -q 'method GetStatus'"
         check "varlinkctl call" sh -c "varlinkctl call $SOCKET org.aptostree.Sysroot.GetStatus '{}' | grep -q deployments"
@@ -202,6 +225,9 @@ case $PHASE in
     ;;
 2)
     check "the karg reached the kernel" grep -q "vmtest.marker=1" /proc/cmdline
+    if [ "$(findmnt -no FSROOT /boot)" = /boot ]; then
+        check "the boot entries this machine's libostree wrote name /boot/ostree/..." entries_under_boot
+    fi
     check "the image's kernel arguments stayed" sh -c 'grep -q "root=UUID=" /proc/cmdline && grep -qw quiet /proc/cmdline'
     check "the layered program runs" sh -c 'vmtest-hello | grep -q "hello from a layered package"'
     check "postinst ran at layering" test -f /usr/share/vmtest-hello/postinst-ran
