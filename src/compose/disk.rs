@@ -107,7 +107,7 @@ impl Drop for Loop {
 
 /// The device node of partition `n` of `disk`, waiting for the kernel to make
 /// it (and asking it to, where partition scanning is not automatic).
-pub(super) fn partition_node(disk: &Path, n: u32) -> Result<PathBuf> {
+fn partition_node(disk: &Path, n: u32) -> Result<PathBuf> {
     let name = disk.display().to_string();
     let sep = if name.ends_with(|c: char| c.is_ascii_digit()) {
         "p"
@@ -162,24 +162,49 @@ pub(super) fn partition(target: &Target, boot_partition: bool) -> Result<()> {
     Ok(())
 }
 
-/// FAT for the ESP, ext4 with the given UUIDs for the root and, when it is
-/// a partition of its own, /boot.
-pub(super) fn make_filesystems(
-    esp: &Path,
-    boot: Option<(&Path, &str)>,
-    root: &Path,
-    root_uuid: &str,
-) -> Result<()> {
-    run(Command::new("mkfs.vfat")
-        .args(["-F", "32", "-n", "EFI-SYSTEM"])
-        .arg(esp))?;
-    if let Some((boot, boot_uuid)) = boot {
+/// The partitions [`partition`] wrote, with their file systems made.
+pub(super) struct Partitions {
+    pub esp: PathBuf,
+    /// /boot's partition and its file system's UUID, when it has one.
+    pub boot: Option<(PathBuf, String)>,
+    pub root: PathBuf,
+    pub root_uuid: String,
+}
+
+impl Partitions {
+    /// Find the partitions of `disk` and make their file systems: FAT for
+    /// the ESP, ext4 with new UUIDs for the root and /boot's partition.
+    pub(super) fn format(disk: &Path, boot_partition: bool) -> Result<Partitions> {
+        let uuid = || ostree::glib::uuid_string_random().to_string();
+        let parts = Partitions {
+            esp: partition_node(disk, 2)?,
+            boot: match boot_partition {
+                true => Some((partition_node(disk, 3)?, uuid())),
+                false => None,
+            },
+            root: partition_node(disk, if boot_partition { 4 } else { 3 })?,
+            root_uuid: uuid(),
+        };
+        run(Command::new("mkfs.vfat")
+            .args(["-F", "32", "-n", "EFI-SYSTEM"])
+            .arg(&parts.esp))?;
+        if let Some((boot, boot_uuid)) = &parts.boot {
+            run(Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-L", "boot", "-U", boot_uuid])
+                .arg(boot))?;
+        }
         run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", "boot", "-U", boot_uuid])
-            .arg(boot))?;
+            .args(["-q", "-F", "-L", "root", "-U", &parts.root_uuid])
+            .arg(&parts.root))?;
+        Ok(parts)
     }
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "root", "-U", root_uuid])
-        .arg(root))?;
-    Ok(())
+
+    /// The UUID of the file system holding /boot, and GRUB's directory on
+    /// it, as GRUB names them.
+    pub(super) fn grub_home(&self) -> (&str, &str) {
+        match &self.boot {
+            Some((_, uuid)) => (uuid, "/grub"),
+            None => (&self.root_uuid, "/boot/grub"),
+        }
+    }
 }

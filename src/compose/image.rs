@@ -30,9 +30,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ostree::gio::prelude::*;
 use ostree::{gio, glib};
 
-use super::disk::{
-    make_filesystems, open_target, partition, partition_node, sizes, Loop, Target, MIB,
-};
+use super::disk::{open_target, partition, sizes, Loop, Partitions, Target, MIB};
 use super::grub;
 use crate::fsutil::Mounted;
 use crate::process::run;
@@ -301,44 +299,25 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
     let disk = attached
         .as_ref()
         .map_or_else(|| output_raw.path().to_path_buf(), |l| l.0.clone());
-    let esp_dev = partition_node(&disk, 2)?;
-    let boot_dev = boot_partition
-        .then(|| partition_node(&disk, 3))
-        .transpose()?;
-    let root_dev = partition_node(&disk, if boot_partition { 4 } else { 3 })?;
-    let root_uuid = glib::uuid_string_random().to_string();
-    let boot_uuid = boot_partition.then(|| glib::uuid_string_random().to_string());
-    let boot_fs = match &boot_uuid {
-        Some(uuid) => grub::BootFs {
-            uuid,
-            grub_dir: "/grub",
-        },
-        None => grub::BootFs {
-            uuid: &root_uuid,
-            grub_dir: "/boot/grub",
-        },
-    };
-    sink.task("Making file systems", || {
-        make_filesystems(
-            &esp_dev,
-            boot_dev.as_deref().zip(boot_uuid.as_deref()),
-            &root_dev,
-            &root_uuid,
-        )
+    let parts = sink.task("Making file systems", || {
+        Partitions::format(&disk, boot_partition)
     })?;
+    let (uuid, grub_dir) = parts.grub_home();
+    let boot_fs = grub::BootFs { uuid, grub_dir };
 
     let sysroot_path = work.path().join("sysroot");
-    let root_mount = Mounted::new(&root_dev, &sysroot_path, "ext4", "")?;
-    let boot_mount = boot_dev
+    let root_mount = Mounted::new(&parts.root, &sysroot_path, "ext4", "")?;
+    let boot_mount = parts
+        .boot
         .as_ref()
-        .map(|dev| Mounted::new(dev, &sysroot_path.join("boot"), "ext4", ""))
+        .map(|(dev, _)| Mounted::new(dev, &sysroot_path.join("boot"), "ext4", ""))
         .transpose()?;
 
     let refspec = match &remote {
         Some((name, _, _)) => format!("{name}:{}", opts.reference),
         None => opts.reference.clone(),
     };
-    let mut kargs = vec![format!("root=UUID={root_uuid}"), "rw".to_string()];
+    let mut kargs = vec![format!("root=UUID={}", parts.root_uuid), "rw".to_string()];
     kargs.extend(facts.kargs.iter().cloned());
     kargs.extend(opts.kargs.iter().cloned());
 
@@ -350,7 +329,7 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
             remote.as_ref(),
             &refspec,
             &kargs,
-            boot_uuid.as_deref(),
+            parts.boot.as_ref().map(|(_, uuid)| uuid.as_str()),
         )
     })?;
 
@@ -359,7 +338,7 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
             &deployment_dir,
             &sysroot_path,
             facts.bios.then_some(disk.as_path()),
-            &esp_dev,
+            &parts.esp,
             &boot_fs,
             opts.secure_boot,
         )
