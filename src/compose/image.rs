@@ -7,9 +7,8 @@
 //! libostree writes boot entries for that (`sysroot.bootprefix`, Debian 13):
 //! one file system fewer to find, check and mount at every boot; for an
 //! older one (Debian 12) it is an ext4 partition of its own. The commit is
-//! pulled into the
-//! sysroot's repository and deployed as `ostree admin deploy` would, with
-//! `root=UUID=...`. GRUB comes from the commit itself (grub-install and
+//! pulled into the sysroot's repository and deployed as `ostree admin
+//! deploy` would, with `root=UUID=...`. GRUB comes from the commit itself (grub-install and
 //! grub-mkconfig run with the new deployment as `/`), and its configuration
 //! is `/boot/grub/grub.cfg -> ../loader/grub.cfg`: libostree regenerates
 //! `loader.N/grub.cfg` with every deployment it writes (Debian's ostree-boot
