@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::grub::BootFs;
 use crate::process::run;
 
 pub(super) const MIB: u64 = 1024 * 1024;
@@ -199,12 +200,18 @@ impl Partitions {
         Ok(parts)
     }
 
-    /// The UUID of the file system holding /boot, and GRUB's directory on
-    /// it, as GRUB names them.
-    pub(super) fn grub_home(&self) -> (&str, &str) {
+    /// The file system holding /boot, and GRUB's directory on it, as GRUB
+    /// names them.
+    pub(super) fn grub_home(&self) -> BootFs<'_> {
         match &self.boot {
-            Some((_, uuid)) => (uuid, "/grub"),
-            None => (&self.root_uuid, "/boot/grub"),
+            Some((_, uuid)) => BootFs {
+                uuid,
+                grub_dir: "/grub",
+            },
+            None => BootFs {
+                uuid: &self.root_uuid,
+                grub_dir: "/boot/grub",
+            },
         }
     }
 }

@@ -301,8 +301,6 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
     let parts = sink.task("Making file systems", || {
         Partitions::format(&disk, boot_partition)
     })?;
-    let (uuid, grub_dir) = parts.grub_home();
-    let boot_fs = grub::BootFs { uuid, grub_dir };
 
     let sysroot_path = work.path().join("sysroot");
     let root_mount = Mounted::new(&parts.root, &sysroot_path, "ext4", "")?;
@@ -338,7 +336,7 @@ pub fn compose_image(opts: &ImageOptions, sink: &Sink) -> Result<Image> {
             &sysroot_path,
             facts.bios.then_some(disk.as_path()),
             &parts.esp,
-            &boot_fs,
+            &parts.grub_home(),
             opts.secure_boot,
         )
     })?;
